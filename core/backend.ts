@@ -1,0 +1,249 @@
+/**
+ * The kernels every backend implements. Algorithms and model code call these and never know which backend runs.
+ *
+ * Conventions shared by all kernels:
+ * - Matrices are row-major; activations are `[tokens, features]` with tokens ordered batch-major
+ *   (`token = b · seqLen + t`).
+ * - Kernels return new arrays, except {@link Backend.gramAccumulate}, which adds into the caller's accumulator
+ *   (the one piece of streaming state; see `algorithms/hessian.ts`).
+ * - Every kernel is async so that GPU backends can run without blocking; CPU backends resolve at once.
+ * - Linear-algebra kernels accept float32 or float64 and return the input's element type. The TS reference computes in
+ *   float64 internally; a backend may compute in float32 where its conformance tolerances say so.
+ *
+ * The core never imports a backend: `backends/` implements this interface and `backends/registry.ts` selects one.
+ *
+ * @module
+ */
+
+import type { FloatArray, Matrix } from "./tensor.ts";
+import type { GridParams, GridSpec } from "./grids/types.ts";
+
+/** Transposition flags of {@link Backend.matmul}. */
+export interface MatmulOptions {
+  /** Use `Aᵀ` instead of `A`. */
+  readonly transA?: boolean;
+  /** Use `Bᵀ` instead of `B`. */
+  readonly transB?: boolean;
+}
+
+/** Options of {@link Backend.triangularSolve}: solves `op(T) · X = B` for `X`. */
+export interface TriangularSolveOptions {
+  /** `T` is lower triangular (true) or upper triangular (false). */
+  readonly lower: boolean;
+  /** Solve with `Tᵀ` instead of `T`. Default false. */
+  readonly transpose?: boolean;
+  /** Treat the diagonal as ones. Default false. */
+  readonly unitDiagonal?: boolean;
+}
+
+/** Eigen-decomposition of a symmetric matrix: `A = V · diag(values) · Vᵀ`. */
+export interface EighResult<A extends FloatArray> {
+  /** Eigenvalues in ascending order. */
+  readonly values: Float64Array;
+  /** `[n, n]`, column `i` is the unit eigenvector of `values[i]`. */
+  readonly vectors: Matrix<A>;
+}
+
+/** Thin or truncated SVD: `A ≈ U · diag(s) · Vᵀ`. */
+export interface SvdResult<A extends FloatArray> {
+  /** `[m, k]` left singular vectors (orthonormal columns). */
+  readonly u: Matrix<A>;
+  /** `k` singular values, descending, non-negative. */
+  readonly s: Float64Array;
+  /** `[n, k]` right singular vectors (orthonormal columns). */
+  readonly v: Matrix<A>;
+}
+
+/** Options of {@link Backend.svd}. */
+export interface SvdOptions {
+  /** Keep only the top `rank` triplets; default `min(m, n)`. */
+  readonly rank?: number;
+}
+
+/** Options of {@link Backend.kmeans}. */
+export interface KmeansOptions {
+  /** Number of centroids. */
+  readonly k: number;
+  /** Non-negative weight per point; default all ones. */
+  readonly weights?: Float32Array;
+  /** Seed of the k-means++ initialisation. Same seed, same result. */
+  readonly seed?: number;
+  /** Lloyd iterations at most; default 25. */
+  readonly iterations?: number;
+}
+
+/** Result of {@link Backend.kmeans}. */
+export interface KmeansResult {
+  /** `[k, d]` centroids. */
+  readonly centroids: Matrix;
+  /** Index of the nearest centroid of each point. */
+  readonly assignments: Int32Array;
+  /** Weighted sum of squared distances to the assigned centroids. */
+  readonly inertia: number;
+  /** Lloyd iterations run. */
+  readonly iterations: number;
+}
+
+/** Arguments of {@link Backend.gptqQuantize}: GPTQ's error-feedback loop over a whole layer. */
+export interface GptqKernelArgs {
+  /** `[rows, cols]` weights in processing order (act-order permutation applied, dead columns zeroed). */
+  readonly w: Matrix;
+  /** `[cols, cols]` upper Cholesky factor of the damped inverse Hessian, in the same order. */
+  readonly u: Matrix<FloatArray>;
+  /** The grid every column is rounded to. */
+  readonly grid: GridSpec;
+  /** Columns per lazy-update block (GPTQ uses 128). */
+  readonly blockSize: number;
+  /**
+   * Where the grid parameters come from:
+   * - `{ kind: "dynamic", groupSize }`: refit on the current weights each `groupSize` processed columns, exactly as the
+   *   reference does (on the weights as they stand at the start of the current block plus earlier blocks' updates);
+   * - `{ kind: "fixed", params, groupOfColumn }`: parameters fitted beforehand (per row, or static groups), and the
+   *   group of each processed column.
+   */
+  readonly groups:
+    | { readonly kind: "dynamic"; readonly groupSize: number }
+    | { readonly kind: "fixed"; readonly params: GridParams; readonly groupOfColumn: Int32Array };
+}
+
+/** Result of {@link Backend.gptqQuantize}, in processing order. */
+export interface GptqKernelResult {
+  /** `[rows, cols]` dequantized weights. */
+  readonly dequantized: Matrix;
+  /** `[rows, cols]` integer codes (grid indices). */
+  readonly codes: Uint8Array;
+  /** Grid parameters; for dynamic groups, group `g` covers processed columns `[g·groupSize, (g+1)·groupSize)`. */
+  readonly params: GridParams;
+}
+
+/** Dimensions of a batch of causal self-attention. */
+export interface AttentionShape {
+  readonly batch: number;
+  readonly seqLen: number;
+  readonly heads: number;
+  /** Key/value heads; `heads` must be a multiple (grouped-query attention). */
+  readonly kvHeads: number;
+  readonly headDim: number;
+}
+
+/** Options of {@link Backend.rope}. */
+export interface RopeOptions {
+  readonly seqLen: number;
+  readonly headDim: number;
+  /** Base of the rotation frequencies (Llama: 10000). */
+  readonly theta: number;
+  /** `"half"`: pairs `(i, i + d/2)` as Hugging Face Llama; `"interleaved"`: pairs `(2i, 2i+1)` as llama2.c. */
+  readonly pairing: "half" | "interleaved";
+  /** Rotate by minus the angle: the backward pass (a rotation's transpose is its inverse). */
+  readonly inverse?: boolean;
+}
+
+/** Result of {@link Backend.crossEntropy}. */
+export interface CrossEntropyResult {
+  /** Loss per token (natural log); 0 where the target is ignored. */
+  readonly losses: Float32Array;
+  /** `[tokens, vocab]` gradient `gradScale[t] · (softmax − onehot)` when requested. */
+  readonly dlogits?: Matrix;
+}
+
+/** One backend: a complete set of kernels. */
+export interface Backend {
+  /** Registry name ("ts", "wasm", "webgpu"). */
+  readonly name: string;
+
+  // ---- dense linear algebra ----
+
+  /** `op(A) · op(B)` in float32. @throws {ShapeError} when inner dimensions differ. */
+  matmul(a: Matrix, b: Matrix, options?: MatmulOptions): Promise<Matrix>;
+  /** `acc += alpha · XᵀX`, in place; `acc` is `[d, d]` (float32 or float64), `x` is `[n, d]`. */
+  gramAccumulate(acc: Matrix<FloatArray>, x: Matrix, alpha: number): Promise<void>;
+  /** Lower `L` with `A = L·Lᵀ`. @throws {NotPositiveDefiniteError} on a non-positive pivot. */
+  cholesky<A extends FloatArray>(a: Matrix<A>): Promise<Matrix<A>>;
+  /** `X` with `op(T) · X = B`. */
+  triangularSolve<A extends FloatArray>(t: Matrix<A>, b: Matrix<A>, options: TriangularSolveOptions): Promise<Matrix<A>>;
+  /** `(L·Lᵀ)⁻¹` from the lower Cholesky factor `L`. */
+  choleskyInverse<A extends FloatArray>(l: Matrix<A>): Promise<Matrix<A>>;
+  /** Symmetric eigendecomposition. @throws {ConvergenceError} if the solver does not converge. */
+  eigh<A extends FloatArray>(a: Matrix<A>): Promise<EighResult<A>>;
+  /** Singular value decomposition, full or truncated. */
+  svd<A extends FloatArray>(a: Matrix<A>, options?: SvdOptions): Promise<SvdResult<A>>;
+  /** Weighted k-means with k-means++ seeding; deterministic for a seed. */
+  kmeans(points: Matrix, options: KmeansOptions): Promise<KmeansResult>;
+
+  // ---- quantization ----
+
+  /** Fits a grid per row and per group of `groupSize` columns (0 = whole row). */
+  fitGrid(w: Matrix, grid: GridSpec, groupSize: number): Promise<GridParams>;
+  /** Rounds every weight to its group's grid: codes and dequantized values. */
+  quantizeGrid(
+    w: Matrix,
+    grid: GridSpec,
+    params: GridParams,
+    groupOfColumn: Int32Array,
+  ): Promise<{ codes: Uint8Array; dequantized: Matrix }>;
+  /** GPTQ's column loop with error feedback and lazy block updates over a whole layer. */
+  gptqQuantize(args: GptqKernelArgs): Promise<GptqKernelResult>;
+
+  // ---- transformer building blocks ----
+
+  /** `x / rms(x) · weight` per row, `rms = sqrt(mean(x²) + eps)`. */
+  rmsNorm(x: Matrix, weight: Float32Array, eps: number): Promise<Matrix>;
+  /** Gradients of {@link Backend.rmsNorm} with respect to its input and its weight. */
+  rmsNormBackward(
+    x: Matrix,
+    weight: Float32Array,
+    dy: Matrix,
+    eps: number,
+  ): Promise<{ dx: Matrix; dweight: Float32Array }>;
+  /** Rotary position embedding of `[tokens, heads · headDim]`; position = token index mod `seqLen`. */
+  rope(x: Matrix, options: RopeOptions): Promise<Matrix>;
+  /** Causal softmax attention with scale `1/sqrt(headDim)`; q `[T, heads·hd]`, k and v `[T, kvHeads·hd]`. */
+  attention(q: Matrix, k: Matrix, v: Matrix, shape: AttentionShape): Promise<Matrix>;
+  /** Gradients of {@link Backend.attention} (probabilities recomputed, not stored). */
+  attentionBackward(
+    q: Matrix,
+    k: Matrix,
+    v: Matrix,
+    dout: Matrix,
+    shape: AttentionShape,
+  ): Promise<{ dq: Matrix; dk: Matrix; dv: Matrix }>;
+  /** `silu(gate) ⊙ up`. */
+  swiglu(gate: Matrix, up: Matrix): Promise<Matrix>;
+  /** Gradients of {@link Backend.swiglu}. */
+  swigluBackward(gate: Matrix, up: Matrix, dy: Matrix): Promise<{ dgate: Matrix; dup: Matrix }>;
+  /**
+   * Softmax cross-entropy per token against `targets` (`-1` = ignored), and optionally its gradient scaled per token
+   * by `gradScale` (a single number or one per token).
+   */
+  crossEntropy(
+    logits: Matrix,
+    targets: Int32Array,
+    gradScale?: number | Float32Array,
+  ): Promise<CrossEntropyResult>;
+
+  /** Frees device resources; the backend is unusable afterwards. CPU backends may do nothing. */
+  dispose?(): void;
+}
+
+/** The names of every kernel, for conformance reports and "kernel not implemented" messages. */
+export const KERNEL_NAMES = [
+  "matmul",
+  "gramAccumulate",
+  "cholesky",
+  "triangularSolve",
+  "choleskyInverse",
+  "eigh",
+  "svd",
+  "kmeans",
+  "fitGrid",
+  "quantizeGrid",
+  "gptqQuantize",
+  "rmsNorm",
+  "rmsNormBackward",
+  "rope",
+  "attention",
+  "attentionBackward",
+  "swiglu",
+  "swigluBackward",
+  "crossEntropy",
+] as const satisfies readonly (keyof Backend)[];

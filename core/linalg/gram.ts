@@ -7,9 +7,6 @@
 import { ShapeError } from "../errors.ts";
 import type { FloatArray, Matrix } from "../tensor.ts";
 
-/** Rows of X folded in per pass: a chunk of the transposed input stays in cache while all column pairs use it. */
-const CHUNK = 256;
-
 /**
  * Adds `alpha · XᵀX` to the symmetric accumulator `acc` in place (both triangles are written).
  *
@@ -33,20 +30,28 @@ export function gramAccumulate(acc: Matrix<FloatArray>, x: Matrix, alpha: number
     throw new ShapeError(`gramAccumulate: accumulator ${acc.shape[0]}×${acc.shape[1]} for inputs with ${d} columns`);
   }
   const X = x.data, H = acc.data;
-  const xt = new Float64Array(d * CHUNK); // [d, chunk]: column j of the chunk as a contiguous row
-  for (let t0 = 0; t0 < n; t0 += CHUNK) {
-    const len = Math.min(CHUNK, n - t0);
-    for (let t = 0; t < len; t++) {
-      const row = (t0 + t) * d;
-      for (let j = 0; j < d; j++) xt[j * CHUNK + t] = X[row + j];
+  // Rows i0..i0+3 of the upper triangle at once: each input row is read once per four output rows, and every inner
+  // loop runs over contiguous memory. Sums stay in float64 until they are added to the accumulator.
+  const acc0 = new Float64Array(d), acc1 = new Float64Array(d), acc2 = new Float64Array(d), acc3 = new Float64Array(d);
+  const rows = [acc0, acc1, acc2, acc3];
+  for (let i0 = 0; i0 < d; i0 += 4) {
+    const w = Math.min(4, d - i0);
+    acc0.fill(0), acc1.fill(0), acc2.fill(0), acc3.fill(0);
+    for (let t = 0; t < n; t++) {
+      const o = t * d;
+      const a0 = X[o + i0], a1 = w > 1 ? X[o + i0 + 1] : 0, a2 = w > 2 ? X[o + i0 + 2] : 0, a3 = w > 3 ? X[o + i0 + 3] : 0;
+      for (let j = i0; j < d; j++) {
+        const v = X[o + j];
+        acc0[j] += a0 * v;
+        acc1[j] += a1 * v;
+        acc2[j] += a2 * v;
+        acc3[j] += a3 * v;
+      }
     }
-    for (let i = 0; i < d; i++) {
-      const oi = i * CHUNK;
+    for (let r = 0; r < w; r++) {
+      const i = i0 + r, sums = rows[r];
       for (let j = i; j < d; j++) {
-        const oj = j * CHUNK;
-        let s = 0;
-        for (let t = 0; t < len; t++) s += xt[oi + t] * xt[oj + t];
-        const v = alpha * s;
+        const v = alpha * sums[j];
         H[i * d + j] += v;
         if (j !== i) H[j * d + i] += v;
       }

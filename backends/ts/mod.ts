@@ -7,32 +7,51 @@
 
 import type { Backend } from "../../core/backend.ts";
 import { BackendError } from "../../core/errors.ts";
+import { fitGrid, quantizeGrid } from "../../core/grids/fit.ts";
+import { cholesky, choleskyInverse } from "../../core/linalg/cholesky.ts";
+import { eigh } from "../../core/linalg/eigh.ts";
 import { gramAccumulate } from "../../core/linalg/gram.ts";
 import { matmul } from "../../core/linalg/matmul.ts";
+import { triangularSolve } from "../../core/linalg/triangular.ts";
+import { attention, attentionBackward } from "../../core/nn/attention.ts";
+import { crossEntropy } from "../../core/nn/cross_entropy.ts";
+import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
+import { rope } from "../../core/nn/rope.ts";
+import { swiglu, swigluBackward } from "../../core/nn/swiglu.ts";
+import { gptqQuantize } from "../../core/quant/gptq_kernel.ts";
 
 // Kernels still being written land here one by one; until then they fail loudly by name.
 const pending = (name: string) => () => Promise.reject(new BackendError(`kernel ${name} is not yet implemented`));
 
+/** Runs a synchronous reference kernel as the interface's async kernel; a throw becomes a rejection. */
+function run<T>(f: () => T): Promise<T> {
+  try {
+    return Promise.resolve(f());
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
 /** The reference TS backend. */
 export const tsBackend: Backend = {
   name: "ts",
-  matmul: (a, b, options) => Promise.resolve(matmul(a, b, options)),
-  gramAccumulate: (acc, x, alpha) => Promise.resolve(gramAccumulate(acc, x, alpha)),
-  cholesky: pending("cholesky"),
-  triangularSolve: pending("triangularSolve"),
-  choleskyInverse: pending("choleskyInverse"),
-  eigh: pending("eigh"),
+  matmul: (a, b, options) => run(() => matmul(a, b, options)),
+  gramAccumulate: (acc, x, alpha) => run(() => gramAccumulate(acc, x, alpha)),
+  cholesky: (a) => run(() => cholesky(a)),
+  triangularSolve: (t, b, options) => run(() => triangularSolve(t, b, options)),
+  choleskyInverse: (l) => run(() => choleskyInverse(l)),
+  eigh: (a) => run(() => eigh(a)),
   svd: pending("svd"),
   kmeans: pending("kmeans"),
-  fitGrid: pending("fitGrid"),
-  quantizeGrid: pending("quantizeGrid"),
-  gptqQuantize: pending("gptqQuantize"),
-  rmsNorm: pending("rmsNorm"),
-  rmsNormBackward: pending("rmsNormBackward"),
-  rope: pending("rope"),
-  attention: pending("attention"),
-  attentionBackward: pending("attentionBackward"),
-  swiglu: pending("swiglu"),
-  swigluBackward: pending("swigluBackward"),
-  crossEntropy: pending("crossEntropy"),
+  fitGrid: (w, grid, groupSize) => run(() => fitGrid(w, grid, groupSize)),
+  quantizeGrid: (w, grid, params, groupOfColumn) => run(() => quantizeGrid(w, grid, params, groupOfColumn)),
+  gptqQuantize: (args) => run(() => gptqQuantize(args)),
+  rmsNorm: (x, weight, eps) => run(() => rmsNorm(x, weight, eps)),
+  rmsNormBackward: (x, weight, dy, eps) => run(() => rmsNormBackward(x, weight, dy, eps)),
+  rope: (x, options) => run(() => rope(x, options)),
+  attention: (q, k, v, shape) => run(() => attention(q, k, v, shape)),
+  attentionBackward: (q, k, v, dout, shape) => run(() => attentionBackward(q, k, v, dout, shape)),
+  swiglu: (gate, up) => run(() => swiglu(gate, up)),
+  swigluBackward: (gate, up, dy) => run(() => swigluBackward(gate, up, dy)),
+  crossEntropy: (logits, targets, gradScale) => run(() => crossEntropy(logits, targets, gradScale)),
 };

@@ -1,0 +1,196 @@
+/**
+ * GPTQ (Frantar et al., arXiv 2210.17323): quantize a layer column by column, feeding each column's rounding error
+ * forward through the Cholesky factor of the inverse Hessian so the later columns compensate for it.
+ *
+ * ```
+ * W: [rows, cols]   H: [cols, cols]
+ * dead columns (H_jj = 0) → H_jj = 1, W[:, j] = 0
+ * act-order → permute columns by descending diag(H)
+ * H += λ·mean(diag H)·I;   U = upper Cholesky factor of H⁻¹
+ * error-feedback loop over 128-column blocks          (Backend.gptqQuantize)
+ * undo the permutation
+ * ```
+ *
+ * @module
+ */
+
+import type { Backend } from "../core/backend.ts";
+import { OptionError, ShapeError } from "../core/errors.ts";
+import { fitGrid } from "../core/grids/fit.ts";
+import type { GridParams, GridSpec } from "../core/grids/types.ts";
+import { choleskyWithRetry } from "../core/linalg/cholesky.ts";
+import {
+  assertFinite,
+  clone,
+  diagonal,
+  eye,
+  type FloatArray,
+  invertPermutation,
+  type Matrix,
+  permuteColumns,
+  permuteSymmetric,
+  toFloat64,
+} from "../core/tensor.ts";
+import { getBackend } from "../backends/registry.ts";
+import { layerLoss } from "./layer_loss.ts";
+import { type QuantizedLayer, statsBitsPerWeight } from "./result.ts";
+
+/** Options of {@link gptq}. Defaults follow the reference implementation. */
+export interface GptqOptions {
+  /** Bits of the uniform grid, 2-8; default 4. Ignored when `grid` is given. */
+  readonly bits?: number;
+  /** Any grid (NF4, FP4, ...) instead of the uniform `bits` grid. */
+  readonly grid?: GridSpec;
+  /** Columns per group, 0 = one grid per row; default 0. */
+  readonly groupSize?: number;
+  /** Process columns by descending Hessian diagonal; default false. */
+  readonly actOrder?: boolean;
+  /** Fit all groups on the original weights before quantizing (with act-order: groups stay contiguous); default false. */
+  readonly staticGroups?: boolean;
+  /** Symmetric uniform grid; default false. */
+  readonly symmetric?: boolean;
+  /** GPTQ's MSE grid search; default false. */
+  readonly mse?: boolean;
+  /** Relative damping `λ`: `H += λ·mean(diag H)·I`; default 0.01. */
+  readonly damping?: number;
+  /** Columns per lazy-update block; default 128. */
+  readonly blockSize?: number;
+  /** Kernels; default the current backend. */
+  readonly backend?: Backend;
+}
+
+/**
+ * Quantizes one linear layer with GPTQ.
+ *
+ * @param w `[rows, cols]` weights (out × in).
+ * @param h `[cols, cols]` Hessian of the layer's inputs (e.g. `2/N·XᵀX`), not yet damped.
+ * @returns the quantized layer, in the original column order, with `tr((W−Ŵ)H(W−Ŵ)ᵀ)` in its stats.
+ * @throws {ShapeError} when `h` does not match `w`; {NonFiniteError} on NaN/Inf inputs; {OptionError} on bad options;
+ *   {NotPositiveDefiniteError} when even heavy extra damping cannot make `H` positive definite.
+ *
+ * @example
+ * ```ts
+ * import { gptq } from "./gptq.ts";
+ * import { eye, fromRows, toFloat32 } from "../core/tensor.ts";
+ * const w = fromRows([[0.1, -0.4, 0.25], [0.3, 0.2, -0.1]]);
+ * const q = await gptq(w, toFloat32(eye(3)), { bits: 2 });
+ * console.assert(q.dequantized.shape[1] === 3 && q.stats.avgBits > 2);
+ * ```
+ */
+export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOptions = {}): Promise<QuantizedLayer> {
+  const t0 = performance.now();
+  const {
+    bits = 4,
+    groupSize = 0,
+    actOrder = false,
+    staticGroups = false,
+    damping = 0.01,
+    blockSize = 128,
+    backend = getBackend(),
+  } = options;
+  const grid: GridSpec = options.grid ??
+    { kind: "uniform", bits, symmetric: options.symmetric ?? false, mse: options.mse ?? false };
+  const [rows, cols] = w.shape;
+  if (h.shape[0] !== cols || h.shape[1] !== cols) {
+    throw new ShapeError(`gptq: Hessian is ${h.shape.join("×")} for a layer with ${cols} input columns`);
+  }
+  if (!(damping >= 0)) throw new OptionError(`gptq: damping must be ≥ 0, got ${damping}`);
+  assertFinite(w, "gptq weights");
+  assertFinite(h, "gptq Hessian");
+
+  // Per-row grids are fitted on the weights as given, before dead columns are zeroed (the reference's order).
+  const perRow = groupSize === 0 ? fitGrid(w, grid, 0) : undefined;
+
+  const W = clone(w); // [rows, cols]
+  const H = toFloat64(h); // [cols, cols]
+  for (let j = 0; j < cols; j++) {
+    if (H.data[j * cols + j] === 0) {
+      H.data[j * cols + j] = 1;
+      for (let i = 0; i < rows; i++) W.data[i * cols + j] = 0;
+    }
+  }
+  const staticParams = staticGroups && groupSize > 0 ? fitGrid(W, grid, groupSize) : undefined;
+
+  let perm: Int32Array | undefined;
+  let Wp = W, Hp = H;
+  if (actOrder) {
+    const d = diagonal(H);
+    // Stable descending order: equal diagonals keep their column order, so the result is deterministic.
+    perm = Int32Array.from({ length: cols }, (_, j) => j).sort((a, b) => d[b] - d[a] || a - b);
+    Wp = permuteColumns(W, perm);
+    Hp = permuteSymmetric(H, perm);
+  }
+
+  let mean = 0;
+  for (let j = 0; j < cols; j++) mean += Hp.data[j * cols + j];
+  const damp = damping * mean / cols;
+  for (let j = 0; j < cols; j++) Hp.data[j * cols + j] += damp;
+  const { u, extraDamping } = await inverseUpperFactor(Hp, backend);
+
+  const groups = perRow
+    ? { kind: "fixed" as const, params: perRow, groupOfColumn: new Int32Array(cols) }
+    : staticParams
+    ? {
+      kind: "fixed" as const,
+      params: staticParams,
+      groupOfColumn: Int32Array.from({ length: cols }, (_, k) => Math.floor((perm ? perm[k] : k) / groupSize)),
+    }
+    : { kind: "dynamic" as const, groupSize };
+  const out = await backend.gptqQuantize({ w: Wp, u, grid, blockSize, groups });
+
+  // Back to the original column order. Dynamic groups were formed in processing order, so column c belongs to the
+  // group of its processing position (GPTQ's g_idx); fixed groups already index original columns.
+  const inv = perm ? invertPermutation(perm) : undefined;
+  const dequantized = inv ? permuteColumns(out.dequantized, inv) : out.dequantized;
+  const codes = inv ? permuteCodes(out.codes, rows, cols, inv) : out.codes;
+  const groupIndex = groups.kind === "fixed"
+    ? (perRow ? groups.groupOfColumn : Int32Array.from({ length: cols }, (_, c) => Math.floor(c / groupSize)))
+    : Int32Array.from({ length: cols }, (_, c) => Math.floor((inv ? inv[c] : c) / groupSize));
+  const params: GridParams = out.params;
+
+  const loss = await layerLoss(w, dequantized, h, backend);
+  const codeBits = grid.bits;
+  return {
+    method: "gptq",
+    dequantized,
+    grid,
+    codes,
+    params,
+    groupIndex,
+    groupSize,
+    permutation: perm,
+    stats: {
+      layerLoss: loss,
+      avgBits: codeBits + statsBitsPerWeight(codeBits, groupSize, cols, grid.kind === "uniform"),
+      seconds: (performance.now() - t0) / 1000,
+      damping: damp + extraDamping,
+    },
+  };
+}
+
+/**
+ * GPTQ's `U` (upper, `H⁻¹ = UᵀU`) through backend kernels: with `J` the order reversal, `J·H·J = L̃·L̃ᵀ` gives
+ * `U = J·L̃⁻¹·J`: one factorisation and one triangular solve, and no second factorisation of an ill-conditioned `H⁻¹`.
+ * If `H` is not positive definite even after GPTQ's damping, more damping is added (and reported).
+ */
+export async function inverseUpperFactor(
+  h: Matrix<Float64Array>,
+  backend: Backend,
+): Promise<{ u: Matrix<Float64Array>; extraDamping: number }> {
+  const n = h.shape[0];
+  const reverse = Int32Array.from({ length: n }, (_, i) => n - 1 - i);
+  const { factor, damping } = await choleskyWithRetry(
+    permuteSymmetric(h, reverse),
+    { initialDamping: 1e-4 },
+    (m) => backend.cholesky(m),
+  );
+  const inv = await backend.triangularSolve(factor, eye(n), { lower: true });
+  return { u: permuteSymmetric(inv, reverse), extraDamping: damping };
+}
+
+function permuteCodes(codes: Uint8Array, rows: number, cols: number, perm: Int32Array): Uint8Array {
+  const out = new Uint8Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[i * cols + j] = codes[i * cols + perm[j]];
+  return out;
+}
+

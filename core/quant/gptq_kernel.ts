@@ -1,0 +1,168 @@
+/**
+ * Reference kernel of GPTQ's error-feedback loop (`Backend.gptqQuantize`), a line-by-line reading of the reference
+ * `fasterquant` inner loops:
+ *
+ * ```
+ * for each block [i1, i2) of B columns:
+ *   W1 = W[:, i1:i2]                                  working copy of the block
+ *   for column j = i1 + i:
+ *     if dynamic groups and j % g == 0: fit the grid on W[:, j:j+g]   (block-start weights, as the reference)
+ *     q = quant(W1[:, i]);  e = (W1[:, i] − q) / U[j, j]
+ *     W1[:, i:] −= e ⊗ U[j, i1+i : i2]                 error feedback inside the block
+ *     E[:, i] = e
+ *   W[:, i2:] −= E · U[i1:i2, i2:]                     lazy batch update of the rest
+ * ```
+ *
+ * Storage is transposed (`Wt = Wᵀ`, `[cols, rows]`) so that a column of W, the unit the loop works on, is contiguous.
+ * Weights, errors and grid parameters are float32 as in the reference; products are formed in float64 and rounded.
+ *
+ * @module
+ */
+
+import type { GptqKernelArgs, GptqKernelResult } from "../backend.ts";
+import { OptionError, ShapeError } from "../errors.ts";
+import { checkGrid, groupCount } from "../grids/fit.ts";
+import { nearestLevel } from "../grids/tables.ts";
+import type { GridParams, GridSpec } from "../grids/types.ts";
+import { fitUniformRow, uniformCode, uniformMaxq, uniformValue } from "../grids/uniform.ts";
+import { matmul } from "../linalg/matmul.ts";
+import { matrix, transpose } from "../tensor.ts";
+
+const fround = Math.fround;
+
+/**
+ * GPTQ over a whole layer; see the module comment. Returns results in processing order.
+ *
+ * @throws {ShapeError} when `u` is not `[cols, cols]` or fixed parameters do not fit.
+ * @throws {OptionError} on a bad grid, block size or group size.
+ */
+export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
+  const { w, u, grid, blockSize, groups } = args;
+  const [rows, cols] = w.shape;
+  if (u.shape[0] !== cols || u.shape[1] !== cols) {
+    throw new ShapeError(`gptq: U is ${u.shape[0]}×${u.shape[1]} for ${cols} columns`);
+  }
+  if (!Number.isInteger(blockSize) || blockSize < 1) throw new OptionError(`gptq: block size ${blockSize}`);
+  checkGrid(grid);
+
+  const dynamic = groups.kind === "dynamic";
+  const groupSize = dynamic ? groups.groupSize : 0;
+  const params: GridParams = dynamic
+    ? {
+      rows,
+      groups: groupCount(cols, groupSize === 0 ? 0 : groupSize),
+      scale: new Float32Array(rows * groupCount(cols, groupSize)),
+      zero: new Float32Array(rows * groupCount(cols, groupSize)),
+    }
+    : groups.params;
+  if (!dynamic) {
+    if (params.rows !== rows || groups.groupOfColumn.length !== cols) {
+      throw new ShapeError(
+        `gptq: fixed grid parameters for ${params.rows} rows and ${groups.groupOfColumn.length} columns`,
+      );
+    }
+  } else if (groupSize === 0) {
+    throw new OptionError("gptq: dynamic groups need a group size ≥ 1 (fit per-row grids up front as fixed params)");
+  }
+
+  const U = u.data;
+  const Wt = transpose(w).data; // [cols, rows], updated by the lazy batch updates
+  const Qt = new Float32Array(cols * rows);
+  const codesT = new Uint8Array(cols * rows);
+  const scale = new Float32Array(rows), zero = new Float32Array(rows); // current group of every row
+  const round = rounder(grid);
+
+  for (let i1 = 0; i1 < cols; i1 += blockSize) {
+    const i2 = Math.min(i1 + blockSize, cols), count = i2 - i1;
+    const W1 = Wt.slice(i1 * rows, i2 * rows); // [count, rows] working copy
+    const E = new Float32Array(count * rows); // [count, rows] scaled errors
+    for (let i = 0; i < count; i++) {
+      const j = i1 + i;
+      if (dynamic) {
+        if (j % groupSize === 0) {
+          const g = j / groupSize, length = Math.min(groupSize, cols - j);
+          for (let r = 0; r < rows; r++) {
+            // Column values j..j+length of row r, from the block-start weights Wt (not W1): the reference's choice.
+            const p = fitGroup(grid, Wt, { offset: j * rows + r, length, stride: rows });
+            scale[r] = params.scale[r * params.groups + g] = p.scale;
+            zero[r] = params.zero[r * params.groups + g] = p.zero;
+          }
+        }
+      } else {
+        const g = groups.groupOfColumn[j];
+        if (g < 0 || g >= params.groups) throw new OptionError(`gptq: column ${j} in group ${g} of ${params.groups}`);
+        for (let r = 0; r < rows; r++) {
+          scale[r] = params.scale[r * params.groups + g], zero[r] = params.zero[r * params.groups + g];
+        }
+      }
+      const d = U[j * cols + j];
+      const col = i * rows;
+      for (let r = 0; r < rows; r++) {
+        const x = W1[col + r];
+        const code = round.code(x, scale[r], zero[r]);
+        const q = round.value(code, scale[r], zero[r]);
+        codesT[j * rows + r] = code;
+        Qt[j * rows + r] = q;
+        E[col + r] = fround(fround(x - q) / d);
+      }
+      for (let k = i + 1; k < count; k++) {
+        const uk = U[j * cols + i1 + k];
+        if (uk === 0) continue;
+        const o = k * rows;
+        for (let r = 0; r < rows; r++) W1[o + r] = fround(W1[o + r] - E[col + r] * uk);
+      }
+    }
+    if (i2 < cols) {
+      // Wt[i2:, :] −= U[i1:i2, i2:]ᵀ · E
+      const rest = cols - i2;
+      const ublock = matrix(count, rest);
+      for (let i = 0; i < count; i++) {
+        for (let k = 0; k < rest; k++) ublock.data[i * rest + k] = U[(i1 + i) * cols + i2 + k];
+      }
+      const update = matmul(ublock, matrix(count, rows, E), { transA: true }).data; // [rest, rows]
+      const base = i2 * rows;
+      for (let t = 0; t < update.length; t++) Wt[base + t] = fround(Wt[base + t] - update[t]);
+    }
+  }
+
+  return {
+    dequantized: transpose(matrix(cols, rows, Qt)),
+    codes: transposeCodes(codesT, cols, rows),
+    params,
+  };
+}
+
+/** Fits one group (a strided view of `values`) to `grid`. */
+function fitGroup(
+  grid: GridSpec,
+  values: Float32Array,
+  view: { offset: number; length: number; stride: number },
+): { scale: number; zero: number } {
+  if (grid.kind === "uniform") {
+    return fitUniformRow(values, grid.bits, grid.symmetric ?? false, grid.mse ?? false, view);
+  }
+  let absmax = 0;
+  for (let k = 0, i = view.offset; k < view.length; k++, i += view.stride) {
+    absmax = Math.max(absmax, Math.abs(values[i]));
+  }
+  return { scale: absmax === 0 ? 1 : absmax, zero: 0 };
+}
+
+/** Code and value functions of a grid, with the grid's constants bound once. */
+function rounder(grid: GridSpec): {
+  code(x: number, scale: number, zero: number): number;
+  value(code: number, scale: number, zero: number): number;
+} {
+  if (grid.kind === "uniform") {
+    const maxq = uniformMaxq(grid.bits);
+    return { code: (x, s, z) => uniformCode(x, s, z, maxq), value: uniformValue };
+  }
+  const levels = grid.levels;
+  return { code: (x, s) => nearestLevel(levels, fround(x / s)), value: (c, s) => fround(s * levels[c]) };
+}
+
+function transposeCodes(t: Uint8Array, cols: number, rows: number): Uint8Array {
+  const out = new Uint8Array(rows * cols);
+  for (let j = 0; j < cols; j++) for (let r = 0; r < rows; r++) out[r * cols + j] = t[j * rows + r];
+  return out;
+}

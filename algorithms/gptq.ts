@@ -193,4 +193,3 @@ function permuteCodes(codes: Uint8Array, rows: number, cols: number, perm: Int32
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[i * cols + j] = codes[i * cols + perm[j]];
   return out;
 }
-

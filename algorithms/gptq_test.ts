@@ -1,0 +1,82 @@
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { createRng, randomNormal } from "../core/random.ts";
+import { eye, type Matrix, matrix, toFloat32 } from "../core/tensor.ts";
+import { assertClose } from "../tests/assert_close.ts";
+import { gptq } from "./gptq.ts";
+import { hessianOf } from "./hessian.ts";
+import { rtn } from "./rtn.ts";
+
+/** Inputs with strongly correlated columns: x = z·M with a random mixing matrix, so H is far from diagonal. */
+function correlatedInputs(n: number, d: number, seed: number): Matrix {
+  const rng = createRng(seed);
+  const z = randomNormal(rng, n * d), mix = randomNormal(rng, d * d, 1 / Math.sqrt(d));
+  const x = matrix(n, d);
+  for (let t = 0; t < n; t++) {
+    for (let j = 0; j < d; j++) {
+      let s = 0;
+      for (let k = 0; k < d; k++) s += z[t * d + k] * mix[k * d + j];
+      x.data[t * d + j] = s + 0.3 * z[t * d + j];
+    }
+  }
+  return x;
+}
+
+const rows = 24, cols = 48;
+const w = matrix(rows, cols, randomNormal(createRng(5), rows * cols, 0.1));
+const h = await hessianOf(correlatedInputs(512, cols, 6));
+
+Deno.test("gptq: layer loss below RTN's on correlated inputs, for every setting", async () => {
+  for (
+    const options of [{ bits: 2 }, { bits: 3 }, { bits: 4, groupSize: 16 }, { bits: 3, groupSize: 16, actOrder: true }]
+  ) {
+    const g = await gptq(w, h, options), r = await rtn(w, h, options);
+    ok(
+      g.stats.layerLoss < r.stats.layerLoss,
+      `${JSON.stringify(options)}: ${g.stats.layerLoss} ≥ ${r.stats.layerLoss}`,
+    );
+  }
+});
+
+Deno.test("gptq: with H = I and no damping it equals RTN", async () => {
+  const identity = toFloat32(eye(cols));
+  for (const options of [{ bits: 3 }, { bits: 4, groupSize: 16 }, { bits: 2, groupSize: 8, actOrder: true }]) {
+    const g = await gptq(w, identity, { ...options, damping: 0 });
+    const r = await rtn(w, identity, options);
+    deepEqual(g.codes, r.codes, JSON.stringify(options));
+    assertClose(g.dequantized.data, r.dequantized.data, { atol: 0, rtol: 0 });
+  }
+});
+
+Deno.test("gptq: act-order's permutation is undone and g_idx names each column's group", async () => {
+  const g = await gptq(w, h, { bits: 4, groupSize: 16, actOrder: true });
+  const perm = g.permutation!;
+  deepEqual([...perm].sort((a, b) => a - b), Array.from({ length: cols }, (_, j) => j));
+  // Processing order is by descending diagonal.
+  for (let k = 1; k < cols; k++) ok(h.data[perm[k - 1] * cols + perm[k - 1]] >= h.data[perm[k] * cols + perm[k]]);
+  // Every weight sits on its group's grid: recomputing it from codes, scales and zeros gives it back.
+  const { scale, zero, groups } = g.params!;
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) {
+      const p = i * groups + g.groupIndex![j];
+      const v = Math.fround(scale[p] * Math.fround(g.codes![i * cols + j] - zero[p]));
+      equal(g.dequantized.data[i * cols + j], v);
+    }
+  }
+  // Group k holds the columns processed k·16 … k·16+15.
+  for (let k = 0; k < cols; k++) equal(g.groupIndex![perm[k]], Math.floor(k / 16));
+});
+
+Deno.test("gptq: static groups with act-order keep contiguous groups", async () => {
+  const g = await gptq(w, h, { bits: 3, groupSize: 16, actOrder: true, staticGroups: true });
+  for (let j = 0; j < cols; j++) equal(g.groupIndex![j], Math.floor(j / 16));
+  const r = await rtn(w, h, { bits: 3, groupSize: 16 });
+  deepEqual(g.params!.scale, r.params!.scale, "static groups are fitted on the original weights");
+});
+
+Deno.test("gptq: dead inputs give zero columns and a finite result", async () => {
+  const dead = Float32Array.from(h.data);
+  for (const j of [0, 7, cols - 1]) for (let k = 0; k < cols; k++) dead[j * cols + k] = dead[k * cols + j] = 0;
+  const g = await gptq(w, matrix(cols, cols, dead), { bits: 3, groupSize: 16, actOrder: true });
+  for (const j of [0, 7, cols - 1]) for (let i = 0; i < rows; i++) equal(g.dequantized.data[i * cols + j], 0);
+  ok(Number.isFinite(g.stats.layerLoss));
+});

@@ -1,0 +1,209 @@
+/**
+ * The calibration driver: GPTQ's sequential flow over a whole model. The residual stream of every calibration window
+ * enters layer 0; for each decoder layer in turn,
+ *
+ * 1. run the layer (still full precision) over every window, accumulating one Hessian per distinct linear input
+ *    (q/k/v share one, gate/up share one);
+ * 2. quantize its seven linear layers with the quantizer passed in;
+ * 3. run the *quantized* layer over every window: its outputs feed the next layer.
+ *
+ * Only the current layer's inputs are held (one `[windows·seqLen, hidden]` buffer), never every layer's activations.
+ * With `trueSequential`, step 1-2 run per group (q/k/v, then o, then gate/up, then down), each group's inputs computed
+ * with the groups before it already quantized.
+ *
+ * @module
+ */
+
+import type { Backend } from "../core/backend.ts";
+import { OptionError } from "../core/errors.ts";
+import type { FloatArray, Matrix } from "../core/tensor.ts";
+import { createHessianAccumulator, type HessianAccumulator } from "../algorithms/hessian.ts";
+import { getBackend } from "../backends/registry.ts";
+import {
+  decoderLayerForward,
+  embedTokens,
+  type LinearKind,
+  linearName,
+  linearWeight,
+  type LlamaModel,
+  withLinearWeights,
+} from "./llama.ts";
+
+/** Quantizes one linear layer: its name, `[out, in]` weight and `[in, in]` Hessian in; the dequantized weight out. */
+export type LayerQuantizer<R extends { dequantized: Matrix }> = (
+  name: string,
+  w: Matrix,
+  h: Matrix<FloatArray>,
+) => Promise<R>;
+
+/**
+ * Supplies the Hessians of one decoder layer's linear layers instead of the inputs' `2/N·XᵀX` (OAC's output-adaptive
+ * Hessians, say). Called once per layer, after the layers before it are quantized, with the current model.
+ */
+export type HessianSource = (
+  layer: number,
+  model: LlamaModel,
+  names: readonly string[],
+) => Promise<ReadonlyMap<string, Matrix<FloatArray>>>;
+
+/** Progress of {@link quantizeSequential}. */
+export interface CalibrationProgress {
+  /** "hessian": step 1 over windows; "quantize": step 2, one linear layer done; "propagate": step 3 over windows. */
+  readonly stage: "hessian" | "quantize" | "propagate";
+  readonly layer: number;
+  readonly layers: number;
+  /** Linear layer just quantized (stage "quantize"). */
+  readonly name?: string;
+  /** Units done and in all within the stage (windows, or linear layers of this layer). */
+  readonly done: number;
+  readonly total: number;
+}
+
+/** Options of {@link quantizeSequential}. */
+export interface SequentialOptions<R extends { dequantized: Matrix }> {
+  /** Window length of the calibration tokens. */
+  readonly seqLen: number;
+  /** The quantizer applied to each linear layer. */
+  readonly quantize: LayerQuantizer<R>;
+  /** Windows per forward pass; default 8. */
+  readonly batch?: number;
+  /** Quantize q/k/v, o, gate/up, down in turn, recomputing inputs in between; default false (the reference default). */
+  readonly trueSequential?: boolean;
+  /** Hessians from elsewhere (OAC); default the inputs' `2/N·XᵀX`. */
+  readonly hessians?: HessianSource;
+  /** Hessian accumulation precision; default "f32". */
+  readonly precision?: "f32" | "f64";
+  readonly backend?: Backend;
+  readonly onProgress?: (p: CalibrationProgress) => void;
+}
+
+/** Result of {@link quantizeSequential}. */
+export interface SequentialResult<R> {
+  /** The model with every decoder linear layer replaced by its dequantized weights. */
+  readonly model: LlamaModel;
+  /** Each linear layer's quantizer result, by name, in quantization order. */
+  readonly layers: ReadonlyMap<string, R>;
+}
+
+/** Linear layers quantized together: they share an input, or (with trueSequential) must wait for earlier groups. */
+const GROUPS: readonly (readonly LinearKind[])[] = [["q_proj", "k_proj", "v_proj"], ["o_proj"], [
+  "gate_proj",
+  "up_proj",
+], [
+  "down_proj",
+]];
+
+/**
+ * Quantizes every decoder linear layer of `model`, layer by layer, calibrated on `tokens`.
+ *
+ * @param tokens calibration windows, `windows·seqLen` ids, batch-major.
+ * @throws {OptionError} when `tokens` is not a whole number of windows.
+ */
+export async function quantizeSequential<R extends { dequantized: Matrix }>(
+  model: LlamaModel,
+  tokens: Int32Array,
+  options: SequentialOptions<R>,
+): Promise<SequentialResult<R>> {
+  const { seqLen, quantize, batch = 8, trueSequential = false, precision = "f32", onProgress } = options;
+  const backend = options.backend ?? getBackend();
+  if (!Number.isInteger(seqLen) || seqLen < 1 || tokens.length % seqLen !== 0 || tokens.length === 0) {
+    throw new OptionError(`calibration: ${tokens.length} tokens are not a whole number of windows of ${seqLen}`);
+  }
+  const windows = tokens.length / seqLen;
+  const layers = model.weights.layers.length;
+  const hidden = model.config.hiddenSize;
+  const results = new Map<string, R>();
+  let current = model;
+  // The residual stream entering the current layer, for every window: [windows·seqLen, hidden].
+  let stream: Matrix = embedTokens(model, tokens);
+
+  /** Runs layer `l` of `m` over all windows; `hook` sees linear inputs; returns the outputs when `keep`. */
+  const runLayer = async (
+    l: number,
+    m: LlamaModel,
+    stage: "hessian" | "propagate",
+    hook?: (name: string, x: Matrix) => Promise<void>,
+  ): Promise<Matrix | undefined> => {
+    const out = stage === "propagate" ? new Float32Array(stream.data.length) : undefined;
+    for (let b0 = 0; b0 < windows; b0 += batch) {
+      const nb = Math.min(batch, windows - b0);
+      const rows = nb * seqLen;
+      const x: Matrix = {
+        data: stream.data.subarray(b0 * seqLen * hidden, (b0 * seqLen + rows) * hidden),
+        shape: [rows, hidden],
+      };
+      const y = await decoderLayerForward(backend, m.config, l, m.weights.layers[l], x, { batch: nb, seqLen }, hook);
+      out?.set(y.data, b0 * seqLen * hidden);
+      onProgress?.({ stage, layer: l, layers, done: b0 + nb, total: windows });
+    }
+    return out && { data: out, shape: [stream.shape[0], hidden] };
+  };
+
+  for (let l = 0; l < layers; l++) {
+    const groups = trueSequential ? GROUPS : [GROUPS.flat()];
+    let done = 0;
+    for (const kinds of groups) {
+      const names = kinds.map((k) => linearName(l, k));
+      const hessians = options.hessians
+        ? await options.hessians(l, current, names)
+        : await inputHessians(l, current, names, runLayer, precision, backend);
+      const replaced = new Map<string, Matrix>();
+      for (const name of names) {
+        const h = hessians.get(name);
+        if (!h) throw new OptionError(`no Hessian for ${name}`);
+        const r = await quantize(name, linearWeight(current, name), h);
+        results.set(name, r);
+        replaced.set(name, r.dequantized);
+        onProgress?.({ stage: "quantize", layer: l, layers, name, done: ++done, total: 7 });
+      }
+      current = withLinearWeights(current, replaced);
+    }
+    stream = (await runLayer(l, current, "propagate"))!;
+  }
+  return { model: current, layers: results };
+}
+
+/** The input a linear layer reads: q/k/v share the normed stream, gate/up the normed post-attention stream. */
+const INPUT_OF: Record<LinearKind, string> = {
+  q_proj: "attention input",
+  k_proj: "attention input",
+  v_proj: "attention input",
+  o_proj: "attention output",
+  gate_proj: "MLP input",
+  up_proj: "MLP input",
+  down_proj: "MLP activation",
+};
+
+/** GPTQ's Hessians of layer `l`'s linears named in `names`, from one pass over every window. */
+async function inputHessians(
+  l: number,
+  model: LlamaModel,
+  names: readonly string[],
+  runLayer: (
+    l: number,
+    m: LlamaModel,
+    stage: "hessian",
+    hook: (name: string, x: Matrix) => Promise<void>,
+  ) => Promise<Matrix | undefined>,
+  precision: "f32" | "f64",
+  backend: Backend,
+): Promise<Map<string, Matrix<FloatArray>>> {
+  const kindOf = new Map(names.map((n) => [n, n.slice(n.lastIndexOf(".") + 1) as LinearKind]));
+  // One accumulator per distinct input; the hook reports a shared input once per linear layer, so each batch's
+  // activation is observed only the first time it is seen.
+  const accumulators = new Map<string, HessianAccumulator>();
+  const lastSeen = new Map<string, Matrix>();
+  await runLayer(l, model, "hessian", async (name, x) => {
+    const kind = kindOf.get(name);
+    if (!kind) return;
+    const input = INPUT_OF[kind];
+    if (lastSeen.get(input) === x) return;
+    lastSeen.set(input, x);
+    let acc = accumulators.get(input);
+    if (!acc) accumulators.set(input, acc = createHessianAccumulator(x.shape[1], { precision, backend }));
+    await acc.observe(x);
+  });
+  const finished = new Map<string, Matrix<FloatArray>>();
+  for (const [input, acc] of accumulators) finished.set(input, acc.finish());
+  return new Map(names.map((n) => [n, finished.get(INPUT_OF[kindOf.get(n)!])!]));
+}

@@ -32,9 +32,9 @@ export function matmul(a: Matrix, b: Matrix, options: MatmulOptions = {}): Matri
       `matmul: ${m}×${k} (A${transA ? "ᵀ" : ""}) times ${kb}×${n} (B${transB ? "ᵀ" : ""}): inner dimensions differ`,
     );
   }
-  // Transposing A costs O(m·k), small beside the O(m·k·n) product, and lets both loops below read rows.
-  const A = transA ? transpose(a) : a;
-  return transB ? matmulRowsDot(A, b, m, k, n) : matmulRowsAxpy(A, b, m, k, n);
+  // Transposing an operand costs O(m·k) or O(k·n), small beside the O(m·k·n) product, and lets one cache-friendly
+  // loop serve all four modes.
+  return matmulRowsAxpy(transA ? transpose(a) : a, transB ? transpose(b) : b, m, k, n);
 }
 
 /** `C = A · B`: each row of C is a sum of rows of B, four rows of A at a time to reuse each row of B. */
@@ -56,7 +56,10 @@ function matmulRowsAxpy(a: Matrix, b: Matrix, m: number, k: number, n: number): 
         acc3[j] += a3 * bv;
       }
     }
-    c.data.set(acc0, i * n), c.data.set(acc1, (i + 1) * n), c.data.set(acc2, (i + 2) * n), c.data.set(acc3, (i + 3) * n);
+    c.data.set(acc0, i * n),
+      c.data.set(acc1, (i + 1) * n),
+      c.data.set(acc2, (i + 2) * n),
+      c.data.set(acc3, (i + 3) * n);
   }
   for (; i < m; i++) {
     acc0.fill(0);
@@ -65,22 +68,6 @@ function matmulRowsAxpy(a: Matrix, b: Matrix, m: number, k: number, n: number): 
       for (let j = 0; j < n; j++) acc0[j] += av * B[off + j];
     }
     c.data.set(acc0, i * n);
-  }
-  return c;
-}
-
-/** `C = A · Bᵀ`: dot products of rows, both operands read contiguously. */
-function matmulRowsDot(a: Matrix, b: Matrix, m: number, k: number, n: number): Matrix {
-  const A = a.data, B = b.data;
-  const c = matrix(m, n);
-  for (let i = 0; i < m; i++) {
-    const ao = i * k;
-    for (let j = 0; j < n; j++) {
-      const bo = j * k;
-      let s = 0;
-      for (let p = 0; p < k; p++) s += A[ao + p] * B[bo + p];
-      c.data[i * n + j] = s;
-    }
   }
   return c;
 }

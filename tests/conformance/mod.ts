@@ -13,9 +13,10 @@
 import type { Backend } from "../../core/backend.ts";
 import type { ConformanceCase } from "./case.ts";
 import { denseCases } from "./dense.ts";
+import { gridCases } from "./grids.ts";
 
 /** Every case, in the order the suite runs them. */
-export const conformanceCases: readonly ConformanceCase[] = [...denseCases];
+export const conformanceCases: readonly ConformanceCase[] = [...denseCases, ...gridCases];
 
 /** Options of {@link defineConformanceTests}. */
 export interface ConformanceOptions {

@@ -1,0 +1,67 @@
+/**
+ * Methods by name, for the CLI, the server and benchmarks: each turns common options into a layer quantizer
+ * `(name, W, H) → QuantizedLayer` that the calibration driver calls for every linear layer.
+ *
+ * @module
+ */
+
+import type { Backend } from "../core/backend.ts";
+import { OptionError } from "../core/errors.ts";
+import type { FloatArray, Matrix } from "../core/tensor.ts";
+import { gptq } from "./gptq.ts";
+import type { QuantizedLayer } from "./result.ts";
+import { rtn } from "./rtn.ts";
+
+/** Names accepted by {@link layerQuantizer}. */
+export const METHODS = ["rtn", "gptq"] as const;
+
+/** One of {@link METHODS}. */
+export type MethodName = typeof METHODS[number];
+
+/** Options shared by the methods; each method reads the ones it has. */
+export interface MethodOptions {
+  /** Bits per weight of the grid; default 4. */
+  readonly bits?: number;
+  /** Columns per group; 0 = per row; default 0. */
+  readonly groupSize?: number;
+  /** GPTQ act-order; default false. */
+  readonly actOrder?: boolean;
+  /** Static groups (GPTQ); default false. */
+  readonly staticGroups?: boolean;
+  /** Symmetric grid; default false. */
+  readonly symmetric?: boolean;
+  /** MSE grid search; default false. */
+  readonly mse?: boolean;
+  /** Relative Hessian damping; default 0.01. */
+  readonly damping?: number;
+  readonly backend?: Backend;
+}
+
+/** True when the method needs calibration Hessians (every method but RTN). */
+export function needsCalibration(method: MethodName): boolean {
+  return method !== "rtn";
+}
+
+/**
+ * A layer quantizer for `method`.
+ *
+ * @throws {OptionError} for an unknown method.
+ */
+export function layerQuantizer(
+  method: string,
+  options: MethodOptions,
+): (name: string, w: Matrix, h: Matrix<FloatArray> | undefined) => Promise<QuantizedLayer> {
+  switch (method) {
+    case "rtn":
+      return (_name, w, h) => rtn(w, h, options);
+    case "gptq":
+      return (name, w, h) => gptq(w, requireHessian(name, h), options);
+    default:
+      throw new OptionError(`unknown method "${method}"; available: ${METHODS.join(", ")}`);
+  }
+}
+
+function requireHessian(name: string, h: Matrix<FloatArray> | undefined): Matrix<FloatArray> {
+  if (!h) throw new OptionError(`${name}: this method needs a calibration Hessian`);
+  return h;
+}

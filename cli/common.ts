@@ -1,0 +1,56 @@
+/**
+ * Shared pieces of the CLI commands: option parsing helpers and one way of reporting failures.
+ *
+ * @module
+ */
+
+import { PtqError } from "../core/errors.ts";
+
+/** An invalid command line: reported with the usage, exit status 2. */
+export class UsageError extends Error {}
+
+/**
+ * An integer option: `fallback` when absent.
+ * @throws {UsageError} unless the value is an integer in `[min, max]`.
+ */
+export function intOption(value: string | undefined, flag: string, fallback: number, min = 0, max = Infinity): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(
+      `--${flag} must be an integer ${max < Infinity ? `in ${min}..${max}` : `≥ ${min}`}, got "${value}"`,
+    );
+  }
+  return n;
+}
+
+/**
+ * A number option: `fallback` when absent.
+ * @throws {UsageError} unless the value is a finite number ≥ `min`.
+ */
+export function numberOption(value: string | undefined, flag: string, fallback: number, min = -Infinity): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n) || n < min) {
+    throw new UsageError(`--${flag} must be a number${min > -Infinity ? ` ≥ ${min}` : ""}, got "${value}"`);
+  }
+  return n;
+}
+
+/**
+ * Prints an error the way every command does and returns its exit status: 2 with the usage for a bad command line,
+ * 1 with the message for a failure while running (typed library errors and file errors carry readable messages),
+ * 1 with the stack for anything unexpected (a bug).
+ */
+export function failure(command: string, e: unknown, usage: string): number {
+  if (e instanceof UsageError) {
+    console.error(`ptq ${command}: ${e.message}\n\n${usage}`);
+    return 2;
+  }
+  if (e instanceof PtqError || e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
+    console.error(`ptq ${command}: ${e.message}`);
+    return 1;
+  }
+  console.error(`ptq ${command}: unexpected error`, e);
+  return 1;
+}

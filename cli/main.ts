@@ -1,0 +1,38 @@
+/**
+ * The `ptq` command: `ptq <command> [options]`. Each command lives in its own module and returns an exit status.
+ *
+ * @module
+ */
+
+import { evalCommand } from "./eval.ts";
+import { quantizeCommand } from "./quantize.ts";
+
+const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; summary: string }> = {
+  quantize: { run: quantizeCommand, summary: "quantize a model's linear layers and evaluate it" },
+  eval: { run: evalCommand, summary: "perplexity of a model on a text file" },
+};
+
+const USAGE = `Usage: ptq <command> [options]
+
+Commands:
+${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`).join("\n")}
+
+Run "ptq <command> --help" for a command's options.
+`;
+
+/** Runs the CLI with `args` (without the program name); returns the exit status. */
+export async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (!name || name === "-h" || name === "--help" || name === "help") {
+    console.log(USAGE);
+    return name ? 0 : 2;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    console.error(`ptq: unknown command "${name}"\n\n${USAGE}`);
+    return 2;
+  }
+  return await command.run(rest);
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,269 @@
+/**
+ * `ptq quantize`: the sequential pipeline over a whole model, then perplexity on each `--eval` file.
+ *
+ * ```
+ * ptq quantize --model DIR --method rtn|gptq --bits B [--group G] [--act-order] [--calib FILE] [--samples 128]
+ *   [--seqlen 512] [--seed S] [--eval FILE ...] [--windows N] [--json]
+ * ```
+ *
+ * With `--json` the last stdout line is one JSON object
+ * `{"method", "bits", "group", "act_order", "avg_bits", "ppl": {"<file name>": …}, "seconds": {"calibrate", "quantize", "eval"}}`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { layerQuantizer, type MethodOptions, METHODS, needsCalibration } from "../algorithms/methods.ts";
+import type { QuantizedLayer } from "../algorithms/result.ts";
+import { getBackend, listBackends, setBackend } from "../backends/registry.ts";
+import type { Backend } from "../core/backend.ts";
+import type { FloatArray, Matrix } from "../core/tensor.ts";
+import { quantizeSequential } from "../model/calibrate.ts";
+import { linearNames, linearWeight, type LlamaModel, withLinearWeights } from "../model/llama.ts";
+import { perplexity } from "../model/perplexity.ts";
+import type { Tokenizer } from "../model/tokenizer.ts";
+import { sampleWindows } from "../model/windows.ts";
+import { loadModelAndTokenizer } from "./eval.ts";
+import { failure, intOption, numberOption, UsageError } from "./common.ts";
+import { createProgress } from "./progress.ts";
+
+const USAGE = `Usage: ptq quantize --model DIR|FILE --method NAME [options]
+
+Quantizes every linear layer of the decoder, layer by layer (GPTQ's sequential flow), then evaluates perplexity.
+
+Options:
+  --model DIR|FILE   Hugging Face model folder, or a llama2.c checkpoint (.bin) with its tokenizer beside it
+  --method NAME      ${METHODS.join(" | ")}
+  --bits B           bits per weight of the grid (default 4)
+  --group G          columns per group, 0 = one grid per row (default 0)
+  --act-order        quantize columns by descending Hessian diagonal (GPTQ)
+  --static-groups    fit groups before quantizing (GPTQ with act-order)
+  --sym              symmetric grid
+  --mse              GPTQ's MSE grid search
+  --damping L        relative Hessian damping λ (default 0.01)
+  --true-sequential  quantize q/k/v, o, gate/up, down in turn within each layer
+  --calib FILE       calibration text (required for every method but rtn)
+  --samples N        calibration windows (default 128)
+  --seqlen L         window length for calibration and evaluation (default 512)
+  --seed S           seed of the calibration sampling (default 0)
+  --eval FILE        evaluate perplexity on FILE (repeatable)
+  --windows N        evaluate only the first N windows of each file
+  --batch B          windows per forward pass (default 8)
+  --backend NAME     compute backend (${listBackends().join(", ")}; default ts)
+  --json             print one JSON line with the results
+  -h, --help         show this help
+`;
+
+/** Runs `ptq quantize`; returns the exit status (0 ok, 1 failure, 2 bad command line). */
+export async function quantizeCommand(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        model: { type: "string" },
+        method: { type: "string" },
+        bits: { type: "string" },
+        group: { type: "string" },
+        "act-order": { type: "boolean", default: false },
+        "static-groups": { type: "boolean", default: false },
+        sym: { type: "boolean", default: false },
+        mse: { type: "boolean", default: false },
+        damping: { type: "string" },
+        "true-sequential": { type: "boolean", default: false },
+        calib: { type: "string" },
+        samples: { type: "string" },
+        seqlen: { type: "string" },
+        seed: { type: "string" },
+        eval: { type: "string", multiple: true },
+        windows: { type: "string" },
+        batch: { type: "string" },
+        backend: { type: "string" },
+        json: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
+  } catch (e) {
+    console.error(`ptq quantize: ${(e as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const json = values.json;
+  const log = (line: string) => void (json || console.error(line));
+  try {
+    if (!values.model) throw new UsageError("--model is required");
+    const method = values.method;
+    if (!method) throw new UsageError(`--method is required (${METHODS.join(", ")})`);
+    if (!(METHODS as readonly string[]).includes(method)) {
+      throw new UsageError(`unknown --method "${method}"; available: ${METHODS.join(", ")}`);
+    }
+    const bits = intOption(values.bits, "bits", 4, 1, 8);
+    const group = intOption(values.group, "group", 0, 0);
+    const samples = intOption(values.samples, "samples", 128, 1);
+    const seqLen = intOption(values.seqlen, "seqlen", 512, 2);
+    const seed = intOption(values.seed, "seed", 0, 0);
+    const batch = intOption(values.batch, "batch", 8, 1);
+    const windows = values.windows === undefined ? undefined : intOption(values.windows, "windows", 1, 1);
+    const damping = numberOption(values.damping, "damping", 0.01, 0);
+    const backend: Backend = values.backend ? await setBackend(values.backend) : getBackend();
+    const calibrated = needsCalibration(method as (typeof METHODS)[number]);
+    if (calibrated && !values.calib) throw new UsageError(`--calib FILE is required for --method ${method}`);
+    const evalFiles = values.eval ?? [];
+    for (const f of [...evalFiles, ...(values.calib ? [values.calib] : [])]) {
+      if (!(await isFile(f))) throw new UsageError(`${f}: no such file`);
+    }
+
+    const { model, tokenizer } = await loadModelAndTokenizer(values.model);
+    log(
+      `loaded ${values.model}: ${model.config.numLayers} layers, hidden ${model.config.hiddenSize}; backend ${backend.name}`,
+    );
+
+    const options: MethodOptions = {
+      bits,
+      groupSize: group,
+      actOrder: values["act-order"],
+      staticGroups: values["static-groups"],
+      symmetric: values.sym,
+      mse: values.mse,
+      damping,
+      backend,
+    };
+    const quantizer = layerQuantizer(method, options);
+    let quantizeSeconds = 0;
+    const timed = async (name: string, w: Matrix, h: Matrix<FloatArray>) => {
+      const t = performance.now();
+      const r = await quantizer(name, w, h);
+      quantizeSeconds += (performance.now() - t) / 1000;
+      return r;
+    };
+
+    const t0 = performance.now();
+    let quantized: LlamaModel;
+    let layers: ReadonlyMap<string, QuantizedLayer>;
+    if (calibrated) {
+      const calibTokens = tokenizer.encode(await Deno.readTextFile(values.calib!));
+      const calib = sampleWindows(calibTokens, samples, seqLen, seed);
+      log(`calibration: ${samples} windows of ${seqLen} tokens from ${values.calib} (seed ${seed})`);
+      const bar = createProgress("calibrate+quantize", { silent: json, unit: "steps" });
+      const totalSteps = model.config.numLayers * (2 * samples + 7);
+      let steps = 0;
+      const result = await quantizeSequential(model, calib, {
+        seqLen,
+        batch,
+        backend,
+        trueSequential: values["true-sequential"],
+        quantize: timed,
+        onProgress: (p) => {
+          steps += p.stage === "quantize" ? 1 : Math.min(batch, p.total);
+          bar.update(Math.min(steps, totalSteps), totalSteps, `layer ${p.layer + 1}/${p.layers} ${p.name ?? p.stage}`);
+        },
+      });
+      bar.finish();
+      quantized = result.model;
+      layers = result.layers;
+    } else {
+      const results = new Map<string, QuantizedLayer>();
+      const names = linearNames(model.config);
+      const bar = createProgress("quantize", { silent: json, unit: "layers" });
+      for (const [i, name] of names.entries()) {
+        const w = linearWeight(model, name);
+        const t = performance.now();
+        results.set(name, await quantizer(name, w, undefined));
+        quantizeSeconds += (performance.now() - t) / 1000;
+        bar.update(i + 1, names.length, name);
+      }
+      bar.finish();
+      quantized = withLinearWeights(model, new Map([...results].map(([n, r]) => [n, r.dequantized])));
+      layers = results;
+    }
+    const totalSeconds = (performance.now() - t0) / 1000;
+    const avgBits = averageBits(layers);
+    log(`quantized ${layers.size} linear layers: ${avgBits.toFixed(3)} bits per weight on average`);
+
+    const te = performance.now();
+    const ppl: Record<string, number> = {};
+    for (const file of evalFiles) {
+      ppl[baseName(file)] = await evaluate(quantized, tokenizer, file, seqLen, batch, windows, backend, json);
+      log(`${file}: perplexity ${ppl[baseName(file)].toFixed(3)}`);
+    }
+    const seconds = {
+      calibrate: Math.max(0, totalSeconds - quantizeSeconds),
+      quantize: quantizeSeconds,
+      eval: (performance.now() - te) / 1000,
+    };
+    const summary = {
+      method,
+      bits,
+      group,
+      act_order: values["act-order"],
+      avg_bits: avgBits,
+      ppl,
+      seconds,
+    };
+    if (json) console.log(JSON.stringify(summary));
+    else {
+      console.log(
+        `${method} ${bits}-bit${group ? ` g${group}` : ""}${values["act-order"] ? " act-order" : ""}: ` +
+          `${avgBits.toFixed(3)} bits/weight; ` +
+          Object.entries(ppl).map(([f, p]) => `${f} ppl ${p.toFixed(3)}`).join(", ") +
+          `; calibrate ${seconds.calibrate.toFixed(1)} s, quantize ${seconds.quantize.toFixed(1)} s, eval ${
+            seconds.eval.toFixed(1)
+          } s`,
+      );
+    }
+    return 0;
+  } catch (e) {
+    return failure("quantize", e, USAGE);
+  }
+}
+
+/** Parameter-weighted mean of the layers' average bits. */
+function averageBits(layers: ReadonlyMap<string, QuantizedLayer>): number {
+  let bits = 0, count = 0;
+  for (const r of layers.values()) {
+    const n = r.dequantized.data.length;
+    bits += r.stats.avgBits * n;
+    count += n;
+  }
+  return count ? bits / count : 0;
+}
+
+async function evaluate(
+  model: LlamaModel,
+  tokenizer: Tokenizer,
+  file: string,
+  seqLen: number,
+  batch: number,
+  windows: number | undefined,
+  backend: Backend,
+  silent: boolean,
+): Promise<number> {
+  const tokens = tokenizer.encode(await Deno.readTextFile(file));
+  const bar = createProgress(`eval ${baseName(file)}`, { silent, unit: "windows" });
+  const r = await perplexity(model, tokens, {
+    seqLen,
+    batch,
+    windows,
+    backend,
+    onProgress: (p) => bar.update(p.windows, p.totalWindows, `ppl ${p.ppl.toFixed(3)}`),
+  });
+  bar.finish(`ppl ${r.ppl.toFixed(3)}`);
+  return r.ppl;
+}
+
+function baseName(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
+  }
+}

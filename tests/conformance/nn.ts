@@ -1,0 +1,134 @@
+/**
+ * Conformance of the transformer kernels (RMSNorm, RoPE, causal GQA attention, SwiGLU, cross-entropy; forward and
+ * backward) against the TS references in `core/nn/`, on odd shapes: one-token sequences, lengths that are not multiples
+ * of any tile (7, 33), grouped-query ratios 1, 2 and 3, both RoPE pairings, ignored targets.
+ *
+ * @module
+ */
+
+import type { AttentionShape } from "../../core/backend.ts";
+import { attention, attentionBackward } from "../../core/nn/attention.ts";
+import { crossEntropy } from "../../core/nn/cross_entropy.ts";
+import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
+import { rope } from "../../core/nn/rope.ts";
+import { swiglu, swigluBackward } from "../../core/nn/swiglu.ts";
+import { createRng, randomNormal, type Rng } from "../../core/random.ts";
+import { type Matrix, matrix } from "../../core/tensor.ts";
+import { assertClose } from "../assert_close.ts";
+import type { ConformanceCase } from "./case.ts";
+
+function randomMatrix(rng: Rng, rows: number, cols: number, scale = 1): Matrix {
+  return matrix(rows, cols, randomNormal(rng, rows * cols, scale));
+}
+
+/** Compares with a tolerance relative to the largest reference value, so it does not depend on the data's scale. */
+function close(got: Matrix | Float32Array, want: Matrix | Float32Array, tol: number, what: string): void {
+  const g = "data" in got ? got : { data: got, shape: [got.length] };
+  const w = "data" in want ? want : { data: want, shape: [want.length] };
+  if (g.shape.join("×") !== w.shape.join("×")) throw new Error(`${what}: shape ${g.shape} ≠ expected ${w.shape}`);
+  let maxRef = 0;
+  for (const v of w.data) maxRef = Math.max(maxRef, Math.abs(v));
+  assertClose(g.data, w.data, { atol: tol * Math.max(maxRef, 1e-30), rtol: tol }, what);
+}
+
+const ATTENTION_SHAPES: AttentionShape[] = [
+  { batch: 1, seqLen: 1, heads: 2, kvHeads: 2, headDim: 8 },
+  { batch: 3, seqLen: 1, heads: 3, kvHeads: 1, headDim: 4 },
+  { batch: 2, seqLen: 7, heads: 4, kvHeads: 2, headDim: 6 },
+  { batch: 1, seqLen: 7, heads: 3, kvHeads: 3, headDim: 16 },
+  { batch: 2, seqLen: 33, heads: 6, kvHeads: 2, headDim: 8 },
+  { batch: 1, seqLen: 33, heads: 4, kvHeads: 2, headDim: 64 },
+];
+
+/** Every nn kernel case. */
+export const nnCases: ConformanceCase[] = [
+  {
+    name: "rmsNorm and rmsNormBackward",
+    async run({ backend, toleranceScale }) {
+      const rng = createRng(21);
+      for (const [n, d] of [[1, 1], [7, 33], [66, 385]]) {
+        const x = randomMatrix(rng, n, d, 3), dy = randomMatrix(rng, n, d);
+        const w = randomNormal(rng, d);
+        const tol = 2e-6 * toleranceScale;
+        close(await backend.rmsNorm(x, w, 1e-5), rmsNorm(x, w, 1e-5), tol, `rmsNorm ${n}×${d}`);
+        const got = await backend.rmsNormBackward(x, w, dy, 1e-5), want = rmsNormBackward(x, w, dy, 1e-5);
+        close(got.dx, want.dx, 1e-5 * toleranceScale, `rmsNormBackward dx ${n}×${d}`);
+        close(got.dweight, want.dweight, 1e-5 * Math.sqrt(n) * toleranceScale, `rmsNormBackward dweight ${n}×${d}`);
+      }
+    },
+  },
+  ...(["half", "interleaved"] as const).map((pairing): ConformanceCase => ({
+    name: `rope ${pairing}, forward and inverse`,
+    async run({ backend, toleranceScale }) {
+      const rng = createRng(22);
+      for (const [batch, seqLen, heads, headDim] of [[1, 1, 1, 2], [3, 7, 3, 8], [2, 33, 2, 64], [1, 600, 1, 16]]) {
+        const x = randomMatrix(rng, batch * seqLen, heads * headDim);
+        for (const inverse of [false, true]) {
+          const options = { seqLen, headDim, theta: 10000, pairing, inverse };
+          // Angles reach seqLen radians; a float32 angle carries an absolute error of about seqLen·6e-8.
+          const tol = (2e-6 + 1.2e-7 * seqLen) * toleranceScale;
+          close(await backend.rope(x, options), rope(x, options), tol, `rope ${batch}×${seqLen}×${heads}×${headDim}`);
+        }
+      }
+    },
+  })),
+  {
+    name: "attention and attentionBackward (GQA ratios 1, 2, 3)",
+    async run({ backend, toleranceScale }) {
+      const rng = createRng(23);
+      for (const shape of ATTENTION_SHAPES) {
+        const t = shape.batch * shape.seqLen, qc = shape.heads * shape.headDim, kc = shape.kvHeads * shape.headDim;
+        const q = randomMatrix(rng, t, qc, 1.5), k = randomMatrix(rng, t, kc, 1.5), v = randomMatrix(rng, t, kc);
+        const dout = randomMatrix(rng, t, qc);
+        const label = Object.values(shape).join("×");
+        const tol = 1e-5 * Math.sqrt(shape.seqLen) * toleranceScale;
+        close(await backend.attention(q, k, v, shape), attention(q, k, v, shape), tol, `attention ${label}`);
+        const got = await backend.attentionBackward(q, k, v, dout, shape);
+        const want = attentionBackward(q, k, v, dout, shape);
+        close(got.dq, want.dq, 2 * tol, `attentionBackward dq ${label}`);
+        close(got.dk, want.dk, 2 * tol, `attentionBackward dk ${label}`);
+        close(got.dv, want.dv, 2 * tol, `attentionBackward dv ${label}`);
+      }
+    },
+  },
+  {
+    name: "swiglu and swigluBackward",
+    async run({ backend, toleranceScale }) {
+      const rng = createRng(24);
+      for (const [n, d] of [[1, 1], [7, 33], [33, 1031]]) {
+        const gate = randomMatrix(rng, n, d, 4), up = randomMatrix(rng, n, d), dy = randomMatrix(rng, n, d);
+        const tol = 2e-6 * toleranceScale;
+        close(await backend.swiglu(gate, up), swiglu(gate, up), tol, `swiglu ${n}×${d}`);
+        const got = await backend.swigluBackward(gate, up, dy), want = swigluBackward(gate, up, dy);
+        close(got.dgate, want.dgate, 2 * tol, `swigluBackward dgate ${n}×${d}`);
+        close(got.dup, want.dup, 2 * tol, `swigluBackward dup ${n}×${d}`);
+      }
+    },
+  },
+  {
+    name: "crossEntropy with ignored targets and gradient scales",
+    async run({ backend, toleranceScale }) {
+      const rng = createRng(25);
+      for (const [n, vocab] of [[1, 2], [7, 37], [33, 4099]]) {
+        const logits = randomMatrix(rng, n, vocab, 5);
+        const targets = new Int32Array(n);
+        for (let t = 0; t < n; t++) targets[t] = t % 4 === 3 ? -1 : rng.int(vocab);
+        const perToken = new Float32Array(n);
+        for (let t = 0; t < n; t++) perToken[t] = rng.normal();
+        const tol = 2e-6 * toleranceScale;
+        for (const scale of [undefined, 1 / n, perToken]) {
+          const got = await backend.crossEntropy(logits, targets, scale);
+          const want = crossEntropy(logits, targets, scale);
+          const label = `crossEntropy ${n}×${vocab} scale=${typeof scale === "object" ? "per token" : scale}`;
+          close(got.losses, want.losses, tol, `${label} losses`);
+          for (let t = 0; t < n; t++) {
+            if (targets[t] === -1 && got.losses[t] !== 0) throw new Error(`${label}: ignored row ${t} has a loss`);
+          }
+          if (want.dlogits === undefined) continue;
+          if (got.dlogits === undefined) throw new Error(`${label}: no gradient returned`);
+          close(got.dlogits, want.dlogits, tol, `${label} dlogits`);
+        }
+      }
+    },
+  },
+];

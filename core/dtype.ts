@@ -62,7 +62,7 @@ export function f32ToF16Bits(x: number): number {
 let f16Table: Float32Array | undefined;
 
 /** Decodes a bfloat16 array into float32 (into `out` when given). */
-export function bf16ToF32(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {
+export function bf16ToF32(src: Uint16Array, out: Float32Array = new Float32Array(src.length)): Float32Array {
   const o = new Uint32Array(out.buffer, out.byteOffset, out.length);
   for (let i = 0; i < src.length; i++) o[i] = src[i] << 16;
   return out;
@@ -76,7 +76,7 @@ export function f32ToBf16(src: ArrayLike<number>): Uint16Array {
 }
 
 /** Decodes an IEEE half array into float32 (into `out` when given), through a 65,536-entry table. */
-export function f16ToF32(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {
+export function f16ToF32(src: Uint16Array, out: Float32Array = new Float32Array(src.length)): Float32Array {
   if (!f16Table) {
     f16Table = new Float32Array(65536);
     for (let b = 0; b < 65536; b++) f16Table[b] = f16BitsToF32(b);

@@ -1,0 +1,59 @@
+/**
+ * ptq: post-training quantization of transformer language models, in TypeScript.
+ *
+ * Pure functions over plain `{ data, shape }` tensors: Hessians, GPTQ's error feedback, grids, and a Llama model to
+ * calibrate and evaluate them on, with swappable compute backends.
+ *
+ * @example
+ * ```ts
+ * import { fromRows, gptq, hessianOf } from "./mod.ts";
+ * const x = fromRows([[1, 0.5, -0.2], [0.3, -1, 0.8], [0.9, 0.1, 0.4], [-0.5, 0.7, 0.2]]);
+ * const w = fromRows([[0.2, -0.4, 0.1], [0.05, 0.3, -0.25]]);
+ * const q = await gptq(w, await hessianOf(x), { bits: 3 });
+ * console.log(q.stats.layerLoss, q.stats.avgBits);
+ * ```
+ * @module
+ */
+
+// core: tensors, errors, backend interface, grids, linear algebra
+export * from "./core/tensor.ts";
+export * from "./core/errors.ts";
+export type * from "./core/backend.ts";
+export type * from "./core/grids/types.ts";
+export { createRng, permutation, randomNormal, type Rng } from "./core/random.ts";
+export { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./core/dtype.ts";
+export { BINARY, FP4_E2M1, FP8_E4M3, FP8_E5M2, minifloatGrid, NF4, TERNARY } from "./core/grids/tables.ts";
+export { fitGrid, groupIndex, quantizeGrid } from "./core/grids/fit.ts";
+export { packBits, packInt32, unpackBits, unpackInt32 } from "./core/grids/pack.ts";
+export { cholesky, choleskyInverse, choleskyWithRetry, upperCholeskyOfInverse } from "./core/linalg/cholesky.ts";
+export { eigh } from "./core/linalg/eigh.ts";
+export { matmul } from "./core/linalg/matmul.ts";
+export { gramAccumulate } from "./core/linalg/gram.ts";
+export { triangularSolve } from "./core/linalg/triangular.ts";
+
+// backends
+export {
+  type BackendFactory,
+  getBackend,
+  listBackends,
+  loadBackend,
+  registerBackend,
+  setBackend,
+  setBestBackend,
+} from "./backends/registry.ts";
+export { tsBackend } from "./backends/ts/mod.ts";
+
+// algorithms
+export * from "./algorithms/result.ts";
+export { createHessianAccumulator, type HessianAccumulator, hessianOf } from "./algorithms/hessian.ts";
+export { layerLoss } from "./algorithms/layer_loss.ts";
+export { rtn, type RtnOptions } from "./algorithms/rtn.ts";
+export { gptq, type GptqOptions } from "./algorithms/gptq.ts";
+export { layerQuantizer, METHODS, type MethodName, type MethodOptions } from "./algorithms/methods.ts";
+
+// models
+export type { LlamaConfig } from "./model/config.ts";
+export * from "./model/llama.ts";
+export { perplexity, type PerplexityOptions, type PerplexityResult } from "./model/perplexity.ts";
+export { quantizeSequential, type SequentialOptions, type SequentialResult } from "./model/calibrate.ts";
+export { consecutiveWindows, sampleWindows } from "./model/windows.ts";

@@ -1,0 +1,121 @@
+/**
+ * `deno task demo`: quantizes the bundled stories260K model (llama2.c, 260K parameters) with RTN and GPTQ at 4, 3 and
+ * 2 bits, calibrated on the first half of the bundled TinyStories sample and evaluated on its second half, and prints
+ * full precision against each setting. Needs nothing outside this repository.
+ *
+ * Usage: `deno task demo [--backend ts|wasm|webgpu] [--samples 32] [--seqlen 256]`
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { layerQuantizer, type MethodOptions } from "../algorithms/methods.ts";
+import type { QuantizedLayer } from "../algorithms/result.ts";
+import { getBackend, setBackend } from "../backends/registry.ts";
+import type { FloatArray, Matrix } from "../core/tensor.ts";
+import { quantizeSequential } from "../model/calibrate.ts";
+import { linearNames, linearWeight, llamaFromWeights, type LlamaModel, withLinearWeights } from "../model/llama.ts";
+import { loadLlama2cModel, loadLlama2cTokenizer } from "../model/llama2c.ts";
+import { perplexity } from "../model/perplexity.ts";
+import { sampleWindows } from "../model/windows.ts";
+import { fmt, markdownTable } from "../bench/timing.ts";
+
+const { values } = parseArgs({
+  options: {
+    backend: { type: "string" },
+    samples: { type: "string", default: "32" },
+    seqlen: { type: "string", default: "256" },
+  },
+});
+const backend = values.backend ? await setBackend(values.backend) : getBackend();
+const samples = Number(values.samples), seqLen = Number(values.seqlen);
+
+const data = new URL("./data/", import.meta.url);
+const loaded = await loadLlama2cModel(new URL("stories260K/stories260K.bin", data).pathname);
+const model = llamaFromWeights(loaded.config, (n) => loaded.weights.get(n), "stories260K");
+const tokenizer = await loadLlama2cTokenizer(new URL("stories260K/tok512.bin", data).pathname, model.config.vocabSize);
+
+// Stories are separated by "<|endoftext|>" lines; like llama2.c's pretokenizer, each story starts with BOS.
+const stories = (await Deno.readTextFile(new URL("tinystories/tinystories-valid.txt", data)))
+  .split("<|endoftext|>").map((s) => s.trim()).filter((s) => s.length > 0);
+const half = Math.floor(stories.length / 2);
+const encode = (texts: string[]) => {
+  const parts = texts.map((s) => tokenizer.encode(s, { bos: true }));
+  const out = new Int32Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) out.set(p, o), o += p.length;
+  return out;
+};
+const calibTokens = encode(stories.slice(0, half)), evalTokens = encode(stories.slice(half));
+const calib = sampleWindows(calibTokens, samples, seqLen, 0);
+console.log(
+  `stories260K: ${model.config.numLayers} layers, dim ${model.config.hiddenSize}; ${stories.length} stories: ` +
+    `${half} for calibration (${samples} windows of ${seqLen}), ${stories.length - half} for evaluation ` +
+    `(${Math.floor(evalTokens.length / seqLen)} windows); backend ${backend.name}\n`,
+);
+
+const linear = new Set(linearNames(model.config));
+const paramCounts = () => {
+  let lin = 0, other = 0;
+  for (const [name, t] of loaded.weights) {
+    const n = t.data.length;
+    if (linear.has(name.replace(/\.weight$/, ""))) lin += n;
+    else if (!(name === "lm_head.weight" && model.weights.lmHead === model.weights.embed)) other += n;
+  }
+  return { lin, other };
+};
+const { lin, other } = paramCounts();
+const ppl = async (m: LlamaModel) => (await perplexity(m, evalTokens, { seqLen, batch: 8, backend })).ppl;
+
+const rows: (string | number)[][] = [];
+let t = performance.now();
+const fp = await ppl(model);
+rows.push(["full precision (f32)", "32", fmt(((lin + other) * 4) / 1024, 4), fmt(fp, 4), "", fmt((performance.now() - t) / 1000)]);
+console.log(`full precision: perplexity ${fmt(fp, 4)}`);
+
+for (const method of ["rtn", "gptq"] as const) {
+  for (const bits of [4, 3, 2]) {
+    const options: MethodOptions = { bits, groupSize: 0, backend };
+    const quantize = layerQuantizer(method, options);
+    t = performance.now();
+    let layers: ReadonlyMap<string, QuantizedLayer>;
+    let quantized: LlamaModel;
+    if (method === "rtn") {
+      const done = new Map<string, QuantizedLayer>();
+      for (const name of linear) done.set(name, await quantize(name, linearWeight(model, name), undefined));
+      layers = done;
+      quantized = withLinearWeights(model, new Map([...done].map(([n, r]) => [n, r.dequantized])));
+    } else {
+      const r = await quantizeSequential(model, calib, {
+        seqLen,
+        backend,
+        quantize: (name: string, w: Matrix, h: Matrix<FloatArray>) => quantize(name, w, h),
+      });
+      layers = r.layers;
+      quantized = r.model;
+    }
+    const seconds = (performance.now() - t) / 1000;
+    const p = await ppl(quantized);
+    let bitsTotal = 0;
+    for (const r of layers.values()) bitsTotal += r.stats.avgBits * r.dequantized.data.length;
+    const sizeKiB = (bitsTotal / 8 + other * 4) / 1024;
+    rows.push([
+      `${method} ${bits}-bit per row`,
+      fmt(bitsTotal / lin, 3),
+      fmt(sizeKiB, 4),
+      fmt(p, 4),
+      `${p >= fp ? "+" : ""}${fmt(p - fp, 3)}`,
+      fmt(seconds),
+    ]);
+    console.log(`${method} ${bits}-bit: perplexity ${fmt(p, 4)} (${fmt(seconds)} s to quantize)`);
+  }
+}
+
+console.log(
+  "\n" +
+    markdownTable(
+      ["setting", "bits/weight (linear)", "size KiB", "perplexity", "Δ vs f32", "seconds to quantize"],
+      rows,
+    ),
+);
+console.log("\nSize: linear layers at their average bits (codes and grid statistics), other tensors as f32.");

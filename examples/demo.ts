@@ -68,16 +68,15 @@ const { lin, other } = paramCounts();
 const ppl = async (m: LlamaModel) => (await perplexity(m, evalTokens, { seqLen, batch: 8, backend })).ppl;
 
 const rows: (string | number)[][] = [];
-let t = performance.now();
 const fp = await ppl(model);
-rows.push(["full precision (f32)", "32", fmt(((lin + other) * 4) / 1024, 4), fmt(fp, 4), "", fmt((performance.now() - t) / 1000)]);
+rows.push(["full precision (f32)", "32", fmt(((lin + other) * 4) / 1024, 4), fmt(fp, 4), "", "—"]);
 console.log(`full precision: perplexity ${fmt(fp, 4)}`);
 
 for (const method of ["rtn", "gptq"] as const) {
   for (const bits of [4, 3, 2]) {
     const options: MethodOptions = { bits, groupSize: 0, backend };
     const quantize = layerQuantizer(method, options);
-    t = performance.now();
+    const t = performance.now();
     let layers: ReadonlyMap<string, QuantizedLayer>;
     let quantized: LlamaModel;
     if (method === "rtn") {

@@ -1,0 +1,222 @@
+/**
+ * OAC, output-adaptive calibration (Edalati et al., arXiv 2405.15025): the Hessian of each linear layer is taken from
+ * the gradients of the model's final cross-entropy loss instead of the layer's own output error.
+ *
+ * Per calibration sequence `n` and linear layer, `G_n = ∂ℓ_n/∂W = Γ_nᵀ X_n` (`[out, in]`, `Γ_n` the per-token output
+ * gradients, `X_n` the inputs); then `H_OAC = (1/N) Σ_n G_nᵀ G_n` (`[in, in]`). It replaces GPTQ's `2XᵀX/N` in any
+ * engine: damping, act-order, error feedback, SpQR's outliers, BiLLM's salience.
+ *
+ * The variants of ALGORITHMS.md are options: the labels (`"data"`: the text's next tokens, the empirical Fisher;
+ * `"sampled"`: tokens drawn from the model, the true Fisher), the form (`"sequence"`: `G_nᵀG_n`; `"token-diagonal"`:
+ * `Σ_t ‖γ_t‖² x_t x_tᵀ`, cross-token terms dropped), when gradients are taken (`"once"` on the full-precision model,
+ * or `"per-layer"`: recomputed on the partly quantized model before each decoder layer), and mixing with GPTQ's
+ * Hessian (`H = Ĥ_OAC + α·Ĥ_GPTQ`, each divided by the mean of its diagonal so that `α` is scale-free).
+ *
+ * @module
+ */
+
+import type { Backend } from "../core/backend.ts";
+import { OptionError } from "../core/errors.ts";
+import { createRng } from "../core/random.ts";
+import { type FloatArray, type Matrix, matrix, matrix64 } from "../core/tensor.ts";
+import { getBackend } from "../backends/registry.ts";
+import type { HessianSource } from "../model/calibrate.ts";
+import {
+  forward,
+  LINEAR_KINDS,
+  linearName,
+  type LlamaModel,
+  lossAndGradients,
+  nextTokenTargets,
+} from "../model/llama.ts";
+
+/** Options of {@link oacHessians} and {@link oacHessianSource}. */
+export interface OacOptions {
+  /** Window length of the calibration tokens. */
+  readonly seqLen: number;
+  /** `"data"` (default): the text's next tokens (empirical Fisher); `"sampled"`: drawn from the model (true Fisher). */
+  readonly labels?: "data" | "sampled";
+  /** `"sequence"` (default): `G_nᵀG_n` per sequence; `"token-diagonal"`: `Σ_t ‖γ_t‖² x_t x_tᵀ`. */
+  readonly form?: "sequence" | "token-diagonal";
+  /** `"per-layer"` (default): gradients recomputed on the partly quantized model before each layer; `"once"`. */
+  readonly refresh?: "once" | "per-layer";
+  /** Weight `α` of GPTQ's Hessian mixed in (both normalised by their mean diagonal); default 0 (pure OAC). */
+  readonly mix?: number;
+  /** Seed of the sampled labels; default 0. */
+  readonly seed?: number;
+  /** Windows per forward/backward pass; default 4. */
+  readonly batch?: number;
+  /** Accumulate in float64 (default float32). */
+  readonly precision?: "f32" | "f64";
+  readonly backend?: Backend;
+  /** Called after each pass with windows done and in all. */
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * Output-adaptive Hessians of the linear layers named in `names` (default: every decoder linear), from one
+ * forward/backward pass over the calibration windows.
+ *
+ * @param tokens calibration windows, `windows·seqLen` ids.
+ * @returns `[in, in]` float32 (or float64) Hessians by layer name, `(1/N) Σ_n G_nᵀ G_n`.
+ * @throws {OptionError} for a bad window layout or an unknown option value.
+ */
+export async function oacHessians(
+  model: LlamaModel,
+  tokens: Int32Array,
+  options: OacOptions,
+  names?: readonly string[],
+): Promise<Map<string, Matrix<FloatArray>>> {
+  const { seqLen, labels = "data", form = "sequence", seed = 0, batch = 4, precision = "f32", onProgress } = options;
+  const backend = options.backend ?? getBackend();
+  if (!Number.isInteger(seqLen) || seqLen < 2 || tokens.length % seqLen !== 0 || tokens.length === 0) {
+    throw new OptionError(`OAC: ${tokens.length} tokens are not a whole number of windows of ${seqLen}`);
+  }
+  if (labels !== "data" && labels !== "sampled") throw new OptionError(`OAC: unknown labels "${labels}"`);
+  if (form !== "sequence" && form !== "token-diagonal") throw new OptionError(`OAC: unknown form "${form}"`);
+  const windows = tokens.length / seqLen;
+  const wanted = new Set(names ?? allLinearNames(model));
+  const hessians = new Map<string, Matrix<FloatArray>>();
+  const acc = (name: string, cols: number) => {
+    let h = hessians.get(name);
+    if (!h) hessians.set(name, h = precision === "f64" ? matrix64(cols, cols) : matrix(cols, cols));
+    return h;
+  };
+  const scale = 1 / windows;
+
+  for (let w0 = 0; w0 < windows; w0 += batch) {
+    const nb = Math.min(batch, windows - w0);
+    const passTokens = tokens.subarray(w0 * seqLen, (w0 + nb) * seqLen);
+    const targets = labels === "data"
+      ? nextTokenTargets(passTokens, seqLen)
+      : await sampledTargets(model, passTokens, seqLen, seed + w0, backend);
+    await lossAndGradients(model, passTokens, {
+      batch: nb,
+      seqLen,
+      backend,
+      targets,
+      reduction: "sequence",
+      gradients: [],
+      onLinear: async (name, x, gamma) => {
+        if (!wanted.has(name)) return;
+        const [rows, cols] = x.shape, out = gamma.shape[1];
+        const h = acc(name, cols);
+        for (let n = 0; n * seqLen < rows; n++) {
+          const xn: Matrix = {
+            data: x.data.subarray(n * seqLen * cols, (n + 1) * seqLen * cols),
+            shape: [seqLen, cols],
+          };
+          const gn: Matrix = {
+            data: gamma.data.subarray(n * seqLen * out, (n + 1) * seqLen * out),
+            shape: [seqLen, out],
+          };
+          if (form === "sequence") {
+            // G_n = Γ_nᵀ X_n, then H += G_nᵀ G_n / N: the rows of G_n are the "samples" of a Gram accumulation.
+            await backend.gramAccumulate(h, await backend.matmul(gn, xn, { transA: true }), scale);
+          } else {
+            await backend.gramAccumulate(h, rowsScaledByNorm(xn, gn), scale);
+          }
+        }
+      },
+    });
+    onProgress?.(w0 + nb, windows);
+  }
+  for (const name of wanted) if (!hessians.has(name)) throw new OptionError(`OAC: no gradient reached ${name}`);
+  return hessians;
+}
+
+/** `x_t · ‖γ_t‖` per row: their Gram matrix is the token-diagonal form `Σ_t ‖γ_t‖² x_t x_tᵀ`. */
+function rowsScaledByNorm(x: Matrix, gamma: Matrix): Matrix {
+  const [t, d] = x.shape, out = gamma.shape[1];
+  const y = matrix(t, d);
+  for (let i = 0; i < t; i++) {
+    let s = 0;
+    for (let j = 0; j < out; j++) s += gamma.data[i * out + j] ** 2;
+    const norm = Math.sqrt(s);
+    for (let j = 0; j < d; j++) y.data[i * d + j] = x.data[i * d + j] * norm;
+  }
+  return y;
+}
+
+/** Targets drawn from the model's own next-token distribution at each position (`-1` at each window's end). */
+async function sampledTargets(
+  model: LlamaModel,
+  tokens: Int32Array,
+  seqLen: number,
+  seed: number,
+  backend: Backend,
+): Promise<Int32Array> {
+  const { logits } = await forward(model, tokens, { batch: tokens.length / seqLen, seqLen, backend });
+  const vocab = logits.shape[1];
+  const rng = createRng(seed);
+  const targets = new Int32Array(tokens.length);
+  const p = new Float64Array(vocab);
+  for (let t = 0; t < tokens.length; t++) {
+    if ((t + 1) % seqLen === 0) {
+      targets[t] = -1;
+      continue;
+    }
+    const o = t * vocab;
+    let max = -Infinity;
+    for (let j = 0; j < vocab; j++) max = Math.max(max, logits.data[o + j]);
+    let sum = 0;
+    for (let j = 0; j < vocab; j++) sum += p[j] = Math.exp(logits.data[o + j] - max);
+    let u = rng.float() * sum, j = 0;
+    while (j < vocab - 1 && (u -= p[j]) > 0) j++;
+    targets[t] = j;
+  }
+  return targets;
+}
+
+function allLinearNames(model: LlamaModel): string[] {
+  const names: string[] = [];
+  for (let l = 0; l < model.weights.layers.length; l++) for (const k of LINEAR_KINDS) names.push(linearName(l, k));
+  return names;
+}
+
+/** `H / mean(diag H)` as float32, the normalisation that makes mixing weights scale-free. */
+export function normalizeByMeanDiagonal(h: Matrix<FloatArray>): Matrix {
+  const n = h.shape[0];
+  let mean = 0;
+  for (let i = 0; i < n; i++) mean += h.data[i * n + i];
+  mean /= n;
+  const s = mean > 0 ? 1 / mean : 1;
+  return matrix(n, n, Float32Array.from(h.data, (v) => v * s));
+}
+
+/**
+ * OAC as a {@link HessianSource} for the calibration driver. With `refresh: "once"` every layer's Hessian comes from
+ * one pass over the full-precision model; with `"per-layer"` each decoder layer's come from a pass over the model as
+ * it stands when that layer's turn comes (earlier layers quantized).
+ */
+export function oacHessianSource(tokens: Int32Array, options: OacOptions): HessianSource {
+  const { refresh = "per-layer", mix = 0 } = options;
+  if (refresh !== "once" && refresh !== "per-layer") throw new OptionError(`OAC: unknown refresh "${refresh}"`);
+  if (!(mix >= 0)) throw new OptionError(`OAC: mix must be ≥ 0, got ${mix}`);
+  let cached: Map<string, Matrix<FloatArray>> | undefined;
+  return async (layer, model, names, inputHessians) => {
+    let hessians: Map<string, Matrix<FloatArray>>;
+    if (refresh === "once") {
+      cached ??= await oacHessians(model, tokens, options);
+      hessians = cached;
+    } else {
+      hessians = await oacHessians(model, tokens, options, names);
+    }
+    const out = new Map<string, Matrix<FloatArray>>();
+    const gptq = mix > 0 ? await inputHessians() : undefined;
+    for (const name of names) {
+      const h = hessians.get(name);
+      if (!h) throw new OptionError(`OAC: no Hessian for ${name} (layer ${layer})`);
+      if (!gptq) {
+        out.set(name, h);
+        continue;
+      }
+      const a = normalizeByMeanDiagonal(h), b = normalizeByMeanDiagonal(gptq.get(name)!);
+      for (let i = 0; i < a.data.length; i++) a.data[i] += mix * b.data[i];
+      out.set(name, a);
+    }
+    if (refresh === "once") { for (const name of names) cached?.delete(name); // each layer's Hessians are used once
+     }
+    return out;
+  };
+}

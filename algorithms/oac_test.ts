@@ -1,0 +1,114 @@
+import { deepEqual, notDeepEqual, ok } from "node:assert/strict";
+import { gramAccumulate } from "../core/linalg/gram.ts";
+import { type Matrix, matrix64 } from "../core/tensor.ts";
+import { quantizeSequential } from "../model/calibrate.ts";
+import { linearName, lossAndGradients } from "../model/llama.ts";
+import { assertClose } from "../tests/assert_close.ts";
+import { randomTokens, tinyModel } from "../tests/tiny_llama.ts";
+import { gptq } from "./gptq.ts";
+import { normalizeByMeanDiagonal, oacHessians, oacHessianSource } from "./oac.ts";
+
+const model = tinyModel({ layers: 2 });
+const seqLen = 6, windows = 5;
+const tokens = randomTokens(seqLen * windows, model.config.vocabSize, 3);
+const names = [linearName(0, "q_proj"), linearName(1, "down_proj"), linearName(1, "o_proj")];
+
+Deno.test("OAC: H = mean over sequences of G_nᵀG_n, each G_n the gradient of that sequence's own loss", async () => {
+  const want = new Map(names.map((n) => [n, undefined as Matrix<Float64Array> | undefined]));
+  for (let w = 0; w < windows; w++) {
+    const one = tokens.subarray(w * seqLen, (w + 1) * seqLen);
+    const { gradients } = await lossAndGradients(model, one, { batch: 1, seqLen, gradients: names });
+    for (const n of names) {
+      const g = gradients.get(n)!;
+      const h = want.get(n) ?? matrix64(g.shape[1], g.shape[1]);
+      gramAccumulate(h, g, 1 / windows);
+      want.set(n, h);
+    }
+  }
+  for (const batch of [1, 2, 5]) {
+    const got = await oacHessians(model, tokens, { seqLen, batch }, names);
+    for (const n of names) {
+      assertClose(got.get(n)!.data, want.get(n)!.data, { atol: 1e-9, rtol: 1e-4 }, `${n} b${batch}`);
+    }
+  }
+});
+
+Deno.test("OAC: the token-diagonal form is Σ_t ‖γ_t‖² x_t x_tᵀ / N", async () => {
+  const name = linearName(1, "o_proj");
+  const d = model.config.numHeads * model.config.headDim; // o_proj reads the attention output
+  const want = matrix64(d, d);
+  await lossAndGradients(model, tokens, {
+    batch: windows,
+    seqLen,
+    reduction: "sequence",
+    gradients: [],
+    onLinear: (n, x, gamma) => {
+      if (n !== name) return;
+      for (let t = 0; t < x.shape[0]; t++) {
+        const g = gamma.data.subarray(t * gamma.shape[1], (t + 1) * gamma.shape[1]);
+        const norm2 = g.reduce((s, v) => s + v * v, 0);
+        const row = { data: x.data.slice(t * x.shape[1], (t + 1) * x.shape[1]), shape: [1, x.shape[1]] as const };
+        gramAccumulate(want, row, norm2 / windows);
+      }
+    },
+  });
+  const got = await oacHessians(model, tokens, { seqLen, form: "token-diagonal" }, [name]);
+  assertClose(got.get(name)!.data, want.data, { atol: 1e-9, rtol: 1e-4 });
+});
+
+Deno.test("OAC: sampled labels are reproducible for a seed and differ from the data labels", async () => {
+  const a = await oacHessians(model, tokens, { seqLen, labels: "sampled", seed: 4 }, names);
+  const b = await oacHessians(model, tokens, { seqLen, labels: "sampled", seed: 4 }, names);
+  const c = await oacHessians(model, tokens, { seqLen }, names);
+  for (const n of names) {
+    deepEqual(a.get(n)!.data, b.get(n)!.data);
+    notDeepEqual(a.get(n)!.data, c.get(n)!.data);
+  }
+});
+
+Deno.test("OAC inside GPTQ: per-layer refresh uses the partly quantized model; mixing is scale-free", async () => {
+  const seen = new Map<string, Matrix>();
+  const quantize = async (name: string, w: Matrix, h: Matrix<Float32Array | Float64Array>) => {
+    seen.set(name, { data: Float32Array.from(h.data), shape: h.shape });
+    return await gptq(w, h, { bits: 3, damping: 0.1 });
+  };
+  const perLayer = await quantizeSequential(model, tokens, {
+    seqLen,
+    quantize,
+    hessians: oacHessianSource(tokens, { seqLen, refresh: "per-layer" }),
+  });
+  // Layer 1's Hessians must be those of the model whose layer 0 is already quantized.
+  const partly = await oacHessians(
+    {
+      config: model.config,
+      weights: { ...model.weights, layers: [perLayer.model.weights.layers[0], model.weights.layers[1]] },
+    },
+    tokens,
+    { seqLen },
+    [linearName(1, "down_proj")],
+  );
+  assertClose(seen.get(linearName(1, "down_proj"))!.data, partly.get(linearName(1, "down_proj"))!.data, {
+    atol: 1e-9,
+    rtol: 1e-4,
+  });
+  const once = await oacHessians(model, tokens, { seqLen }, [linearName(1, "down_proj")]);
+  notDeepEqual(
+    seen.get(linearName(1, "down_proj"))!.data,
+    Float32Array.from(once.get(linearName(1, "down_proj"))!.data),
+  );
+
+  // mix: Ĥ_OAC + α·Ĥ_GPTQ with both normalised to a unit mean diagonal, so the mixed diagonal has mean 1 + α.
+  seen.clear();
+  await quantizeSequential(model, tokens, {
+    seqLen,
+    quantize,
+    hessians: oacHessianSource(tokens, { seqLen, mix: 0.5 }),
+  });
+  const h = seen.get(linearName(0, "q_proj"))!;
+  const n = h.shape[0];
+  let mean = 0;
+  for (let i = 0; i < n; i++) mean += h.data[i * n + i] / n;
+  ok(Math.abs(mean - 1.5) < 1e-5, `mean diagonal ${mean}`);
+  const unit = normalizeByMeanDiagonal({ data: new Float32Array([2, 1, 1, 6]), shape: [2, 2] });
+  deepEqual(Array.from(unit.data), [0.5, 0.25, 0.25, 1.5]);
+});

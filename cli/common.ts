@@ -38,6 +38,23 @@ export function numberOption(value: string | undefined, flag: string, fallback: 
 }
 
 /**
+ * One of a fixed set of values: `fallback` when absent.
+ * @throws {UsageError} for any other value.
+ */
+export function choice<T extends string>(
+  value: string | undefined,
+  flag: string,
+  allowed: readonly T[],
+  fallback: T,
+): T {
+  if (value === undefined) return fallback;
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw new UsageError(`--${flag} must be one of ${allowed.join(", ")}, got "${value}"`);
+  }
+  return value as T;
+}
+
+/**
  * Prints an error the way every command does and returns its exit status: 2 with the usage for a bad command line,
  * 1 with the message for a failure while running (typed library errors and file errors carry readable messages),
  * 1 with the stack for anything unexpected (a bug).

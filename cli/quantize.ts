@@ -18,13 +18,14 @@ import type { QuantizedLayer } from "../algorithms/result.ts";
 import { getBackend, listBackends, setBackend } from "../backends/registry.ts";
 import type { Backend } from "../core/backend.ts";
 import type { FloatArray, Matrix } from "../core/tensor.ts";
+import { oacHessianSource } from "../algorithms/oac.ts";
 import { quantizeSequential } from "../model/calibrate.ts";
 import { linearNames, linearWeight, type LlamaModel, withLinearWeights } from "../model/llama.ts";
 import { perplexity } from "../model/perplexity.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { sampleWindows } from "../model/windows.ts";
 import { loadModelAndTokenizer } from "./eval.ts";
-import { failure, intOption, numberOption, UsageError } from "./common.ts";
+import { choice, failure, intOption, numberOption, UsageError } from "./common.ts";
 import { createProgress } from "./progress.ts";
 
 const USAGE = `Usage: ptq quantize --model DIR|FILE --method NAME [options]
@@ -33,7 +34,10 @@ Quantizes every linear layer of the decoder, layer by layer (GPTQ's sequential f
 
 Options:
   --model DIR|FILE   Hugging Face model folder, or a llama2.c checkpoint (.bin) with its tokenizer beside it
-  --method NAME      ${METHODS.join(" | ")}
+  --method NAME      ${[...METHODS, "oac"].join(" | ")}
+  --engine NAME      with --method oac: the quantizer fed the output-adaptive Hessians (${
+  METHODS.filter((m) => m !== "rtn").join(" | ")
+}; default gptq)
   --bits B           bits per weight of the grid (default 4)
   --group G          columns per group, 0 = one grid per row (default 0)
   --act-order        quantize columns by descending Hessian diagonal (GPTQ)
@@ -42,6 +46,10 @@ Options:
   --mse              GPTQ's MSE grid search
   --damping L        relative Hessian damping λ (default 0.01)
   --true-sequential  quantize q/k/v, o, gate/up, down in turn within each layer
+  --oac-labels L     OAC labels: data (empirical Fisher, default) | sampled (true Fisher)
+  --oac-form F       OAC form: sequence (default) | token-diagonal
+  --oac-refresh R    OAC gradients: per-layer (recomputed on the partly quantized model, default) | once
+  --oac-mix A        mix in GPTQ's Hessian: Ĥ_OAC + A·Ĥ_GPTQ, both normalised to a unit mean diagonal (default 0)
   --calib FILE       calibration text (required for every method but rtn)
   --samples N        calibration windows (default 128)
   --seqlen L         window length for calibration and evaluation (default 512)
@@ -65,6 +73,11 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       options: {
         model: { type: "string" },
         method: { type: "string" },
+        engine: { type: "string" },
+        "oac-labels": { type: "string" },
+        "oac-form": { type: "string" },
+        "oac-refresh": { type: "string" },
+        "oac-mix": { type: "string" },
         bits: { type: "string" },
         group: { type: "string" },
         "act-order": { type: "boolean", default: false },
@@ -98,10 +111,18 @@ export async function quantizeCommand(args: string[]): Promise<number> {
   try {
     if (!values.model) throw new UsageError("--model is required");
     const method = values.method;
-    if (!method) throw new UsageError(`--method is required (${METHODS.join(", ")})`);
-    if (!(METHODS as readonly string[]).includes(method)) {
-      throw new UsageError(`unknown --method "${method}"; available: ${METHODS.join(", ")}`);
+    const known = [...METHODS, "oac"];
+    if (!method) throw new UsageError(`--method is required (${known.join(", ")})`);
+    if (!known.includes(method)) throw new UsageError(`unknown --method "${method}"; available: ${known.join(", ")}`);
+    const engine = method === "oac" ? values.engine ?? "gptq" : method;
+    if (values.engine && method !== "oac") throw new UsageError("--engine applies to --method oac only");
+    if (engine === "rtn" || !(METHODS as readonly string[]).includes(engine)) {
+      throw new UsageError(`--engine must be one of ${METHODS.filter((m) => m !== "rtn").join(", ")}, got "${engine}"`);
     }
+    const oacLabels = choice(values["oac-labels"], "oac-labels", ["data", "sampled"] as const, "data");
+    const oacForm = choice(values["oac-form"], "oac-form", ["sequence", "token-diagonal"] as const, "sequence");
+    const oacRefresh = choice(values["oac-refresh"], "oac-refresh", ["per-layer", "once"] as const, "per-layer");
+    const oacMix = numberOption(values["oac-mix"], "oac-mix", 0, 0);
     const bits = intOption(values.bits, "bits", 4, 1, 8);
     const group = intOption(values.group, "group", 0, 0);
     const samples = intOption(values.samples, "samples", 128, 1);
@@ -111,7 +132,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const windows = values.windows === undefined ? undefined : intOption(values.windows, "windows", 1, 1);
     const damping = numberOption(values.damping, "damping", 0.01, 0);
     const backend: Backend = values.backend ? await setBackend(values.backend) : getBackend();
-    const calibrated = needsCalibration(method as (typeof METHODS)[number]);
+    const calibrated = needsCalibration(engine as (typeof METHODS)[number]);
     if (calibrated && !values.calib) throw new UsageError(`--calib FILE is required for --method ${method}`);
     const evalFiles = values.eval ?? [];
     for (const f of [...evalFiles, ...(values.calib ? [values.calib] : [])]) {
@@ -133,7 +154,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       damping,
       backend,
     };
-    const quantizer = layerQuantizer(method, options);
+    const quantizer = layerQuantizer(engine, options);
     let quantizeSeconds = 0;
     const timed = async (name: string, w: Matrix, h: Matrix<FloatArray>) => {
       const t = performance.now();
@@ -158,6 +179,18 @@ export async function quantizeCommand(args: string[]): Promise<number> {
         backend,
         trueSequential: values["true-sequential"],
         quantize: timed,
+        hessians: method === "oac"
+          ? oacHessianSource(calib, {
+            seqLen,
+            labels: oacLabels,
+            form: oacForm,
+            refresh: oacRefresh,
+            mix: oacMix,
+            seed,
+            batch,
+            backend,
+          })
+          : undefined,
         onProgress: (p) => {
           steps += p.stage === "quantize" ? 1 : Math.min(batch, p.total);
           bar.update(Math.min(steps, totalSteps), totalSteps, `layer ${p.layer + 1}/${p.layers} ${p.name ?? p.stage}`);
@@ -198,6 +231,9 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     };
     const summary = {
       method,
+      ...(method === "oac"
+        ? { engine, oac: { labels: oacLabels, form: oacForm, refresh: oacRefresh, mix: oacMix } }
+        : {}),
       bits,
       group,
       act_order: values["act-order"],

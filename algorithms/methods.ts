@@ -8,12 +8,14 @@
 import type { Backend } from "../core/backend.ts";
 import { OptionError } from "../core/errors.ts";
 import type { FloatArray, Matrix } from "../core/tensor.ts";
+import { billm } from "./billm.ts";
 import { gptq } from "./gptq.ts";
 import type { QuantizedLayer } from "./result.ts";
 import { rtn } from "./rtn.ts";
+import { spqr } from "./spqr.ts";
 
 /** Names accepted by {@link layerQuantizer}. */
-export const METHODS = ["rtn", "gptq"] as const;
+export const METHODS = ["rtn", "gptq", "spqr", "billm"] as const;
 
 /** One of {@link METHODS}. */
 export type MethodName = typeof METHODS[number];
@@ -22,7 +24,7 @@ export type MethodName = typeof METHODS[number];
 export interface MethodOptions {
   /** Bits per weight of the grid; default 4. */
   readonly bits?: number;
-  /** Columns per group; 0 = per row; default 0. */
+  /** Columns per group; 0 = per row; default: the method's (0 for RTN and GPTQ, 16 for SpQR). */
   readonly groupSize?: number;
   /** GPTQ act-order; default false. */
   readonly actOrder?: boolean;
@@ -34,6 +36,10 @@ export interface MethodOptions {
   readonly mse?: boolean;
   /** Relative Hessian damping; default 0.01. */
   readonly damping?: number;
+  /** SpQR: relative outlier threshold τ; default 0.2. */
+  readonly outlierThreshold?: number;
+  /** SpQR: bits of the quantized scales and zeros; default 3. */
+  readonly statBits?: number;
   readonly backend?: Backend;
 }
 
@@ -56,6 +62,10 @@ export function layerQuantizer(
       return (_name, w, h) => rtn(w, h, options);
     case "gptq":
       return (name, w, h) => gptq(w, requireHessian(name, h), options);
+    case "spqr":
+      return (name, w, h) => spqr(w, requireHessian(name, h), options);
+    case "billm":
+      return (name, w, h) => billm(w, requireHessian(name, h), options);
     default:
       throw new OptionError(`unknown method "${method}"; available: ${METHODS.join(", ")}`);
   }

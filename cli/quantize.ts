@@ -39,12 +39,14 @@ Options:
   METHODS.filter((m) => m !== "rtn").join(" | ")
 }; default gptq)
   --bits B           bits per weight of the grid (default 4)
-  --group G          columns per group, 0 = one grid per row (default 0)
+  --group G          columns per group, 0 = one grid per row (default 0; SpQR 16)
   --act-order        quantize columns by descending Hessian diagonal (GPTQ)
   --static-groups    fit groups before quantizing (GPTQ with act-order)
   --sym              symmetric grid
   --mse              GPTQ's MSE grid search
   --damping L        relative Hessian damping λ (default 0.01)
+  --outlier-threshold T  SpQR's relative outlier threshold τ (default 0.2)
+  --stat-bits B      SpQR's bits for scales and zeros (default 3)
   --true-sequential  quantize q/k/v, o, gate/up, down in turn within each layer
   --oac-labels L     OAC labels: data (empirical Fisher, default) | sampled (true Fisher)
   --oac-form F       OAC form: sequence (default) | token-diagonal
@@ -85,6 +87,8 @@ export async function quantizeCommand(args: string[]): Promise<number> {
         sym: { type: "boolean", default: false },
         mse: { type: "boolean", default: false },
         damping: { type: "string" },
+        "outlier-threshold": { type: "string" },
+        "stat-bits": { type: "string" },
         "true-sequential": { type: "boolean", default: false },
         calib: { type: "string" },
         samples: { type: "string" },
@@ -124,7 +128,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const oacRefresh = choice(values["oac-refresh"], "oac-refresh", ["per-layer", "once"] as const, "per-layer");
     const oacMix = numberOption(values["oac-mix"], "oac-mix", 0, 0);
     const bits = intOption(values.bits, "bits", 4, 1, 8);
-    const group = intOption(values.group, "group", 0, 0);
+    const group = intOption(values.group, "group", engine === "spqr" ? 16 : 0, 0);
     const samples = intOption(values.samples, "samples", 128, 1);
     const seqLen = intOption(values.seqlen, "seqlen", 512, 2);
     const seed = intOption(values.seed, "seed", 0, 0);
@@ -145,13 +149,15 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     );
 
     const options: MethodOptions = {
-      bits,
+      bits: engine === "billm" ? 1 : bits,
       groupSize: group,
       actOrder: values["act-order"],
       staticGroups: values["static-groups"],
       symmetric: values.sym,
       mse: values.mse,
       damping,
+      outlierThreshold: numberOption(values["outlier-threshold"], "outlier-threshold", 0.2, 0),
+      statBits: intOption(values["stat-bits"], "stat-bits", 3, 0, 16),
       backend,
     };
     const quantizer = layerQuantizer(engine, options);
@@ -234,7 +240,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       ...(method === "oac"
         ? { engine, oac: { labels: oacLabels, form: oacForm, refresh: oacRefresh, mix: oacMix } }
         : {}),
-      bits,
+      bits: engine === "billm" ? 1 : bits,
       group,
       act_order: values["act-order"],
       avg_bits: avgBits,

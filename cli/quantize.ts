@@ -149,7 +149,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     );
 
     const options: MethodOptions = {
-      bits: engine === "billm" ? 1 : bits,
+      bits,
       groupSize: group,
       actOrder: values["act-order"],
       staticGroups: values["static-groups"],

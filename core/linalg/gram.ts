@@ -39,7 +39,10 @@ export function gramAccumulate(acc: Matrix<FloatArray>, x: Matrix, alpha: number
     acc0.fill(0), acc1.fill(0), acc2.fill(0), acc3.fill(0);
     for (let t = 0; t < n; t++) {
       const o = t * d;
-      const a0 = X[o + i0], a1 = w > 1 ? X[o + i0 + 1] : 0, a2 = w > 2 ? X[o + i0 + 2] : 0, a3 = w > 3 ? X[o + i0 + 3] : 0;
+      const a0 = X[o + i0],
+        a1 = w > 1 ? X[o + i0 + 1] : 0,
+        a2 = w > 2 ? X[o + i0 + 2] : 0,
+        a3 = w > 3 ? X[o + i0 + 3] : 0;
       for (let j = i0; j < d; j++) {
         const v = X[o + j];
         acc0[j] += a0 * v;

@@ -13,14 +13,11 @@
  */
 
 import { parseArgs } from "node:util";
-import { layerQuantizer, type MethodOptions, METHODS, needsCalibration } from "../algorithms/methods.ts";
-import type { QuantizedLayer } from "../algorithms/result.ts";
+import { type MethodName, type MethodOptions, METHODS, needsCalibration } from "../algorithms/methods.ts";
 import { getBackend, listBackends, setBackend } from "../backends/registry.ts";
 import type { Backend } from "../core/backend.ts";
-import type { FloatArray, Matrix } from "../core/tensor.ts";
-import { oacHessianSource } from "../algorithms/oac.ts";
-import { quantizeSequential } from "../model/calibrate.ts";
-import { linearNames, linearWeight, type LlamaModel, withLinearWeights } from "../model/llama.ts";
+import type { LlamaModel } from "../model/llama.ts";
+import { quantizeModel } from "../model/quantize_model.ts";
 import { perplexity } from "../model/perplexity.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { sampleWindows } from "../model/windows.ts";
@@ -120,7 +117,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     if (!known.includes(method)) throw new UsageError(`unknown --method "${method}"; available: ${known.join(", ")}`);
     const engine = method === "oac" ? values.engine ?? "gptq" : method;
     if (values.engine && method !== "oac") throw new UsageError("--engine applies to --method oac only");
-    if (engine === "rtn" || !(METHODS as readonly string[]).includes(engine)) {
+    if (method === "oac" && (engine === "rtn" || !(METHODS as readonly string[]).includes(engine))) {
       throw new UsageError(`--engine must be one of ${METHODS.filter((m) => m !== "rtn").join(", ")}, got "${engine}"`);
     }
     const oacLabels = choice(values["oac-labels"], "oac-labels", ["data", "sampled"] as const, "data");
@@ -160,68 +157,33 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       statBits: intOption(values["stat-bits"], "stat-bits", 3, 0, 16),
       backend,
     };
-    const quantizer = layerQuantizer(engine, options);
-    let quantizeSeconds = 0;
-    const timed = async (name: string, w: Matrix, h: Matrix<FloatArray>) => {
-      const t = performance.now();
-      const r = await quantizer(name, w, h);
-      quantizeSeconds += (performance.now() - t) / 1000;
-      return r;
-    };
-
-    const t0 = performance.now();
-    let quantized: LlamaModel;
-    let layers: ReadonlyMap<string, QuantizedLayer>;
+    let calibration: Int32Array | undefined;
     if (calibrated) {
       const calibTokens = tokenizer.encode(await Deno.readTextFile(values.calib!));
-      const calib = sampleWindows(calibTokens, samples, seqLen, seed);
+      calibration = sampleWindows(calibTokens, samples, seqLen, seed);
       log(`calibration: ${samples} windows of ${seqLen} tokens from ${values.calib} (seed ${seed})`);
-      const bar = createProgress("calibrate+quantize", { silent: json, unit: "steps" });
-      const totalSteps = model.config.numLayers * (2 * samples + 7);
-      let steps = 0;
-      const result = await quantizeSequential(model, calib, {
-        seqLen,
-        batch,
-        backend,
-        trueSequential: values["true-sequential"],
-        quantize: timed,
-        hessians: method === "oac"
-          ? oacHessianSource(calib, {
-            seqLen,
-            labels: oacLabels,
-            form: oacForm,
-            refresh: oacRefresh,
-            mix: oacMix,
-            seed,
-            batch,
-            backend,
-          })
-          : undefined,
-        onProgress: (p) => {
-          steps += p.stage === "quantize" ? 1 : Math.min(batch, p.total);
-          bar.update(Math.min(steps, totalSteps), totalSteps, `layer ${p.layer + 1}/${p.layers} ${p.name ?? p.stage}`);
-        },
-      });
-      bar.finish();
-      quantized = result.model;
-      layers = result.layers;
-    } else {
-      const results = new Map<string, QuantizedLayer>();
-      const names = linearNames(model.config);
-      const bar = createProgress("quantize", { silent: json, unit: "layers" });
-      for (const [i, name] of names.entries()) {
-        const w = linearWeight(model, name);
-        const t = performance.now();
-        results.set(name, await quantizer(name, w, undefined));
-        quantizeSeconds += (performance.now() - t) / 1000;
-        bar.update(i + 1, names.length, name);
-      }
-      bar.finish();
-      quantized = withLinearWeights(model, new Map([...results].map(([n, r]) => [n, r.dequantized])));
-      layers = results;
     }
-    const totalSeconds = (performance.now() - t0) / 1000;
-    const avgBits = averageBits(layers);
+    // One bar over the calibration driver's steps: two passes over the windows and seven linear layers per layer.
+    const bar = createProgress(calibrated ? "calibrate+quantize" : "quantize", { silent: json, unit: "steps" });
+    const totalSteps = model.config.numLayers * ((calibrated ? 2 * samples : 0) + 7);
+    let steps = 0;
+    const result = await quantizeModel(model, {
+      method: method as MethodName | "oac",
+      engine: engine as Exclude<MethodName, "rtn">,
+      options,
+      oac: { labels: oacLabels, form: oacForm, refresh: oacRefresh, mix: oacMix, seed },
+      calibration,
+      seqLen,
+      batch,
+      trueSequential: values["true-sequential"],
+      backend,
+      onProgress: (p) => {
+        steps += p.stage === "quantize" ? 1 : Math.min(batch, p.total - (p.done - Math.min(batch, p.done)));
+        bar.update(Math.min(steps, totalSteps), totalSteps, `layer ${p.layer + 1}/${p.layers} ${p.name ?? p.stage}`);
+      },
+    });
+    bar.finish();
+    const { model: quantized, layers, avgBits } = result;
     log(`quantized ${layers.size} linear layers: ${avgBits.toFixed(3)} bits per weight on average`);
 
     const te = performance.now();
@@ -230,11 +192,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       ppl[baseName(file)] = await evaluate(quantized, tokenizer, file, seqLen, batch, windows, backend, json);
       log(`${file}: perplexity ${ppl[baseName(file)].toFixed(3)}`);
     }
-    const seconds = {
-      calibrate: Math.max(0, totalSeconds - quantizeSeconds),
-      quantize: quantizeSeconds,
-      eval: (performance.now() - te) / 1000,
-    };
+    const seconds = { ...result.seconds, eval: (performance.now() - te) / 1000 };
     const summary = {
       method,
       ...(method === "oac"
@@ -262,17 +220,6 @@ export async function quantizeCommand(args: string[]): Promise<number> {
   } catch (e) {
     return failure("quantize", e, USAGE);
   }
-}
-
-/** Parameter-weighted mean of the layers' average bits. */
-function averageBits(layers: ReadonlyMap<string, QuantizedLayer>): number {
-  let bits = 0, count = 0;
-  for (const r of layers.values()) {
-    const n = r.dequantized.data.length;
-    bits += r.stats.avgBits * n;
-    count += n;
-  }
-  return count ? bits / count : 0;
 }
 
 async function evaluate(

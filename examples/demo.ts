@@ -9,12 +9,9 @@
  */
 
 import { parseArgs } from "node:util";
-import { layerQuantizer, type MethodOptions } from "../algorithms/methods.ts";
-import type { QuantizedLayer } from "../algorithms/result.ts";
 import { getBackend, setBackend } from "../backends/registry.ts";
-import type { FloatArray, Matrix } from "../core/tensor.ts";
-import { quantizeSequential } from "../model/calibrate.ts";
-import { linearNames, linearWeight, llamaFromWeights, type LlamaModel, withLinearWeights } from "../model/llama.ts";
+import { linearNames, llamaFromWeights, type LlamaModel } from "../model/llama.ts";
+import { quantizeModel } from "../model/quantize_model.ts";
 import { loadLlama2cModel, loadLlama2cTokenizer } from "../model/llama2c.ts";
 import { perplexity } from "../model/perplexity.ts";
 import { sampleWindows } from "../model/windows.ts";
@@ -74,25 +71,14 @@ console.log(`full precision: perplexity ${fmt(fp, 4)}`);
 
 for (const method of ["rtn", "gptq"] as const) {
   for (const bits of [4, 3, 2]) {
-    const options: MethodOptions = { bits, groupSize: 0, backend };
-    const quantize = layerQuantizer(method, options);
     const t = performance.now();
-    let layers: ReadonlyMap<string, QuantizedLayer>;
-    let quantized: LlamaModel;
-    if (method === "rtn") {
-      const done = new Map<string, QuantizedLayer>();
-      for (const name of linear) done.set(name, await quantize(name, linearWeight(model, name), undefined));
-      layers = done;
-      quantized = withLinearWeights(model, new Map([...done].map(([n, r]) => [n, r.dequantized])));
-    } else {
-      const r = await quantizeSequential(model, calib, {
-        seqLen,
-        backend,
-        quantize: (name: string, w: Matrix, h: Matrix<FloatArray>) => quantize(name, w, h),
-      });
-      layers = r.layers;
-      quantized = r.model;
-    }
+    const { model: quantized, layers } = await quantizeModel(model, {
+      method,
+      options: { bits, groupSize: 0 },
+      calibration: calib,
+      seqLen,
+      backend,
+    });
     const seconds = (performance.now() - t) / 1000;
     const p = await ppl(quantized);
     let bitsTotal = 0;

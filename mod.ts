@@ -27,9 +27,12 @@ export { fitGrid, groupIndex, quantizeGrid } from "./core/grids/fit.ts";
 export { packBits, packInt32, unpackBits, unpackInt32 } from "./core/grids/pack.ts";
 export { cholesky, choleskyInverse, choleskyWithRetry, upperCholeskyOfInverse } from "./core/linalg/cholesky.ts";
 export { eigh } from "./core/linalg/eigh.ts";
+export { kmeans, nearestCentroids } from "./core/linalg/kmeans.ts";
+export { invSqrtSpd, sqrtSpd } from "./core/linalg/spd.ts";
+export { svd } from "./core/linalg/svd.ts";
 export { matmul } from "./core/linalg/matmul.ts";
 export { gramAccumulate } from "./core/linalg/gram.ts";
-export { triangularSolve } from "./core/linalg/triangular.ts";
+export { invertTriangular, triangularSolve } from "./core/linalg/triangular.ts";
 
 // backends
 export {

@@ -6,11 +6,12 @@
  */
 
 import type { Backend } from "../../core/backend.ts";
-import { BackendError } from "../../core/errors.ts";
 import { fitGrid, quantizeGrid } from "../../core/grids/fit.ts";
 import { cholesky, choleskyInverse } from "../../core/linalg/cholesky.ts";
 import { eigh } from "../../core/linalg/eigh.ts";
 import { gramAccumulate } from "../../core/linalg/gram.ts";
+import { kmeans } from "../../core/linalg/kmeans.ts";
+import { svd } from "../../core/linalg/svd.ts";
 import { matmul } from "../../core/linalg/matmul.ts";
 import { triangularSolve } from "../../core/linalg/triangular.ts";
 import { attention, attentionBackward } from "../../core/nn/attention.ts";
@@ -19,9 +20,6 @@ import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
 import { rope } from "../../core/nn/rope.ts";
 import { swiglu, swigluBackward } from "../../core/nn/swiglu.ts";
 import { gptqQuantize } from "../../core/quant/gptq_kernel.ts";
-
-// Kernels still being written land here one by one; until then they fail loudly by name.
-const pending = (name: string) => () => Promise.reject(new BackendError(`kernel ${name} is not yet implemented`));
 
 /** Runs a synchronous reference kernel as the interface's async kernel; a throw becomes a rejection. */
 function run<T>(f: () => T): Promise<T> {
@@ -41,8 +39,8 @@ export const tsBackend: Backend = {
   triangularSolve: (t, b, options) => run(() => triangularSolve(t, b, options)),
   choleskyInverse: (l) => run(() => choleskyInverse(l)),
   eigh: (a) => run(() => eigh(a)),
-  svd: pending("svd"),
-  kmeans: pending("kmeans"),
+  svd: (a, options) => run(() => svd(a, options)),
+  kmeans: (points, options) => run(() => kmeans(points, options)),
   fitGrid: (w, grid, groupSize) => run(() => fitGrid(w, grid, groupSize)),
   quantizeGrid: (w, grid, params, groupOfColumn) => run(() => quantizeGrid(w, grid, params, groupOfColumn)),
   gptqQuantize: (args) => run(() => gptqQuantize(args)),

@@ -14,9 +14,10 @@ import type { Backend } from "../../core/backend.ts";
 import type { ConformanceCase } from "./case.ts";
 import { denseCases } from "./dense.ts";
 import { gridCases } from "./grids.ts";
+import { linalgCases } from "./linalg.ts";
 
 /** Every case, in the order the suite runs them. */
-export const conformanceCases: readonly ConformanceCase[] = [...denseCases, ...gridCases];
+export const conformanceCases: readonly ConformanceCase[] = [...denseCases, ...linalgCases, ...gridCases];
 
 /** Options of {@link defineConformanceTests}. */
 export interface ConformanceOptions {

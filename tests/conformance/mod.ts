@@ -15,9 +15,10 @@ import type { ConformanceCase } from "./case.ts";
 import { denseCases } from "./dense.ts";
 import { gridCases } from "./grids.ts";
 import { linalgCases } from "./linalg.ts";
+import { nnCases } from "./nn.ts";
 
 /** Every case, in the order the suite runs them. */
-export const conformanceCases: readonly ConformanceCase[] = [...denseCases, ...linalgCases, ...gridCases];
+export const conformanceCases: readonly ConformanceCase[] = [...denseCases, ...linalgCases, ...gridCases, ...nnCases];
 
 /** Options of {@link defineConformanceTests}. */
 export interface ConformanceOptions {

@@ -1,0 +1,148 @@
+/**
+ * Full-file perplexity check and Llama speed: evaluates llama-12m on `../shared/data/heldout.txt` and `wiki.test.raw`
+ * exactly as `ptq eval` does (windows of 512, no BOS) and compares with the PyTorch references of `../shared/README.md`
+ * (13.905 ± 0.01 and 721.6 ± 1). On the TS backend one file takes about an hour of one core, so runs of `--chunk`
+ * windows are handed to a pool of `--workers` threads (each loads its own model) and their log-likelihoods summed.
+ *
+ * ```
+ * deno run -A bench/perplexity.ts [--model DIR] [--data FILE]... [--seqlen 512] [--batch 1] [--backend ts]
+ *   [--workers N] [--chunk 4] [--first W] [--windows N] [--speed]
+ * ```
+ * `--first`/`--windows` evaluate a slice of the windows (its total NLL is printed, so slices run separately can be
+ * added). `--speed` measures forward and forward+backward tokens/s on one batch instead. The exit status is 1 when a
+ * reference perplexity is missed (a check, not only a benchmark: the numbers are printed either way).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { setBackend } from "../backends/registry.ts";
+import { loadModelAndTokenizer } from "../cli/eval.ts";
+import { forward, lossAndGradients } from "../model/llama.ts";
+import { sharedPath } from "../tests/shared.ts";
+import { bestSeconds, fmt, markdownTable } from "./timing.ts";
+import type { WorkerReply, WorkerRequest } from "./perplexity_worker.ts";
+
+/** PyTorch perplexities of llama-12m, windows of 512 (../shared/README.md), with the agreed tolerance. */
+const REFERENCES: Record<string, { ppl: number; tolerance: number }> = {
+  "heldout.txt": { ppl: 13.905, tolerance: 0.01 },
+  "wiki.test.raw": { ppl: 721.6, tolerance: 1 },
+};
+
+const { values } = parseArgs({
+  options: {
+    model: { type: "string", default: sharedPath("models/llama-12m") },
+    data: { type: "string", multiple: true },
+    seqlen: { type: "string", default: "512" },
+    batch: { type: "string", default: "1" },
+    backend: { type: "string", default: "ts" },
+    workers: { type: "string", default: String(navigator.hardwareConcurrency) },
+    chunk: { type: "string", default: "4" },
+    first: { type: "string", default: "0" },
+    windows: { type: "string" },
+    speed: { type: "boolean", default: false },
+  },
+});
+const seqLen = Number(values.seqlen), batch = Number(values.batch);
+const workerCount = Math.max(1, Number(values.workers)), chunk = Math.max(1, Number(values.chunk));
+const backend = await setBackend(values.backend);
+const { model, tokenizer } = await loadModelAndTokenizer(values.model);
+
+if (values.speed) {
+  const tokens = tokenizer.encode(await Deno.readTextFile(sharedPath("data/heldout.txt"))).slice(0, batch * seqLen);
+  const opts = { batch, seqLen, backend };
+  const fwd = await bestSeconds(() => forward(model, tokens, opts), { repeats: 2, warmup: 1 });
+  const bwd = await bestSeconds(() => lossAndGradients(model, tokens, opts), { repeats: 2, warmup: 1 });
+  console.log(markdownTable(["backend", "batch × seqLen", "forward tokens/s", "forward+backward tokens/s"], [[
+    backend.name,
+    `${batch} × ${seqLen}`,
+    fmt(tokens.length / fwd),
+    fmt(tokens.length / bwd),
+  ]]));
+  Deno.exit(0);
+}
+
+const pool = Array.from(
+  { length: workerCount },
+  () => new Worker(new URL("./perplexity_worker.ts", import.meta.url).href, { type: "module" }),
+);
+let nextId = 0;
+
+/** Evaluates windows `[w0, w1)` with the pool, `chunk` windows per request; returns their total NLL. */
+async function poolNll(tokens: Int32Array, w0: number, w1: number, label: string): Promise<number> {
+  const queue: [number, number][] = [];
+  for (let a = w0; a < w1; a += chunk) queue.push([a, Math.min(w1, a + chunk)]);
+  let nll = 0, done = 0, lastLog = performance.now();
+  const t0 = performance.now();
+  const drive = async (worker: Worker) => {
+    for (let job = queue.shift(); job; job = queue.shift()) {
+      const id = nextId++;
+      const reply = await new Promise<WorkerReply>((resolve, reject) => {
+        worker.onmessage = (e: MessageEvent<WorkerReply>) => resolve(e.data);
+        worker.onerror = (e) => reject(new Error(e.message));
+        worker.postMessage(
+          {
+            id,
+            model: values.model,
+            backend: values.backend,
+            tokens: tokens.slice(job[0] * seqLen, job[1] * seqLen),
+            seqLen,
+            batch,
+          } satisfies WorkerRequest,
+        );
+      });
+      if ("error" in reply) throw new Error(reply.error);
+      nll += reply.nll;
+      done += reply.windows;
+      if (performance.now() - lastLog > 30_000) {
+        lastLog = performance.now();
+        const s = (lastLog - t0) / 1000;
+        console.error(
+          `${label}: ${done}/${w1 - w0} windows, nll ${nll.toFixed(3)}, ppl so far ` +
+            `${Math.exp(nll / (done * (seqLen - 1))).toFixed(3)}, ${s.toFixed(0)} s`,
+        );
+      }
+    }
+  };
+  await Promise.all(pool.map(drive));
+  return nll;
+}
+
+const files = values.data ?? [sharedPath("data/heldout.txt"), sharedPath("data/wiki.test.raw")];
+const rows: (string | number)[][] = [];
+let missed = false;
+for (const file of files) {
+  const tokens = tokenizer.encode(await Deno.readTextFile(file));
+  const available = Math.floor(tokens.length / seqLen);
+  const first = Math.min(available, Number(values.first));
+  const last = values.windows ? Math.min(available, first + Number(values.windows)) : available;
+  const name = file.split("/").at(-1)!;
+  const t0 = performance.now();
+  const nll = await poolNll(tokens, first, last, name);
+  const seconds = (performance.now() - t0) / 1000;
+  const total = last - first;
+  const ppl = Math.exp(nll / (total * (seqLen - 1)));
+  const ref = first === 0 && last === available && seqLen === 512 ? REFERENCES[name] : undefined;
+  const ok = ref ? Math.abs(ppl - ref.ppl) <= ref.tolerance : undefined;
+  if (ok === false) missed = true;
+  rows.push([
+    name,
+    `${first}..${last} of ${available}`,
+    nll.toFixed(4),
+    ppl.toFixed(4),
+    ref ? `${ref.ppl} ± ${ref.tolerance}` : "-",
+    ok === undefined ? "-" : ok ? "ok" : "MISSED",
+    seconds.toFixed(0),
+    fmt((total * seqLen) / seconds),
+  ]);
+  console.error(`${name}: ppl ${ppl.toFixed(4)} over windows ${first}..${last} in ${seconds.toFixed(0)} s`);
+}
+for (const w of pool) w.terminate();
+console.log(
+  `llama perplexity, backend ${backend.name}, ${workerCount} workers, windows of ${seqLen}\n\n` +
+    markdownTable(
+      ["data", "windows", "total NLL", "ppl", "PyTorch", "check", "seconds", "tokens/s (all workers)"],
+      rows,
+    ),
+);
+if (missed) Deno.exitCode = 1;

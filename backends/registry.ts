@@ -65,9 +65,13 @@ export async function setBackend(backend: string | Backend): Promise<Backend> {
   return current;
 }
 
-/** Makes the highest-priority backend that starts current; returns it. Failing ones are skipped. */
+/**
+ * Makes the highest-priority backend that starts current (among those of priority ≥ 0: WASM, then TS); returns it.
+ * Failing ones are skipped.
+ */
 export async function setBestBackend(): Promise<Backend> {
   for (const name of listBackends()) {
+    if (registry.get(name)!.priority < 0) continue;
     try {
       return await setBackend(name);
     } catch {
@@ -83,3 +87,7 @@ export function getBackend(): Backend {
 }
 
 registerBackend("ts", () => tsBackend, 0);
+// Loaded on first use, so importing ptq does not instantiate WASM or ask for a GPU. WASM is the best default on a CPU;
+// WebGPU is chosen explicitly (on a machine without a GPU its software adapter is slower than WASM).
+registerBackend("wasm", async () => (await import("./wasm/mod.ts")).createWasmBackend(), 2);
+registerBackend("webgpu", async () => (await import("./webgpu/mod.ts")).createWebGpuBackend(), -1);

@@ -14,7 +14,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { getBackend, listBackends, setBackend } from "../backends/registry.ts";
+import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
 import { PtqError } from "../core/errors.ts";
 import { loadHfModel } from "../model/hf_loader.ts";
 import { llamaFromWeights, type LlamaModel } from "../model/llama.ts";
@@ -32,7 +32,7 @@ Options:
   --seqlen L        window length in tokens (default 512)
   --windows N       evaluate only the first N windows (default: all)
   --batch B         windows per forward pass (default 1)
-  --backend NAME    compute backend (${listBackends().join(", ")}; default ts)
+  --backend NAME    compute backend (${listBackends().join(", ")}; default: the fastest that starts, wasm then ts)
   --json            print the result as one JSON line {"ppl", "windows", "tokens", "seconds"}
   -h, --help        show this help
 `;
@@ -148,7 +148,7 @@ export async function evalCommand(args: string[]): Promise<number> {
     const seqLen = positiveInt(values.seqlen, "seqlen", 512, 2)!;
     const windows = positiveInt(values.windows, "windows", undefined);
     const batch = positiveInt(values.batch, "batch", 1)!;
-    const backend = values.backend ? await setBackend(values.backend) : getBackend();
+    const backend = values.backend ? await setBackend(values.backend) : await setBestBackend();
 
     const dataInfo = await stat(values.data);
     if (!dataInfo?.isFile) throw new UsageError(`--data ${values.data}: no such file`);

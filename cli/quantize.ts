@@ -14,7 +14,7 @@
 
 import { parseArgs } from "node:util";
 import { type MethodName, type MethodOptions, METHODS, needsCalibration } from "../algorithms/methods.ts";
-import { getBackend, listBackends, setBackend } from "../backends/registry.ts";
+import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
 import type { Backend } from "../core/backend.ts";
 import type { LlamaModel } from "../model/llama.ts";
 import { quantizeModel } from "../model/quantize_model.ts";
@@ -56,7 +56,7 @@ Options:
   --eval FILE        evaluate perplexity on FILE (repeatable)
   --windows N        evaluate only the first N windows of each file
   --batch B          windows per forward pass (default 8)
-  --backend NAME     compute backend (${listBackends().join(", ")}; default ts)
+  --backend NAME     compute backend (${listBackends().join(", ")}; default: the fastest that starts, wasm then ts)
   --json             print one JSON line with the results
   -h, --help         show this help
 `;
@@ -132,7 +132,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const batch = intOption(values.batch, "batch", 8, 1);
     const windows = values.windows === undefined ? undefined : intOption(values.windows, "windows", 1, 1);
     const damping = numberOption(values.damping, "damping", 0.01, 0);
-    const backend: Backend = values.backend ? await setBackend(values.backend) : getBackend();
+    const backend: Backend = values.backend ? await setBackend(values.backend) : await setBestBackend();
     const calibrated = needsCalibration(engine as (typeof METHODS)[number]);
     if (calibrated && !values.calib) throw new UsageError(`--calib FILE is required for --method ${method}`);
     const evalFiles = values.eval ?? [];

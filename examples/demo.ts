@@ -9,7 +9,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { getBackend, setBackend } from "../backends/registry.ts";
+import { setBackend, setBestBackend } from "../backends/registry.ts";
 import { linearNames, llamaFromWeights, type LlamaModel } from "../model/llama.ts";
 import { quantizeModel } from "../model/quantize_model.ts";
 import { loadLlama2cModel, loadLlama2cTokenizer } from "../model/llama2c.ts";
@@ -24,7 +24,7 @@ const { values } = parseArgs({
     seqlen: { type: "string", default: "256" },
   },
 });
-const backend = values.backend ? await setBackend(values.backend) : getBackend();
+const backend = values.backend ? await setBackend(values.backend) : await setBestBackend();
 const samples = Number(values.samples), seqLen = Number(values.seqlen);
 
 const data = new URL("./data/", import.meta.url);
@@ -104,3 +104,4 @@ console.log(
     ),
 );
 console.log("\nSize: linear layers at their average bits (codes and grid statistics), other tensors as f32.");
+backend.dispose?.();

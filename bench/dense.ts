@@ -33,5 +33,11 @@ export async function benchGram(backend: Backend, rows: number, d: number, repea
   const x = matrix(rows, d, randomNormal(rng, rows * d));
   const acc = matrix(d, d);
   const seconds = await bestSeconds(() => backend.gramAccumulate(acc, x, 1), { repeats, warmup: 1 });
-  return { kernel: "gram", size: `${rows}×${d}`, backend: backend.name, seconds, gflops: (rows * d * d) / seconds / 1e9 };
+  return {
+    kernel: "gram",
+    size: `${rows}×${d}`,
+    backend: backend.name,
+    seconds,
+    gflops: (rows * d * d) / seconds / 1e9,
+  };
 }

@@ -1,0 +1,15 @@
+import { vptq } from "../../algorithms/vptq.ts";
+import { gptq } from "../../algorithms/gptq.ts";
+import { hessianOf } from "../../algorithms/hessian.ts";
+import { createRng, randomNormal } from "../../core/random.ts";
+import { matrix } from "../../core/tensor.ts";
+const rows = 1024, cols = 384;
+const w = matrix(rows, cols, randomNormal(createRng(1), rows * cols, 0.05));
+const x = matrix(2048, cols, randomNormal(createRng(2), 2048 * cols));
+const h = await hessianOf(x);
+let t = performance.now();
+const q = await vptq(w, h, {});
+console.log("vptq", (performance.now() - t) / 1000, q.stats);
+t = performance.now();
+const g = await gptq(w, h, { bits: 2, groupSize: 64 });
+console.log("gptq", (performance.now() - t) / 1000, g.stats);

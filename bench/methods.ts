@@ -1,0 +1,126 @@
+/**
+ * Method table on llama-12m: RTN and GPTQ at 4, 3 and 2 bits (per row and group 128, act-order on and off), SpQR near
+ * 3 and 2 bits, BiLLM; held-out and WikiText-2 perplexity with average bits per weight. Calibration: 128 windows of
+ * 512 tokens from calib.txt (seed 0). The model is loaded and the texts tokenized once; each setting quantizes a fresh
+ * copy and is evaluated on every file.
+ *
+ * Usage: `deno run -A bench/methods.ts [--only NAME,...] [--windows N] [--samples 128] [--backend wasm] [--out FILE]
+ *   [--readme]`. Results go to `bench/results/methods.json` (one object per setting) and `bench/results/methods.md`;
+ * `--readme` also replaces the table between the `methods-table` markers in README.md.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { MethodOptions } from "../algorithms/methods.ts";
+import { setBackend, setBestBackend } from "../backends/registry.ts";
+import { loadModelAndTokenizer } from "../cli/eval.ts";
+import type { LlamaModel } from "../model/llama.ts";
+import { perplexity } from "../model/perplexity.ts";
+import { type ModelQuantizeOptions, quantizeModel } from "../model/quantize_model.ts";
+import { sampleWindows } from "../model/windows.ts";
+import { sharedPath } from "../tests/shared.ts";
+import { fmt, markdownTable } from "./timing.ts";
+import { replaceReadmeSection, writeResults } from "./results.ts";
+
+/** One row of the table. */
+interface Setting {
+  readonly name: string;
+  readonly run: Omit<ModelQuantizeOptions, "calibration" | "seqLen" | "backend">;
+}
+
+const uniform = (method: "rtn" | "gptq", bits: number, groupSize: number, actOrder = false): Setting => ({
+  name: `${method} w${bits}${groupSize ? ` g${groupSize}` : " per row"}${actOrder ? " act-order" : ""}`,
+  run: { method, options: { bits, groupSize, actOrder } satisfies MethodOptions },
+});
+
+const SETTINGS: Setting[] = [
+  ...[4, 3, 2].flatMap((bits) => [uniform("rtn", bits, 0), uniform("rtn", bits, 128)]),
+  ...[4, 3, 2].flatMap((bits) => [0, 128].flatMap((g) => [uniform("gptq", bits, g), uniform("gptq", bits, g, true)])),
+  // SpQR: 2-bit codes in groups of 16 with 3-bit statistics ≈ 2.6 bits before outliers; the thresholds put it near
+  // 3 and near 2.2 bits in all.
+  { name: "spqr w3 g16 τ0.2", run: { method: "spqr", options: { bits: 3, groupSize: 16, outlierThreshold: 0.2 } } },
+  {
+    name: "spqr w2 g16 τ1",
+    run: { method: "spqr", options: { bits: 2, groupSize: 16, outlierThreshold: 1, actOrder: true } },
+  },
+  {
+    name: "spqr w2 g128 τ8",
+    run: { method: "spqr", options: { bits: 2, groupSize: 128, outlierThreshold: 8, actOrder: true } },
+  },
+  { name: "billm", run: { method: "billm" } },
+];
+
+const { values } = parseArgs({
+  options: {
+    only: { type: "string" },
+    windows: { type: "string" },
+    samples: { type: "string", default: "128" },
+    seqlen: { type: "string", default: "512" },
+    batch: { type: "string", default: "8" },
+    backend: { type: "string" },
+    out: { type: "string", default: "bench/results/methods" },
+    readme: { type: "boolean", default: false },
+  },
+});
+const backend = values.backend ? await setBackend(values.backend) : await setBestBackend();
+const seqLen = Number(values.seqlen), samples = Number(values.samples), batch = Number(values.batch);
+const windows = values.windows ? Number(values.windows) : undefined;
+const only = values.only?.split(",");
+
+const { model, tokenizer } = await loadModelAndTokenizer(sharedPath("models/llama-12m"));
+const read = async (rel: string) => tokenizer.encode(await Deno.readTextFile(sharedPath(rel)));
+const calibration = sampleWindows(await read("data/calib.txt"), samples, seqLen, 0);
+const evals = { heldout: await read("data/heldout.txt"), wiki: await read("data/wiki.test.raw") };
+console.error(`backend ${backend.name}; calibration ${samples}×${seqLen}; eval ${windows ?? "all"} windows`);
+
+async function evaluate(m: LlamaModel): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const [name, tokens] of Object.entries(evals)) {
+    out[name] = (await perplexity(m, tokens, { seqLen, batch, windows, backend })).ppl;
+  }
+  return out;
+}
+
+const results: Record<string, unknown>[] = [];
+const t0 = performance.now();
+const fp = await evaluate(model);
+results.push({ setting: "full precision (bf16 weights in f32)", avg_bits: 16, ppl: fp, seconds: 0 });
+console.error(`fp16: ${JSON.stringify(fp)} (${fmt((performance.now() - t0) / 1000)} s)`);
+
+for (const s of SETTINGS) {
+  if (only && !only.some((o) => s.name.startsWith(o))) continue;
+  const t = performance.now();
+  const q = await quantizeModel(model, { ...s.run, calibration, seqLen, batch, backend });
+  const ppl = await evaluate(q.model);
+  const row = {
+    setting: s.name,
+    avg_bits: q.avgBits,
+    ppl,
+    seconds: { ...q.seconds, total: (performance.now() - t) / 1000 },
+  };
+  results.push(row);
+  console.error(`${s.name}: ${fmt(q.avgBits)} bits, ${JSON.stringify(ppl)}, ${fmt(row.seconds.total)} s`);
+}
+
+const table = markdownTable(
+  ["setting", "avg bits", "held-out ppl", "WikiText-2 ppl", "seconds (calibrate + quantize)"],
+  results.map((r) => {
+    const ppl = r.ppl as Record<string, number>;
+    const sec = r.seconds as { quantize?: number; calibrate?: number } | number;
+    return [
+      String(r.setting),
+      fmt(r.avg_bits as number),
+      fmt(ppl.heldout, 4),
+      fmt(ppl.wiki, 4),
+      typeof sec === "number" ? "—" : fmt((sec.quantize ?? 0) + (sec.calibrate ?? 0)),
+    ];
+  }),
+);
+const note = `llama-12m, calibration ${samples} windows of ${seqLen} tokens from calib.txt (seed 0), ` +
+  `${windows ? `first ${windows} windows` : "all windows"} of ${seqLen} tokens per file, backend ${backend.name}. ` +
+  `Generated by \`deno run -A bench/methods.ts\`.`;
+await writeResults(values.out, results, `${table}\n\n${note}\n`);
+if (values.readme) await replaceReadmeSection("methods-table", `${table}\n\n${note}`);
+console.log(`${table}\n\n${note}`);
+backend.dispose?.();

@@ -1,0 +1,33 @@
+/**
+ * Where benchmark results go: JSON and Markdown files under `bench/results/`, and tables spliced into README.md
+ * between `<!-- NAME:start -->` and `<!-- NAME:end -->` markers, so README tables always come from a script.
+ *
+ * @module
+ */
+
+/** Writes `<base>.json` and `<base>.md` (atomically: temp name, then rename). */
+export async function writeResults(base: string, results: unknown, markdown: string): Promise<void> {
+  await Deno.mkdir(base.slice(0, base.lastIndexOf("/")) || ".", { recursive: true });
+  await writeAtomic(`${base}.json`, JSON.stringify(results, null, 1) + "\n");
+  await writeAtomic(`${base}.md`, markdown);
+}
+
+/** Replaces the text between the markers of `name` in README.md. @throws {Error} when the markers are missing. */
+export async function replaceReadmeSection(name: string, content: string, readme = "README.md"): Promise<void> {
+  const text = await Deno.readTextFile(readme);
+  const start = `<!-- ${name}:start -->`, end = `<!-- ${name}:end -->`;
+  const i = text.indexOf(start), j = text.indexOf(end);
+  if (i < 0 || j < i) throw new Error(`${readme} has no ${start} … ${end} section`);
+  await writeAtomic(readme, `${text.slice(0, i + start.length)}\n${content}\n${text.slice(j)}`);
+}
+
+async function writeAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    await Deno.writeTextFile(tmp, text);
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}

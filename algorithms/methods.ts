@@ -13,9 +13,10 @@ import { gptq } from "./gptq.ts";
 import type { QuantizedLayer } from "./result.ts";
 import { rtn } from "./rtn.ts";
 import { spqr } from "./spqr.ts";
+import { vptq } from "./vptq.ts";
 
 /** Names accepted by {@link layerQuantizer}. */
-export const METHODS = ["rtn", "gptq", "spqr", "billm"] as const;
+export const METHODS = ["rtn", "gptq", "spqr", "billm", "vptq"] as const;
 
 /** One of {@link METHODS}. */
 export type MethodName = typeof METHODS[number];
@@ -26,7 +27,7 @@ export interface MethodOptions {
   readonly bits?: number;
   /** Columns per group; 0 = per row; default: the method's (0 for RTN and GPTQ, 16 for SpQR). */
   readonly groupSize?: number;
-  /** GPTQ act-order; default false. */
+  /** GPTQ act-order (VPTQ: non-outlier columns by descending Hessian diagonal); default false. */
   readonly actOrder?: boolean;
   /** Static groups (GPTQ); default false. */
   readonly staticGroups?: boolean;
@@ -40,6 +41,20 @@ export interface MethodOptions {
   readonly outlierThreshold?: number;
   /** SpQR: bits of the quantized scales and zeros; default 3. */
   readonly statBits?: number;
+  /** VPTQ: vector length `v` (consecutive output channels of one column); default 4. */
+  readonly vectorSize?: number;
+  /** VPTQ: centroids `k` of the per-layer codebook; default 256 (with `v = 4`: 2 index bits per weight). */
+  readonly codebookSize?: number;
+  /** VPTQ: centroids of the residual codebook; default 0 (none). */
+  readonly residualCodebookSize?: number;
+  /** VPTQ: fraction of columns (largest `H_jj`) with their own codebook; default 0. */
+  readonly outlierFraction?: number;
+  /** VPTQ: centroids of the outlier codebook; default `codebookSize`. */
+  readonly outlierCodebookSize?: number;
+  /** VPTQ: Lloyd iterations of each k-means at most; default 25. */
+  readonly kmeansIterations?: number;
+  /** VPTQ: seed of the k-means++ initialisations; default 0. */
+  readonly seed?: number;
   readonly backend?: Backend;
 }
 
@@ -66,6 +81,8 @@ export function layerQuantizer(
       return (name, w, h) => spqr(w, requireHessian(name, h), options);
     case "billm":
       return (name, w, h) => billm(w, requireHessian(name, h), options);
+    case "vptq":
+      return (name, w, h) => vptq(w, requireHessian(name, h), options);
     default:
       throw new OptionError(`unknown method "${method}"; available: ${METHODS.join(", ")}`);
   }

@@ -55,7 +55,9 @@ export interface OacOptions {
 
 /**
  * Output-adaptive Hessians of the linear layers named in `names` (default: every decoder linear), from one
- * forward/backward pass over the calibration windows.
+ * forward/backward pass over the calibration windows. With `start` (the residual stream entering decoder layer
+ * `start.layer` for every window), the passes run from that layer on: the same gradients for it and later layers, at
+ * a fraction of the cost.
  *
  * @param tokens calibration windows, `windows·seqLen` ids.
  * @returns `[in, in]` float32 (or float64) Hessians by layer name, `(1/N) Σ_n G_nᵀ G_n`.
@@ -66,6 +68,7 @@ export async function oacHessians(
   tokens: Int32Array,
   options: OacOptions,
   names?: readonly string[],
+  start?: { readonly layer: number; readonly hidden: Matrix },
 ): Promise<Map<string, Matrix<FloatArray>>> {
   const { seqLen, labels = "data", form = "sequence", seed = 0, batch = 4, precision = "f32", onProgress } = options;
   const backend = options.backend ?? getBackend();
@@ -87,6 +90,16 @@ export async function oacHessians(
   for (let w0 = 0; w0 < windows; w0 += batch) {
     const nb = Math.min(batch, windows - w0);
     const passTokens = tokens.subarray(w0 * seqLen, (w0 + nb) * seqLen);
+    const passStart = start && {
+      layer: start.layer,
+      hidden: {
+        data: start.hidden.data.subarray(
+          w0 * seqLen * start.hidden.shape[1],
+          (w0 + nb) * seqLen * start.hidden.shape[1],
+        ),
+        shape: [nb * seqLen, start.hidden.shape[1]] as const,
+      },
+    };
     const targets = labels === "data"
       ? nextTokenTargets(passTokens, seqLen)
       : await sampledTargets(model, passTokens, seqLen, seed + w0, backend);
@@ -97,6 +110,7 @@ export async function oacHessians(
       targets,
       reduction: "sequence",
       gradients: [],
+      start: passStart,
       onLinear: async (name, x, gamma) => {
         if (!wanted.has(name)) return;
         const [rows, cols] = x.shape, out = gamma.shape[1];
@@ -194,13 +208,14 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
   if (refresh !== "once" && refresh !== "per-layer") throw new OptionError(`OAC: unknown refresh "${refresh}"`);
   if (!(mix >= 0)) throw new OptionError(`OAC: mix must be ≥ 0, got ${mix}`);
   let cached: Map<string, Matrix<FloatArray>> | undefined;
-  return async (layer, model, names, inputHessians) => {
+  return async (layer, model, names, { stream, inputHessians }) => {
     let hessians: Map<string, Matrix<FloatArray>>;
     if (refresh === "once") {
       cached ??= await oacHessians(model, tokens, options);
       hessians = cached;
     } else {
-      hessians = await oacHessians(model, tokens, options, names);
+      // Layers before this one are already quantized and `stream` is their output: start the passes here.
+      hessians = await oacHessians(model, tokens, options, names, { layer, hidden: stream });
     }
     const out = new Map<string, Matrix<FloatArray>>();
     const gptq = mix > 0 ? await inputHessians() : undefined;

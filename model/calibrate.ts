@@ -39,13 +39,17 @@ export type LayerQuantizer<R extends { dequantized: Matrix }> = (
 /**
  * Supplies the Hessians of one decoder layer's linear layers instead of the inputs' `2/N·XᵀX` (OAC's output-adaptive
  * Hessians, say). Called once per layer (per group with `trueSequential`), after the layers before it are quantized,
- * with the current model; `inputHessians` computes GPTQ's Hessians of the same layers on demand (for mixing).
+ * with the current model; `stream` is the residual stream entering the layer for every calibration window (computed
+ * through the layers already quantized), and `inputHessians` computes GPTQ's Hessians of the same layers on demand.
  */
 export type HessianSource = (
   layer: number,
   model: LlamaModel,
   names: readonly string[],
-  inputHessians: () => Promise<ReadonlyMap<string, Matrix<FloatArray>>>,
+  context: {
+    readonly stream: Matrix;
+    readonly inputHessians: () => Promise<ReadonlyMap<string, Matrix<FloatArray>>>;
+  },
 ) => Promise<ReadonlyMap<string, Matrix<FloatArray>>>;
 
 /** Progress of {@link quantizeSequential}. */
@@ -147,7 +151,9 @@ export async function quantizeSequential<R extends { dequantized: Matrix }>(
     for (const kinds of groups) {
       const names = kinds.map((k) => linearName(l, k));
       const fromInputs = () => inputHessians(l, current, names, runLayer, precision, backend);
-      const hessians = options.hessians ? await options.hessians(l, current, names, fromInputs) : await fromInputs();
+      const hessians = options.hessians
+        ? await options.hessians(l, current, names, { stream, inputHessians: fromInputs })
+        : await fromInputs();
       const replaced = new Map<string, Matrix>();
       for (const name of names) {
         const h = hessians.get(name);

@@ -415,6 +415,12 @@ export interface LossOptions extends BatchShape {
   readonly onLinear?: LinearGradientHook;
   /** Windows per forward/backward pass (memory bound); default all of them in one pass. */
   readonly maxBatch?: number;
+  /**
+   * Start at decoder layer `layer` from `hidden`, the residual stream entering it (`[batch·seqLen, hidden]`, e.g. the
+   * calibration driver's), instead of the embeddings: the forward pass runs layers `layer..`, the backward pass stops
+   * after `layer`, and only those layers' linears are reported and differentiated. Default: the whole model.
+   */
+  readonly start?: { readonly layer: number; readonly hidden: Matrix };
 }
 
 /** Result of {@link lossAndGradients}. */
@@ -454,6 +460,25 @@ export async function lossAndGradients(
   for (const name of wanted) linearWeight(model, name); // fail early on an unknown name
   const maxBatch = options.maxBatch ?? batch;
   if (!Number.isInteger(maxBatch) || maxBatch <= 0) throw new OptionError(`maxBatch must be positive, got ${maxBatch}`);
+  const { start } = options;
+  const hiddenSize = model.config.hiddenSize;
+  const firstLayer = start?.layer ?? 0;
+  if (start) {
+    if (!Number.isInteger(firstLayer) || firstLayer < 0 || firstLayer >= model.weights.layers.length) {
+      throw new OptionError(`start layer ${firstLayer} outside 0..${model.weights.layers.length - 1}`);
+    }
+    if (start.hidden.shape[0] !== tokens.length || start.hidden.shape[1] !== hiddenSize) {
+      throw new ShapeError(
+        `start hidden state is ${start.hidden.shape.join("×")}, expected ${tokens.length}×${hiddenSize}`,
+      );
+    }
+    for (const name of wanted) {
+      const p = parseLinearName(name);
+      if (!p || p.layer < firstLayer) {
+        throw new OptionError(`gradient of ${name} asked, but the pass starts at layer ${firstLayer}`);
+      }
+    }
+  }
 
   // Per-token gradient scales, fixed before any pass so that chunking does not change the result.
   const counts = new Float64Array(batch);
@@ -483,10 +508,12 @@ export async function lossAndGradients(
     const passTokens = tokens.subarray(r0, r1), passTargets = targets.subarray(r0, r1);
 
     const acts: (LayerActivations | undefined)[] = [];
-    let x = embedTokens(model, passTokens);
-    for (let l = 0; l < model.weights.layers.length; l++) {
+    let x = start
+      ? { data: start.hidden.data.subarray(r0 * hiddenSize, r1 * hiddenSize), shape: [r1 - r0, hiddenSize] as const }
+      : embedTokens(model, passTokens);
+    for (let l = firstLayer; l < model.weights.layers.length; l++) {
       const r = await layerForwardImpl(backend, model.config, l, model.weights.layers[l], x, shape);
-      acts.push(r.acts);
+      acts[l] = r.acts;
       x = r.out;
     }
     const { hidden: xf, logits } = await finalLogits(backend, model, x);
@@ -497,7 +524,7 @@ export async function lossAndGradients(
     await accumulate(LM_HEAD, xf, dlogits);
     const dxf = await backend.matmul(dlogits, model.weights.lmHead);
     let dx = (await backend.rmsNormBackward(x, model.weights.finalNorm, dxf, model.config.rmsNormEps)).dx;
-    for (let l = model.weights.layers.length - 1; l >= 0; l--) {
+    for (let l = model.weights.layers.length - 1; l >= firstLayer; l--) {
       const layerActs = acts[l]!;
       acts[l] = undefined; // this layer's activations are dead once its backward pass is done
       dx = await layerBackward(

@@ -196,3 +196,28 @@ Deno.test("perplexity: windows, batches and limits as ALGORITHMS.md defines them
   await assert.rejects(() => perplexity(model, tokens.slice(0, 5), { seqLen: L, backend }), OptionError);
   await assert.rejects(() => perplexity(model, tokens, { seqLen: 1, backend }), OptionError);
 });
+
+Deno.test("lossAndGradients: starting at layer l from its input stream gives the same gradients there and after", async () => {
+  const model = tinyModel({ layers: 3 });
+  const seqLen = 5, batch = 3;
+  const tokens = randomTokens(seqLen * batch, model.config.vocabSize, 9);
+  const names = linearNames(model.config).filter((n) => !n.startsWith("model.layers.0."));
+  const full = await lossAndGradients(model, tokens, { batch, seqLen, gradients: names });
+  const streams = new Map<number, Matrix>();
+  await forward(model, tokens, { batch, seqLen, hiddenAfterLayers: [0] }).then((r) => streams.set(1, r.hidden.get(0)!));
+  const part = await lossAndGradients(model, tokens, {
+    batch,
+    seqLen,
+    gradients: names,
+    maxBatch: 2,
+    start: { layer: 1, hidden: streams.get(1)! },
+  });
+  assert.ok(Math.abs(part.loss - full.loss) < 1e-6);
+  for (const n of names) {
+    assertClose(part.gradients.get(n)!.data, full.gradients.get(n)!.data, { atol: 1e-7, rtol: 1e-5 }, n);
+  }
+  await assert.rejects(
+    lossAndGradients(model, tokens, { batch, seqLen, start: { layer: 1, hidden: streams.get(1)! } }),
+    OptionError,
+  );
+});

@@ -3,10 +3,15 @@
  * calibration driver (GPTQ's sequential flow), OAC as a Hessian source feeding an engine. Shared by the CLI, the
  * demo, the server and the benchmarks.
  *
+ * Two optional stages wrap the method: `smooth` (SmoothQuant or AWQ scales folded into the model before anything is
+ * quantized, `model/smooth.ts`) and `lowRank` (LoRC or QERA factors added to every quantized layer, so the driver
+ * propagates through the corrected layers, `algorithms/low_rank.ts`).
+ *
  * @module
  */
 
 import { layerQuantizer, type MethodName, type MethodOptions, METHODS } from "../algorithms/methods.ts";
+import { type LowRankKind, withLowRank } from "../algorithms/low_rank.ts";
 import { oacHessianSource, type OacOptions } from "../algorithms/oac.ts";
 import type { QuantizedLayer } from "../algorithms/result.ts";
 import type { Backend } from "../core/backend.ts";
@@ -15,6 +20,7 @@ import type { FloatArray, Matrix } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
 import { type CalibrationProgress, quantizeSequential } from "./calibrate.ts";
 import { linearNames, linearWeight, type LlamaModel, withLinearWeights } from "./llama.ts";
+import { type SiteReport, smoothModel } from "./smooth.ts";
 
 /** OAC's variant options, without what the driver supplies (window length, batch, backend). */
 export type OacVariant = Omit<OacOptions, "seqLen" | "batch" | "backend" | "onProgress">;
@@ -37,6 +43,17 @@ export interface ModelQuantizeOptions {
   readonly batch?: number;
   /** Quantize q/k/v, o, gate/up, down in turn; default false. */
   readonly trueSequential?: boolean;
+  /**
+   * Low-rank error reconstruction after the method, rank `r` per layer: "lorc" (weight error), "qera" (QERA-exact) or
+   * "qera-approx" (output error; they use each layer's calibration Hessian, so RTN then goes through the driver too).
+   */
+  readonly lowRank?: { readonly kind: LowRankKind; readonly rank: number };
+  /**
+   * Scales folded into the model before quantization (needs calibration windows): "smoothquant" with `alpha`
+   * (default 0.5), or "awq", whose `α` is searched on a grid of 20 by each site's output error after quantization with
+   * this run's method and options (its GPTQ-Hessian engine for OAC), unless `alpha` fixes it.
+   */
+  readonly smooth?: { readonly kind: "awq" | "smoothquant"; readonly alpha?: number };
   readonly backend?: Backend;
   /** Progress of the calibration driver, or of RTN's layers (`stage: "quantize"`). */
   readonly onProgress?: (p: CalibrationProgress) => void;
@@ -50,23 +67,27 @@ export interface ModelQuantizeResult {
   readonly layers: ReadonlyMap<string, QuantizedLayer>;
   /** Parameter-weighted mean of the layers' average bits. */
   readonly avgBits: number;
-  /** Wall seconds: in the layer quantizers, and the rest (forward passes, Hessians, gradients). */
+  /** Wall seconds: in the layer quantizers, and the rest (forward passes, Hessians, gradients, smoothing). */
   readonly seconds: { readonly quantize: number; readonly calibrate: number };
+  /** With `smooth`: per decoder layer, the sites scaled and the `α` chosen. */
+  readonly smoothing?: readonly (readonly SiteReport[])[];
 }
 
 /**
- * Quantizes every decoder linear layer of `model`.
+ * Quantizes every decoder linear layer of `original` (after smoothing it, when asked; `original` is never modified).
  *
- * @throws {OptionError} for an unknown method or engine, or a calibrated method without calibration windows.
+ * @throws {OptionError} for an unknown method, engine or low-rank kind, or a calibrated method (or smoothing, or QERA)
+ *   without calibration windows.
  */
-export async function quantizeModel(model: LlamaModel, run: ModelQuantizeOptions): Promise<ModelQuantizeResult> {
+export async function quantizeModel(original: LlamaModel, run: ModelQuantizeOptions): Promise<ModelQuantizeResult> {
   const { method, options = {}, seqLen = 512, batch = 8, onProgress } = run;
   const backend = run.backend ?? options.backend ?? getBackend();
   const engine = method === "oac" ? run.engine ?? "gptq" : method;
   if (!(METHODS as readonly string[]).includes(engine) || (method === "oac" && engine === "rtn")) {
     throw new OptionError(`unknown method "${method}"${method === "oac" ? ` with engine "${engine}"` : ""}`);
   }
-  const quantizer = layerQuantizer(engine, { ...options, backend });
+  const baseQuantizer = layerQuantizer(engine, { ...options, backend });
+  const quantizer = run.lowRank ? withLowRank(baseQuantizer, { ...run.lowRank, backend }) : baseQuantizer;
   let quantizeSeconds = 0;
   const timed = async (name: string, w: Matrix, h: Matrix<FloatArray> | undefined) => {
     const t = performance.now();
@@ -76,9 +97,27 @@ export async function quantizeModel(model: LlamaModel, run: ModelQuantizeOptions
   };
 
   const t0 = performance.now();
+  // Smoothing first: the scales are folded into a new model (exact in full precision), which is then quantized.
+  // AWQ's search runs the base quantizer itself (its time counts as calibration, not as quantization).
+  let smoothing: readonly (readonly SiteReport[])[] | undefined;
+  let model = original;
+  if (run.smooth) {
+    if (!run.calibration) throw new OptionError(`smoothing (${run.smooth.kind}) needs calibration windows`);
+    const r = await smoothModel(original, run.calibration, {
+      kind: run.smooth.kind,
+      alpha: run.smooth.alpha,
+      seqLen,
+      batch,
+      backend,
+      quantize: (name, w, h) => baseQuantizer(name, w, h),
+    });
+    model = r.model;
+    smoothing = r.layers;
+  }
   let layers: ReadonlyMap<string, QuantizedLayer>;
   let quantized: LlamaModel;
-  if (engine === "rtn") {
+  // QERA needs each layer's Hessian: RTN then goes through the calibration driver like the other methods.
+  if (engine === "rtn" && !run.lowRank?.kind.startsWith("qera")) {
     const done = new Map<string, QuantizedLayer>();
     const names = linearNames(model.config);
     for (const [i, name] of names.entries()) {
@@ -115,6 +154,7 @@ export async function quantizeModel(model: LlamaModel, run: ModelQuantizeOptions
     layers,
     avgBits: averageBits(layers),
     seconds: { quantize: quantizeSeconds, calibrate: Math.max(0, total - quantizeSeconds) },
+    ...(smoothing ? { smoothing } : {}),
   };
 }
 

@@ -60,3 +60,12 @@ export * from "./model/llama.ts";
 export { perplexity, type PerplexityOptions, type PerplexityResult } from "./model/perplexity.ts";
 export { quantizeSequential, type SequentialOptions, type SequentialResult } from "./model/calibrate.ts";
 export { consecutiveWindows, sampleWindows } from "./model/windows.ts";
+export {
+  averageBits,
+  type ModelQuantizeOptions,
+  type ModelQuantizeResult,
+  quantizeModel,
+} from "./model/quantize_model.ts";
+export { oacHessians, oacHessianSource, type OacOptions } from "./algorithms/oac.ts";
+export { spqr, type SpqrOptions } from "./algorithms/spqr.ts";
+export { billm, type BillmOptions } from "./algorithms/billm.ts";

@@ -16,18 +16,17 @@
 import { parseArgs } from "node:util";
 import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
 import { PtqError } from "../core/errors.ts";
-import { loadHfModel } from "../model/hf_loader.ts";
-import { llamaFromWeights, type LlamaModel } from "../model/llama.ts";
-import { loadLlama2cModel } from "../model/llama2c.ts";
+import type { LlamaModel } from "../model/llama.ts";
+import { loadModel } from "../model/load.ts";
 import { perplexity } from "../model/perplexity.ts";
-import { loadTokenizer, type Tokenizer } from "../model/tokenizer.ts";
+import type { Tokenizer } from "../model/tokenizer.ts";
 
 const USAGE = `Usage: ptq eval --model DIR|FILE --data FILE [options]
 
 Perplexity over non-overlapping windows of the tokenized text (no BOS), as GPTQ reports it.
 
 Options:
-  --model DIR|FILE  Hugging Face model folder, or a llama2.c checkpoint (.bin) with its tokenizer beside it
+  --model DIR|FILE  Hugging Face folder, llama2.c checkpoint (.bin), or a GPTQ, ptq or GGUF checkpoint
   --data FILE       text file to evaluate
   --seqlen L        window length in tokens (default 512)
   --windows N       evaluate only the first N windows (default: all)
@@ -63,46 +62,11 @@ async function stat(path: string): Promise<Deno.FileInfo | undefined> {
 }
 
 /**
- * A model and its tokenizer from a Hugging Face folder, a llama2.c `.bin` (tokenizer beside it), or a folder holding
- * one llama2.c checkpoint.
- *
- * @throws {Error} with a message naming `path` when it does not exist or holds no model; {@link PtqError} subclasses
- *   from the loaders for malformed files.
+ * A model and its tokenizer from any path {@link loadModel} reads (Hugging Face, llama2.c, GPTQ, ptq, GGUF).
+ * @deprecated use `loadModel` from model/load.ts.
  */
 export async function loadModelAndTokenizer(path: string): Promise<{ model: LlamaModel; tokenizer: Tokenizer }> {
-  const info = await stat(path);
-  if (!info) throw new UsageError(`--model ${path}: no such file or folder`);
-  let checkpoint: string | undefined;
-  let dir = path.replace(/\/+$/, "");
-  if (info.isFile) {
-    if (!path.endsWith(".bin")) {
-      throw new UsageError(`--model ${path}: expected a Hugging Face folder or a llama2.c checkpoint (.bin)`);
-    }
-    checkpoint = path;
-    dir = path.includes("/") ? path.replace(/\/[^/]*$/, "") || "/" : ".";
-  } else if (!(await stat(`${dir}/config.json`))) {
-    // No config.json: a folder with a single llama2.c checkpoint (tokenizers are tok*.bin / tokenizer.bin).
-    const bins: string[] = [];
-    for await (const e of Deno.readDir(dir)) {
-      if (e.isFile && e.name.endsWith(".bin") && !/^tok.*\.bin$|^tokenizer\.bin$/.test(e.name)) bins.push(e.name);
-    }
-    if (bins.length !== 1) {
-      throw new UsageError(
-        `--model ${path}: no config.json, and ${
-          bins.length ? `several checkpoints (${bins.join(", ")})` : "no .bin checkpoint"
-        }`,
-      );
-    }
-    checkpoint = `${dir}/${bins[0]}`;
-  }
-  const loaded = checkpoint ? await loadLlama2cModel(checkpoint) : await loadHfModel(dir);
-  const model = llamaFromWeights(loaded.config, (n) => loaded.weights.get(n), checkpoint ?? dir);
-  const tokenizer = await loadTokenizer(dir);
-  if (tokenizer.vocabSize > model.config.vocabSize) {
-    throw new UsageError(
-      `--model ${path}: the tokenizer has ${tokenizer.vocabSize} tokens, the model only ${model.config.vocabSize}`,
-    );
-  }
+  const { model, tokenizer } = await loadModel(path);
   return { model, tokenizer };
 }
 

@@ -21,7 +21,8 @@ import { quantizeModel } from "../model/quantize_model.ts";
 import { perplexity } from "../model/perplexity.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { sampleWindows } from "../model/windows.ts";
-import { loadModelAndTokenizer } from "./eval.ts";
+import { loadModel } from "../model/load.ts";
+import { SAVE_FORMATS, saveQuantized } from "../model/save.ts";
 import { choice, failure, intOption, numberOption, UsageError } from "./common.ts";
 import { createProgress } from "./progress.ts";
 
@@ -57,6 +58,8 @@ Options:
   --windows N        evaluate only the first N windows of each file
   --batch B          windows per forward pass (default 8)
   --backend NAME     compute backend (${listBackends().join(", ")}; default: the fastest that starts, wasm then ts)
+  --out DIR          save the quantized model (written atomically)
+  --format F         checkpoint format: ${SAVE_FORMATS.join(" | ")} (default gptq)
   --json             print one JSON line with the results
   -h, --help         show this help
 `;
@@ -95,6 +98,8 @@ export async function quantizeCommand(args: string[]): Promise<number> {
         windows: { type: "string" },
         batch: { type: "string" },
         backend: { type: "string" },
+        out: { type: "string" },
+        format: { type: "string" },
         json: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -135,12 +140,14 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const backend: Backend = values.backend ? await setBackend(values.backend) : await setBestBackend();
     const calibrated = needsCalibration(engine as (typeof METHODS)[number]);
     if (calibrated && !values.calib) throw new UsageError(`--calib FILE is required for --method ${method}`);
+    const format = choice(values.format, "format", SAVE_FORMATS, "gptq");
+    if (values.format && !values.out) throw new UsageError("--format needs --out DIR");
     const evalFiles = values.eval ?? [];
     for (const f of [...evalFiles, ...(values.calib ? [values.calib] : [])]) {
       if (!(await isFile(f))) throw new UsageError(`${f}: no such file`);
     }
 
-    const { model, tokenizer } = await loadModelAndTokenizer(values.model);
+    const { model, tokenizer } = await loadModel(values.model);
     log(
       `loaded ${values.model}: ${model.config.numLayers} layers, hidden ${model.config.hiddenSize}; backend ${backend.name}`,
     );
@@ -186,6 +193,12 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const { model: quantized, layers, avgBits } = result;
     log(`quantized ${layers.size} linear layers: ${avgBits.toFixed(3)} bits per weight on average`);
 
+    let saved: { path: string; format: string } | undefined;
+    if (values.out) {
+      const r = await saveQuantized(values.out, format, quantized, layers, values.model);
+      saved = { path: r.path, format: r.format };
+      log(`saved ${r.format} checkpoint to ${r.path}${r.notes.length ? `\n  ${r.notes.join("\n  ")}` : ""}`);
+    }
     const te = performance.now();
     const ppl: Record<string, number> = {};
     for (const file of evalFiles) {
@@ -204,6 +217,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       avg_bits: avgBits,
       ppl,
       seconds,
+      ...(saved ? { saved } : {}),
     };
     if (json) console.log(JSON.stringify(summary));
     else {

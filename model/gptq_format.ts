@@ -22,8 +22,9 @@
  * summary; the loader reads both.
  *
  * `quantization_config` holds `quant_method: "gptq"`, `bits`, `group_size` (−1 for one group per row), `desc_act`
- * (true whenever some `g_idx` is not `i / group_size`, which runtimes then must honour), `sym`, `checkpoint_format`,
- * `lm_head: false`, `meta.quantizer`, and `modules_in_block_to_quantize` when some layers stay unquantized.
+ * (true whenever some `g_idx` is not `i / group_size`, which runtimes then must honour, or act-order was used),
+ * `static_groups`, `sym`, `checkpoint_format`, `lm_head: false`, `meta.quantizer`, and `modules_in_block_to_quantize`
+ * when some layers stay unquantized.
  * Layers that cannot be packed (a dimension not a multiple of `32/gcd(bits, 32)`, e.g. llama2.c stories260K's MLP of
  * width 172) are stored as ordinary float32 `.weight` tensors holding their dequantized values and left out of
  * `modules_in_block_to_quantize`, which is how transformers is told not to replace them. Every other tensor is copied in
@@ -470,8 +471,11 @@ export async function saveGptqCheckpoint(
     group_size: groupSize === 0 ? -1 : groupSize,
     desc_act: descAct,
     sym,
-    static_groups: false,
-    true_sequential: true,
+    // Act-order with groups fitted before quantizing (GPTQ's static groups) leaves g_idx trivial.
+    static_groups: groupSize > 0 && packedNames.some((n) => {
+      const l = layers.get(n)!;
+      return l.permutation !== undefined && trivialGroupIndex(l.groupIndex!, groupSize);
+    }),
     checkpoint_format: format,
     lm_head: false,
     meta: { quantizer: [PTQ_VERSION], method: first.method },
@@ -582,6 +586,29 @@ export async function readGptqConfig(dir: string): Promise<GptqQuantizationConfi
   };
 }
 
+/**
+ * Where a GPTQ folder keeps its tensors: the folder itself when it has `model.safetensors` or a sharded index (what
+ * transformers and ptq write), else AutoGPTQ's `<model_file_base_name>.safetensors`, else its single `.safetensors`.
+ *
+ * @throws {FormatError} when none of these exists or several candidates do.
+ */
+export async function gptqWeightsPath(dir: string, q?: GptqQuantizationConfig): Promise<string> {
+  if (await isFile(join(dir, "model.safetensors")) || await isFile(join(dir, "model.safetensors.index.json"))) {
+    return dir;
+  }
+  const base = q?.raw.model_file_base_name;
+  if (typeof base === "string" && await isFile(join(dir, `${base}.safetensors`))) {
+    return join(dir, `${base}.safetensors`);
+  }
+  const found: string[] = [];
+  for await (const e of Deno.readDir(dir)) if (e.isFile && e.name.endsWith(".safetensors")) found.push(e.name);
+  if (found.length === 1) return join(dir, found[0]);
+  throw new FormatError(
+    dir,
+    found.length ? `several safetensors files (${found.sort().join(", ")}) and no index` : "no safetensors weights",
+  );
+}
+
 /** A GPTQ checkpoint read back: the runnable model and what it was made of. */
 export interface GptqCheckpoint {
   /** The model with every quantized layer dequantized (rotate-half RoPE, as every Hugging Face Llama). */
@@ -617,7 +644,7 @@ export async function readGptqCheckpoint(dir: string): Promise<GptqCheckpoint> {
   const configPath = join(dir, "config.json");
   const config = parseHfConfig(await readJsonFile(configPath), configPath);
   const { bits, checkpointFormat } = quantization;
-  using st = await openSafetensorsFolder(dir);
+  using st = await openSafetensorsFolder(await gptqWeightsPath(dir, quantization));
   const weights = new Map<string, { data: Float32Array; shape: readonly number[] }>();
   const layers = new Map<string, QuantizedLayer>();
   const used = new Set<string>();

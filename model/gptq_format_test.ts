@@ -309,7 +309,7 @@ Deno.test("a zero point of 0 makes the auto format v2; explicit v1 refuses; mixe
   }
 });
 
-Deno.test("readGptqCheckpoint: FormatError naming the file for corrupt and truncated checkpoints", async () => {
+Deno.test("readGptqCheckpoint: FormatError for corrupt and truncated checkpoints; AutoGPTQ's file layout reads", async () => {
   const dir = await tempDir();
   try {
     const base = packableModel();
@@ -317,6 +317,7 @@ Deno.test("readGptqCheckpoint: FormatError naming the file for corrupt and trunc
     const { layers, model } = await quantizeAll(base, "rtn", { bits: 4, groupSize: 32 });
     const out = join(dir, "out");
     await saveGptqCheckpoint(out, model, layers, join(dir, "src"));
+    await saveGptqCheckpoint(join(dir, "ref"), model, layers, join(dir, "src"));
     const file = join(out, "model.safetensors");
     const bytes = await Deno.readFile(file);
     await Deno.writeFile(file, bytes.subarray(0, bytes.length - 100));
@@ -335,7 +336,28 @@ Deno.test("readGptqCheckpoint: FormatError naming the file for corrupt and trunc
     st.close();
     await writeSafetensors(file, tensors, { format: "pt" });
     await assert.rejects(readGptqCheckpoint(out), /up_proj\.qweight has shape/);
+    // AutoGPTQ's layout: quantize_config.json and a named weights file (no config quantization_config, no g_idx).
+    const auto = join(dir, "autogptq");
+    await Deno.mkdir(auto);
     const cfg = JSON.parse(await Deno.readTextFile(join(out, "config.json")));
+    const { quantization_config: qc, ...plainConfig } = cfg;
+    await Deno.writeTextFile(join(auto, "config.json"), JSON.stringify(plainConfig));
+    await Deno.writeTextFile(
+      join(auto, "quantize_config.json"),
+      JSON.stringify({ ...qc, model_file_base_name: "gptq_model-4bit-32g" }),
+    );
+    using ref = await openSafetensors(join(dir, "ref", "model.safetensors"));
+    const autoTensors = [];
+    for (const n of ref.names.filter((n) => !n.endsWith(".g_idx"))) {
+      autoTensors.push({ name: n, dtype: ref.info(n).dtype, shape: ref.info(n).shape, data: await ref.read(n) });
+    }
+    await writeSafetensors(join(auto, "gptq_model-4bit-32g.safetensors"), autoTensors, { format: "pt" });
+    const a = await readGptqCheckpoint(auto);
+    assert.equal(a.layers.size, 14);
+    assert.deepEqual(
+      a.model.weights.layers[0].q.data,
+      (await readGptqCheckpoint(join(dir, "ref"))).model.weights.layers[0].q.data,
+    );
     cfg.quantization_config.bits = 5;
     await Deno.writeTextFile(join(out, "config.json"), JSON.stringify(cfg));
     await assert.rejects(

@@ -21,7 +21,8 @@
  *
  * The dequantized weights are not stored when they can be recomputed bit for bit from the fields: `reconstruction`
  * names the rule (`grid`: `scale·(q − zero)` or `scale·levels[q]` per group through `groupIndex`, then outliers
- * written in; `billm`: the binary terms through `groupMask` and `rowStats`; more can be registered with
+ * written in; `billm`: the binary terms through `groupMask` and `rowStats`; `vptq`: codebook centroids through the
+ * packed indices; more can be registered with
  * {@link registerReconstruction}). The writer checks the rule against the in-memory weights and stores them densely
  * (`dense`, float32 `<module>.dequantized`) when no rule reproduces them exactly, so loading is always exact.
  * Unquantized tensors keep their Hugging Face names, in the source's dtype (float32 otherwise).
@@ -31,6 +32,7 @@
 
 import { join } from "node:path";
 import type { QuantizedLayer } from "../algorithms/result.ts";
+import { vptqDequantize, type VqData } from "../algorithms/vptq.ts";
 import { FormatError, OptionError } from "../core/errors.ts";
 import { packBits, unpackBits } from "../core/grids/pack.ts";
 import { uniformValue } from "../core/grids/uniform.ts";
@@ -63,12 +65,16 @@ export const PTQ_FILE = "ptq.safetensors";
 /** Version of the JSON document; readers refuse newer ones. */
 export const PTQ_FORMAT_VERSION = 1;
 
-/** Recomputes a layer's weights `[rows, cols]` from its fields, or returns undefined when it does not apply. */
+/**
+ * Recomputes a layer's weights `[rows, cols]` from its fields, or returns undefined when it does not apply. May be
+ * async (a rule that runs backend kernels); it must be deterministic, since the writer keeps it only when it
+ * reproduces the weights bit for bit.
+ */
 export type Reconstruction = (
   layer: Omit<QuantizedLayer, "dequantized">,
   rows: number,
   cols: number,
-) => Matrix | undefined;
+) => Matrix | undefined | Promise<Matrix | undefined>;
 
 const RECONSTRUCTIONS = new Map<string, Reconstruction>();
 
@@ -167,8 +173,24 @@ function billmReconstruction(
   return out;
 }
 
+/** VPTQ: each vector is its codebook centroid (plus its residual centroid), through the packed indices. */
+function vptqReconstruction(
+  layer: Omit<QuantizedLayer, "dequantized">,
+  rows: number,
+  cols: number,
+): Matrix | undefined {
+  const vq = (layer as { vq?: VqData }).vq;
+  if (layer.method !== "vptq" || !vq) return undefined;
+  try {
+    return vptqDequantize(vq, rows, cols);
+  } catch {
+    return undefined; // fields that do not describe this shape: the writer falls back to dense weights
+  }
+}
+
 registerReconstruction("grid", gridReconstruction);
 registerReconstruction("billm", billmReconstruction);
+registerReconstruction("vptq", vptqReconstruction);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Generic (de)serialization of layer fields
@@ -381,7 +403,7 @@ export async function savePtqCheckpoint(
     const json = encodeField(fields, name, layerTensors) as Record<string, unknown>;
     let reconstruction = "dense";
     for (const [rule, fn] of RECONSTRUCTIONS) {
-      const w = fn(fields, rows, cols);
+      const w = await fn(fields, rows, cols);
       if (w && sameBits(w.data, dequantized.data)) {
         reconstruction = rule;
         break;
@@ -492,7 +514,7 @@ export async function readPtqCheckpoint(path: string): Promise<PtqCheckpoint> {
     } else {
       const rule = RECONSTRUCTIONS.get(entry.reconstruction);
       if (!rule) throw new FormatError(file, `${name}: unknown reconstruction "${entry.reconstruction}"`);
-      dequantized = rule(fields, rows, cols);
+      dequantized = await rule(fields, rows, cols);
       if (!dequantized) {
         throw new FormatError(file, `${name}: its fields do not fit reconstruction "${entry.reconstruction}"`);
       }
@@ -517,11 +539,19 @@ export async function loadPtqCheckpoint(path: string): Promise<LlamaModel> {
 }
 
 /** The grid and parameters of a layer as stored (for tools that display a checkpoint). */
-export function describeLayerGrid(fields: { grid?: GridSpec; params?: GridParams }): string {
+export function describeLayerGrid(
+  fields: { grid?: GridSpec; params?: GridParams; vq?: unknown; lowRank?: unknown },
+): string {
   const g = fields.grid;
-  if (!g) return "-";
   const groups = fields.params ? `, ${fields.params.groups} group${fields.params.groups === 1 ? "" : "s"}/row` : "";
-  return g.kind === "uniform"
+  let text = !g
+    ? "-"
+    : g.kind === "uniform"
     ? `uniform ${g.bits}-bit${g.symmetric ? " sym" : ""}${groups}`
     : `${g.name} (${g.levels.length} levels)${groups}`;
+  const vq = fields.vq as { vectorSize?: number; main?: { bits?: number }; residual?: unknown } | undefined;
+  if (vq?.main) text = `VQ v=${vq.vectorSize}, ${vq.main.bits}-bit indices${vq.residual ? " + residual" : ""}`;
+  const lr = fields.lowRank as { rank?: number; kind?: string } | undefined;
+  if (lr?.rank !== undefined) text += ` + ${lr.kind ?? "low"}-rank ${lr.rank}`;
+  return text;
 }

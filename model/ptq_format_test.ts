@@ -14,6 +14,15 @@ function bits(a: Float32Array): Uint32Array {
   return new Uint32Array(a.buffer, a.byteOffset, a.length);
 }
 
+/** A plain-object tree with undefined-valued keys removed (typed arrays kept as they are). */
+function withoutUndefined(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(withoutUndefined);
+  if (typeof v !== "object" || v === null || ArrayBuffer.isView(v)) return v;
+  return Object.fromEntries(
+    Object.entries(v).filter(([, x]) => x !== undefined).map(([k, x]) => [k, withoutUndefined(x)]),
+  );
+}
+
 /** Asserts two layers hold the same fields, typed arrays compared element for element and weights bit for bit. */
 function assertSameLayer(got: QuantizedLayer, want: QuantizedLayer): void {
   assert.deepEqual(bits(got.dequantized.data), bits(want.dequantized.data));
@@ -21,8 +30,7 @@ function assertSameLayer(got: QuantizedLayer, want: QuantizedLayer): void {
   const { dequantized: _a, ...g } = got;
   const { dequantized: _b, ...w } = want;
   // A field present with the value undefined (SpQR's permutation without act-order) is not stored: the same layer.
-  const defined = Object.fromEntries(Object.entries(w).filter(([, v]) => v !== undefined));
-  assert.deepEqual(g, defined);
+  assert.deepEqual(g, withoutUndefined(w));
 }
 
 const CASES: [string, string, Record<string, unknown>, string][] = [
@@ -31,6 +39,12 @@ const CASES: [string, string, Record<string, unknown>, string][] = [
   ["rtn nf4 g32", "rtn", { grid: NF4, groupSize: 32 }, "grid"],
   ["spqr 3-bit with outliers", "spqr", { bits: 3, groupSize: 16, outlierThreshold: 0.05 }, "grid"],
   ["billm", "billm", {}, "billm"],
+  ["vptq with residual and outlier codebooks", "vptq", {
+    vectorSize: 4,
+    codebookSize: 16,
+    residualCodebookSize: 4,
+    outlierFraction: 0.1,
+  }, "vptq"],
 ];
 
 for (const [label, method, options, rule] of CASES) {

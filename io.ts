@@ -15,7 +15,7 @@
  * @module
  */
 
-export { detectModel, loadModel, type LoadedModelAndTokenizer, type ModelKind } from "./model/load.ts";
+export { detectModel, type LoadedModelAndTokenizer, loadModel, type ModelKind } from "./model/load.ts";
 export { SAVE_FORMATS, type SaveFormat, saveQuantized, type SaveResult } from "./model/save.ts";
 export { loadGptqCheckpoint, saveGptqCheckpoint } from "./model/gptq_format.ts";
 export { loadPtqCheckpoint, savePtqCheckpoint } from "./model/ptq_format.ts";

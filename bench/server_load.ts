@@ -37,7 +37,8 @@ const spec = {
   ...(values.method === "rtn" ? {} : { "calib-text": text, samples: 4 }),
 };
 
-const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))];
+const quantile = (xs: number[], q: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))];
 
 // Probe /health every 100 ms while the jobs run: the event loop must stay free with jobs in workers.
 const healthMs: number[] = [];
@@ -52,6 +53,9 @@ const probe = (async () => {
 })();
 
 const submitMs: number[] = [], doneMs: number[] = [];
+/** Seconds inside each job (from its summary) and from start to finish as the queue saw it: the difference is the
+ * per-job overhead (worker start-up, module loading, messages). */
+const inJob: number[] = [], runSeconds: number[] = [];
 const outcome = new Map<string, number>();
 const t0 = performance.now();
 try {
@@ -61,8 +65,14 @@ try {
     try {
       const job = await client.submit(spec);
       submitMs.push(performance.now() - start);
-      status = (await client.wait(job.id)).status;
-      if (status === "succeeded" && !Number.isFinite((await client.result(job.id)).ppl["eval-text"])) status = "bad ppl";
+      const view = await client.wait(job.id);
+      status = view.status;
+      if (status === "succeeded") {
+        const summary = await client.result(job.id);
+        if (!Number.isFinite(summary.ppl["eval-text"])) status = "bad ppl";
+        inJob.push(Object.values(summary.seconds).reduce((a, b) => a + b, 0));
+        runSeconds.push((Date.parse(view.finishedAt!) - Date.parse(view.startedAt!)) / 1000);
+      }
     } catch (e) {
       status = e instanceof PtqHttpError ? `http ${e.status}` : `error ${(e as Error).message}`;
     }
@@ -88,6 +98,12 @@ console.log(markdownTable(["measure", "value"], [
   ["outcomes", [...outcome].map(([k, v]) => `${k}: ${v}`).join(", ")],
   ["submit latency p50 / p95 ms", `${fmt(quantile(submitMs, 0.5))} / ${fmt(quantile(submitMs, 0.95))}`],
   ["completion latency p50 / p95 s", `${fmt(quantile(doneMs, 0.5) / 1000)} / ${fmt(quantile(doneMs, 0.95) / 1000)}`],
+  [
+    "per job: running / inside the job, mean s",
+    `${fmt(runSeconds.reduce((a, b) => a + b, 0) / runSeconds.length)} / ${
+      fmt(inJob.reduce((a, b) => a + b, 0) / inJob.length)
+    }`,
+  ],
   [
     "/health during load p50 / max ms",
     `${fmt(quantile(healthMs, 0.5))} / ${fmt(Math.max(...healthMs))} (${healthMs.length} probes)`,

@@ -8,12 +8,14 @@ import { benchCommand } from "./bench.ts";
 import { evalCommand } from "./eval.ts";
 import { inspectCommand } from "./inspect.ts";
 import { quantizeCommand } from "./quantize.ts";
+import { serveCommand } from "./serve.ts";
 
 const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; summary: string }> = {
   quantize: { run: quantizeCommand, summary: "quantize a model's linear layers and evaluate it" },
   eval: { run: evalCommand, summary: "perplexity of a model on a text file" },
   inspect: { run: inspectCommand, summary: "layers, dtypes, sizes and quantization of a model or checkpoint" },
   bench: { run: benchCommand, summary: "plot and tabulate quantize results (--report DIR)" },
+  serve: { run: serveCommand, summary: "serve quantization jobs over HTTP" },
 };
 
 const USAGE = `Usage: ptq <command> [options]

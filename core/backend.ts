@@ -160,7 +160,11 @@ export interface Backend {
   /** Lower `L` with `A = L·Lᵀ`. @throws {NotPositiveDefiniteError} on a non-positive pivot. */
   cholesky<A extends FloatArray>(a: Matrix<A>): Promise<Matrix<A>>;
   /** `X` with `op(T) · X = B`. */
-  triangularSolve<A extends FloatArray>(t: Matrix<A>, b: Matrix<A>, options: TriangularSolveOptions): Promise<Matrix<A>>;
+  triangularSolve<A extends FloatArray>(
+    t: Matrix<A>,
+    b: Matrix<A>,
+    options: TriangularSolveOptions,
+  ): Promise<Matrix<A>>;
   /** `(L·Lᵀ)⁻¹` from the lower Cholesky factor `L`. */
   choleskyInverse<A extends FloatArray>(l: Matrix<A>): Promise<Matrix<A>>;
   /** Symmetric eigendecomposition. @throws {ConvergenceError} if the solver does not converge. */

@@ -44,7 +44,9 @@ function arrayType<A extends FloatArray>(a: A): FloatArrayOf<A> {
 export function matrix(rows: number, cols: number, data?: Float32Array): Matrix {
   checkDims(rows, cols);
   const d = data ?? new Float32Array(rows * cols);
-  if (d.length !== rows * cols) throw new ShapeError(`matrix ${rows}×${cols} needs ${rows * cols} values, got ${d.length}`);
+  if (d.length !== rows * cols) {
+    throw new ShapeError(`matrix ${rows}×${cols} needs ${rows * cols} values, got ${d.length}`);
+  }
   return { data: d, shape: [rows, cols] };
 }
 
@@ -52,7 +54,9 @@ export function matrix(rows: number, cols: number, data?: Float32Array): Matrix 
 export function matrix64(rows: number, cols: number, data?: Float64Array): Matrix<Float64Array> {
   checkDims(rows, cols);
   const d = data ?? new Float64Array(rows * cols);
-  if (d.length !== rows * cols) throw new ShapeError(`matrix ${rows}×${cols} needs ${rows * cols} values, got ${d.length}`);
+  if (d.length !== rows * cols) {
+    throw new ShapeError(`matrix ${rows}×${cols} needs ${rows * cols} values, got ${d.length}`);
+  }
   return { data: d, shape: [rows, cols] };
 }
 
@@ -63,7 +67,11 @@ function checkDims(rows: number, cols: number): void {
 }
 
 /** A matrix of the same element type as `like`, zero-filled. */
-export function zerosLike<A extends FloatArray>(like: Matrix<A>, rows = like.shape[0], cols = like.shape[1]): Matrix<A> {
+export function zerosLike<A extends FloatArray>(
+  like: Matrix<A>,
+  rows = like.shape[0],
+  cols = like.shape[1],
+): Matrix<A> {
   checkDims(rows, cols);
   const Ctor = arrayType(like.data);
   return { data: new Ctor(rows * cols) as A, shape: [rows, cols] };
@@ -165,7 +173,9 @@ export function permuteColumns<A extends FloatArray>(m: Matrix<A>, perm: ArrayLi
 /** Rows and columns reordered symmetrically: `out[i][j] = m[perm[i]][perm[j]]`. */
 export function permuteSymmetric<A extends FloatArray>(m: Matrix<A>, perm: ArrayLike<number>): Matrix<A> {
   const [r, c] = m.shape;
-  if (r !== c || perm.length !== c) throw new ShapeError(`symmetric permutation of length ${perm.length} for ${r}×${c}`);
+  if (r !== c || perm.length !== c) {
+    throw new ShapeError(`symmetric permutation of length ${perm.length} for ${r}×${c}`);
+  }
   const out = zerosLike(m);
   for (let i = 0; i < r; i++) {
     const src = perm[i] * c;
@@ -195,7 +205,9 @@ export function assertShape(m: Matrix<FloatArray>, rows: number, cols: number, w
   const [r, c] = m.shape;
   if ((rows >= 0 && r !== rows) || (cols >= 0 && c !== cols) || m.data.length !== r * c) {
     throw new ShapeError(
-      `${what}: expected ${rows < 0 ? "any" : rows}×${cols < 0 ? "any" : cols}, got ${r}×${c} (${m.data.length} values)`,
+      `${what}: expected ${rows < 0 ? "any" : rows}×${
+        cols < 0 ? "any" : cols
+      }, got ${r}×${c} (${m.data.length} values)`,
     );
   }
 }

@@ -48,7 +48,8 @@ export async function openGpu(options: OpenGpuOptions = {}): Promise<GpuContext>
   if (choice !== "auto" && choice !== "hardware" && choice !== "software") {
     throw new BackendError(`webgpu: adapter must be "auto", "hardware" or "software", got ${JSON.stringify(choice)}`);
   }
-  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
+  // Typed structurally: workers and non-window runtimes have no `Navigator` type.
+  const gpu = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
   if (!gpu) {
     throw new BackendError("webgpu: this runtime has no navigator.gpu (Deno 2.x has it by default; Node does not)");
   }

@@ -1,7 +1,9 @@
 // Runs one small GPTQ computation through the library given as the first argument (the esbuild bundle under Node
 // and Bun, mod.ts under Deno) and prints the numbers as JSON, so the runtimes can be compared exactly.
 const [modulePath] = typeof Deno !== "undefined" ? Deno.args : process.argv.slice(2);
-const ptq = await import(new URL(modulePath, `file://${typeof Deno !== "undefined" ? Deno.cwd() : process.cwd()}/`).href);
+const ptq = await import(
+  new URL(modulePath, `file://${typeof Deno !== "undefined" ? Deno.cwd() : process.cwd()}/`).href
+);
 
 const rng = ptq.createRng(42);
 const rows = 12, cols = 40, n = 96;

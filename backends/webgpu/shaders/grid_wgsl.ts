@@ -127,7 +127,7 @@ fn fit(j0: u32, len: u32, r: u32) -> vec2<f32> {
   const ps = Array.from({ length: MSE_STEPS }, (_, i) => f32Literal(1 - i / MSE_GRID));
   const mse = v.mse
     ? /* wgsl */ `
-  var best = 3.40282347e38; // not an infinity literal: some compilers fold comparisons with infinities
+  var best = 3.4028234e38; // not an infinity literal: some compilers fold comparisons with infinities
   for (var i = 0u; i < ${MSE_STEPS}u; i++) {
     let pp = MSE_P[i];
     let xmin1 = pp * xmin; let xmax1 = pp * xmax;

@@ -18,7 +18,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let i = gid.y * nwg.x * 64u + gid.x;
   if (i >= p.n) { return; }
   let pi = i * p.d;
-  var best = 0u; var bestD = 3.40282347e38; var any = false;
+  var best = 0u; var bestD = 3.4028234e38; var any = false;
   for (var c = 0u; c < p.k; c++) {
     let cc = c * p.d;
     var s = 0.0;

@@ -178,7 +178,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     if (p.withGrad != 0u) { for (var j = lid; j < p.vocab; j += 256u) { D[o + j] = 0.0; } }
     return;
   }
-  var m = -3.40282347e38;
+  var m = -3.4028234e38;
   for (var j = lid; j < p.vocab; j += 256u) { m = max(m, Z[o + j]); }
   let mx = wg_max(m, lid);
   var s = 0.0;
@@ -216,7 +216,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   var q: array<f32, ${hd}>;
   var acc: array<f32, ${hd}>;
   for (var c = 0u; c < ${hd}u; c++) { q[c] = Q[qo + c] * p.scale; acc[c] = 0.0; }
-  var m = -3.40282347e38; var l = 0.0;
+  var m = -3.4028234e38; var l = 0.0;
   for (var j = 0u; j <= i; j++) {
     let ko = (row0 + j) * p.kvHeads * ${hd}u + g * ${hd}u;
     var s = 0.0;

@@ -51,6 +51,8 @@ export interface OacOptions {
   readonly backend?: Backend;
   /** Called after each pass with windows done and in all. */
   readonly onProgress?: (done: number, total: number) => void;
+  /** Cancels the work: checked between batches of windows and between layers; the signal's reason is thrown. */
+  readonly signal?: AbortSignal;
 }
 
 /**
@@ -70,7 +72,8 @@ export async function oacHessians(
   names?: readonly string[],
   start?: { readonly layer: number; readonly hidden: Matrix },
 ): Promise<Map<string, Matrix<FloatArray>>> {
-  const { seqLen, labels = "data", form = "sequence", seed = 0, batch = 4, precision = "f32", onProgress } = options;
+  const { seqLen, labels = "data", form = "sequence", seed = 0, batch = 4, precision = "f32", onProgress, signal } =
+    options;
   const backend = options.backend ?? getBackend();
   if (!Number.isInteger(seqLen) || seqLen < 2 || tokens.length % seqLen !== 0 || tokens.length === 0) {
     throw new OptionError(`OAC: ${tokens.length} tokens are not a whole number of windows of ${seqLen}`);
@@ -134,6 +137,7 @@ export async function oacHessians(
       },
     });
     onProgress?.(w0 + nb, windows);
+    signal?.throwIfAborted();
   }
   for (const name of wanted) if (!hessians.has(name)) throw new OptionError(`OAC: no gradient reached ${name}`);
   return hessians;

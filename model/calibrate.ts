@@ -81,6 +81,8 @@ export interface SequentialOptions<R extends { dequantized: Matrix }> {
   readonly precision?: "f32" | "f64";
   readonly backend?: Backend;
   readonly onProgress?: (p: CalibrationProgress) => void;
+  /** Cancels the work: checked between batches of windows and between layers; the signal's reason is thrown. */
+  readonly signal?: AbortSignal;
 }
 
 /** Result of {@link quantizeSequential}. */
@@ -110,7 +112,7 @@ export async function quantizeSequential<R extends { dequantized: Matrix }>(
   tokens: Int32Array,
   options: SequentialOptions<R>,
 ): Promise<SequentialResult<R>> {
-  const { seqLen, quantize, batch = 8, trueSequential = false, precision = "f32", onProgress } = options;
+  const { seqLen, quantize, batch = 8, trueSequential = false, precision = "f32", onProgress, signal } = options;
   const backend = options.backend ?? getBackend();
   if (!Number.isInteger(seqLen) || seqLen < 1 || tokens.length % seqLen !== 0 || tokens.length === 0) {
     throw new OptionError(`calibration: ${tokens.length} tokens are not a whole number of windows of ${seqLen}`);
@@ -141,6 +143,7 @@ export async function quantizeSequential<R extends { dequantized: Matrix }>(
       const y = await decoderLayerForward(backend, m.config, l, m.weights.layers[l], x, { batch: nb, seqLen }, hook);
       out?.set(y.data, b0 * seqLen * hidden);
       onProgress?.({ stage, layer: l, layers, done: b0 + nb, total: windows });
+      signal?.throwIfAborted();
     }
     return out && { data: out, shape: [stream.shape[0], hidden] };
   };
@@ -162,6 +165,7 @@ export async function quantizeSequential<R extends { dequantized: Matrix }>(
         results.set(name, r);
         replaced.set(name, r.dequantized);
         onProgress?.({ stage: "quantize", layer: l, layers, name, done: ++done, total: 7 });
+        signal?.throwIfAborted();
       }
       current = withLinearWeights(current, replaced);
     }

@@ -1,4 +1,4 @@
-import { deepEqual, equal, ok } from "node:assert/strict";
+import assert, { deepEqual, equal, ok } from "node:assert/strict";
 import { hessianOf } from "../algorithms/hessian.ts";
 import { rtn } from "../algorithms/rtn.ts";
 import type { Matrix } from "../core/tensor.ts";
@@ -71,4 +71,20 @@ Deno.test("quantizeSequential: trueSequential takes o/down inputs after quantizi
   const want = await hessianOf(inputs.get("model.layers.0.self_attn.o_proj")!);
   assertClose(oHessian!.data, want.data, { atol: 1e-5, rtol: 1e-4 }, "o_proj Hessian");
   ok(result.layers.size === 7 * 3);
+});
+
+Deno.test("quantizeSequential: an aborted signal stops the work with its reason", async () => {
+  const controller = new AbortController();
+  let calls = 0;
+  const reason = new Error("stop");
+  const work = quantizeSequential(model, tokens, {
+    seqLen,
+    signal: controller.signal,
+    quantize: (_name, w) => {
+      if (++calls === 3) controller.abort(reason);
+      return Promise.resolve({ dequantized: w });
+    },
+  });
+  await assert.rejects(work, (e) => e === reason);
+  equal(calls, 3);
 });

@@ -33,6 +33,8 @@ export interface PerplexityOptions {
   readonly backend?: Backend;
   /** Called after each batch. */
   readonly onProgress?: (progress: PerplexityProgress) => void;
+  /** Cancels the work: checked between batches of windows and between layers; the signal's reason is thrown. */
+  readonly signal?: AbortSignal;
 }
 
 /** Result of {@link perplexity}. */
@@ -63,7 +65,7 @@ export async function perplexity(
   tokens: Int32Array,
   options: PerplexityOptions = {},
 ): Promise<PerplexityResult> {
-  const { seqLen = 512, batch = 1, onProgress } = options;
+  const { seqLen = 512, batch = 1, onProgress, signal } = options;
   const backend = options.backend ?? getBackend();
   if (!Number.isInteger(seqLen) || seqLen < 2) throw new OptionError(`seqLen must be an integer ≥ 2, got ${seqLen}`);
   if (!Number.isInteger(batch) || batch < 1) throw new OptionError(`batch must be a positive integer, got ${batch}`);
@@ -87,6 +89,7 @@ export async function perplexity(
     for (let i = 0; i < losses.length; i++) nll += losses[i];
     const done = w0 + nb;
     onProgress?.({ windows: done, totalWindows, ppl: Math.exp(nll / (done * (seqLen - 1))) });
+    signal?.throwIfAborted();
   }
   const predicted = totalWindows * (seqLen - 1);
   return { ppl: Math.exp(nll / predicted), windows: totalWindows, tokens: predicted, nll };

@@ -19,6 +19,10 @@ const withTs = Deno.args.includes("--ts");
 const withWhole = Deno.args.includes("--whole");
 const rows = size, cols = size;
 
+console.log(
+  `load average ${Deno.loadavg().map((v) => v.toFixed(2)).join(" ")} on ${navigator.hardwareConcurrency} cores`,
+);
+
 async function time(fn: () => unknown, reps = 2): Promise<number> {
   let t = Infinity;
   for (let i = 0; i < reps; i++) {

@@ -16,6 +16,10 @@ const rows = Number(Deno.args[0] ?? 8192);
 const d = Number(Deno.args[1] ?? 4096);
 const reps = Number(Deno.args[2] ?? 3);
 
+console.log(
+  `load average ${Deno.loadavg().map((v) => v.toFixed(2)).join(" ")} on ${navigator.hardwareConcurrency} cores`,
+);
+
 async function best(fn: () => unknown, n = reps): Promise<number> {
   let t = Infinity;
   for (let i = 0; i < n; i++) {

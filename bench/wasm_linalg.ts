@@ -16,6 +16,10 @@ import { maxRelativeError } from "../tests/assert_close.ts";
 const n = Number(Deno.args.find((a) => !a.startsWith("--")) ?? 2048);
 const withTs = Deno.args.includes("--ts");
 
+console.log(
+  `load average ${Deno.loadavg().map((v) => v.toFixed(2)).join(" ")} on ${navigator.hardwareConcurrency} cores`,
+);
+
 async function best(fn: () => unknown, reps: number): Promise<number> {
   let t = Infinity;
   for (let i = 0; i < reps; i++) {

@@ -15,6 +15,10 @@ import { relaxedSimdSupported } from "../backends/wasm/runtime.ts";
 const size = Number(Deno.args[0] ?? 1024);
 const reps = Number(Deno.args[1] ?? 5);
 
+console.log(
+  `load average ${Deno.loadavg().map((v) => v.toFixed(2)).join(" ")} on ${navigator.hardwareConcurrency} cores`,
+);
+
 async function best(fn: () => unknown, n = reps): Promise<number> {
   let t = Infinity;
   for (let i = 0; i < n; i++) {

@@ -1,0 +1,253 @@
+// Single-precision matrix multiply, blocked as in BLIS: op(A) is packed once into MR-row strips per KC-deep block, each
+// thread packs its own NC-wide panels of op(B) into NR-column micro-panels, and an MR×NR register-tiled micro-kernel
+// accumulates one tile of C over a KC-deep block. Every element of C sums its products in the same order (KC blocks
+// in ascending order, then k ascending inside the micro-kernel), whatever the thread split: results do not depend on
+// the number of threads.
+
+import { madd } from "./common";
+
+/** Rows of a register tile. */
+const MR: i32 = 6;
+/** Columns of a register tile (two f32x4 vectors); 12 accumulators + 2 + 1 fill the 16 vector registers of x64. */
+const NR: i32 = 8;
+/** Depth of a packed block: an MR×KC strip of A and a KC×NR micro-panel of B stay in L1. */
+const KC: i32 = 256;
+/** Rows of A kept in L2 while the micro-panels of B stream past. */
+const MC: i32 = 96;
+/** Columns of B packed at once. */
+const NC: i32 = 2048;
+
+/** Rows of the register tile (C is split between threads in multiples of it). */
+export function gemmTileRows(): i32 {
+  return MR;
+}
+
+/** Floats of packed A for an `m × k` operand (whole strips, zero-padded). */
+export function packedASize(m: i32, k: i32): i32 {
+  return ((m + MR - 1) / MR) * MR * k;
+}
+
+/** Floats of per-thread scratch `gemm` needs: one packed panel of B and one edge tile. */
+export function gemmScratchSize(): i32 {
+  return KC * NC + MR * NR;
+}
+
+/**
+ * Packs op(A) (`m × k`) into strips: block `p0` (every KC rows of k) starts at `p0 · mPad`, strip `s` of it at
+ * `p0 · mPad + s · MR · kc`, holding `kc` groups of MR consecutive rows' values. Rows past `m` are zero.
+ * @param a op(A)'s storage: `[m, k]` with row stride `lda`, or `[k, m]` when `transA`.
+ */
+export function packA(a: usize, lda: i32, transA: i32, m: i32, k: i32, dst: usize): void {
+  const mPad = ((m + MR - 1) / MR) * MR;
+  for (let p0 = 0; p0 < k; p0 += KC) {
+    const kc = min(KC, k - p0);
+    for (let i0 = 0; i0 < mPad; i0 += MR) {
+      let d = dst + (<usize>(p0 * mPad + i0 * kc) << 2);
+      const rows = min(MR, m - i0);
+      if (transA) {
+        for (let p = 0; p < kc; p++) {
+          const src = a + (<usize>((p0 + p) * lda + i0) << 2);
+          if (rows == MR) {
+            v128.store(d, v128.load(src));
+            store<u64>(d, load<u64>(src, 16), 16);
+          } else {
+            for (let ii = 0; ii < MR; ii++) store<f32>(d + (<usize>ii << 2), ii < rows ? load<f32>(src + (<usize>ii << 2)) : 0);
+          }
+          d += <usize>MR << 2;
+        }
+      } else {
+        for (let ii = 0; ii < MR; ii++) {
+          const src = a + (<usize>((i0 + ii) * lda + p0) << 2);
+          const dd = d + (<usize>ii << 2);
+          if (ii < rows) {
+            for (let p = 0; p < kc; p++) store<f32>(dd + (<usize>(p * MR) << 2), load<f32>(src + (<usize>p << 2)));
+          } else {
+            for (let p = 0; p < kc; p++) store<f32>(dd + (<usize>(p * MR) << 2), 0);
+          }
+        }
+      }
+    }
+  }
+}
+
+/** Packs columns `[j0, j0 + nc)` of op(B) over rows `[p0, p0 + kc)` into NR-wide micro-panels `[kc][NR]`. */
+function packB(b: usize, ldb: i32, transB: i32, n: i32, p0: i32, kc: i32, j0: i32, nc: i32, dst: usize): void {
+  for (let jr = 0; jr < nc; jr += NR) {
+    const cols = min(NR, n - j0 - jr);
+    let d = dst + (<usize>(jr * kc) << 2);
+    if (!transB) {
+      let src = b + (<usize>(p0 * ldb + j0 + jr) << 2);
+      if (cols == NR) {
+        for (let p = 0; p < kc; p++) {
+          v128.store(d, v128.load(src));
+          v128.store(d, v128.load(src, 16), 16);
+          d += <usize>NR << 2;
+          src += <usize>ldb << 2;
+        }
+      } else {
+        for (let p = 0; p < kc; p++) {
+          for (let jj = 0; jj < NR; jj++) store<f32>(d + (<usize>jj << 2), jj < cols ? load<f32>(src + (<usize>jj << 2)) : 0);
+          d += <usize>NR << 2;
+          src += <usize>ldb << 2;
+        }
+      }
+    } else {
+      for (let jj = 0; jj < NR; jj++) {
+        const dd = d + (<usize>jj << 2);
+        if (jj < cols) {
+          const src = b + (<usize>((j0 + jr + jj) * ldb + p0) << 2);
+          for (let p = 0; p < kc; p++) store<f32>(dd + (<usize>(p * NR) << 2), load<f32>(src + (<usize>p << 2)));
+        } else {
+          for (let p = 0; p < kc; p++) store<f32>(dd + (<usize>(p * NR) << 2), 0);
+        }
+      }
+    }
+  }
+}
+
+/**
+ * The MR×NR (6×8) micro-kernel: `C[0:MR, 0:NR] (+)= Apanel · Bpanel` over `kc` steps. Exported so that the optimiser keeps it
+ * a function of its own (the engine then tiers it up early, while the long-running caller is still in its baseline
+ * tier).
+ */
+export function kernel6x8(kc: i32, pa: usize, pb: usize, c: usize, ldc: i32, accumulate: i32): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
+  let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
+  let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  let c40 = f32x4.splat(0), c41 = f32x4.splat(0);
+  let c50 = f32x4.splat(0), c51 = f32x4.splat(0);
+  for (let p = 0; p < kc; p++) {
+    const b0 = v128.load(pb);
+    const b1 = v128.load(pb, 16);
+    let a = v128.load32_splat(pa);
+    c00 = madd(a, b0, c00);
+    c01 = madd(a, b1, c01);
+    a = v128.load32_splat(pa, 4);
+    c10 = madd(a, b0, c10);
+    c11 = madd(a, b1, c11);
+    a = v128.load32_splat(pa, 8);
+    c20 = madd(a, b0, c20);
+    c21 = madd(a, b1, c21);
+    a = v128.load32_splat(pa, 12);
+    c30 = madd(a, b0, c30);
+    c31 = madd(a, b1, c31);
+    a = v128.load32_splat(pa, 16);
+    c40 = madd(a, b0, c40);
+    c41 = madd(a, b1, c41);
+    a = v128.load32_splat(pa, 20);
+    c50 = madd(a, b0, c50);
+    c51 = madd(a, b1, c51);
+    pa += 24;
+    pb += 32;
+  }
+  const ld = <usize>ldc << 2;
+  if (accumulate) {
+    c00 = f32x4.add(c00, v128.load(c + 0 * ld, 0));
+    c01 = f32x4.add(c01, v128.load(c + 0 * ld, 16));
+    c10 = f32x4.add(c10, v128.load(c + 1 * ld, 0));
+    c11 = f32x4.add(c11, v128.load(c + 1 * ld, 16));
+    c20 = f32x4.add(c20, v128.load(c + 2 * ld, 0));
+    c21 = f32x4.add(c21, v128.load(c + 2 * ld, 16));
+    c30 = f32x4.add(c30, v128.load(c + 3 * ld, 0));
+    c31 = f32x4.add(c31, v128.load(c + 3 * ld, 16));
+    c40 = f32x4.add(c40, v128.load(c + 4 * ld, 0));
+    c41 = f32x4.add(c41, v128.load(c + 4 * ld, 16));
+    c50 = f32x4.add(c50, v128.load(c + 5 * ld, 0));
+    c51 = f32x4.add(c51, v128.load(c + 5 * ld, 16));
+  }
+  v128.store(c + 0 * ld, c00, 0);
+  v128.store(c + 0 * ld, c01, 16);
+  v128.store(c + 1 * ld, c10, 0);
+  v128.store(c + 1 * ld, c11, 16);
+  v128.store(c + 2 * ld, c20, 0);
+  v128.store(c + 2 * ld, c21, 16);
+  v128.store(c + 3 * ld, c30, 0);
+  v128.store(c + 3 * ld, c31, 16);
+  v128.store(c + 4 * ld, c40, 0);
+  v128.store(c + 4 * ld, c41, 16);
+  v128.store(c + 5 * ld, c50, 0);
+  v128.store(c + 5 * ld, c51, 16);
+}
+
+/**
+ * `C[m0:m1, n0:n1] = op(A) · op(B)` for one thread's share of C (`[m, n]`, row stride `ldc`).
+ * @param pa op(A) packed by {@link packA}.
+ * @param m0 first row, a multiple of MR; `m1` the end row (a multiple of MR or `m`).
+ * @param n0 first column, a multiple of NR.
+ * @param scratch this thread's {@link gemmScratchSize} floats.
+ * @param upper nonzero: only tiles that reach the upper triangle (`col ≥ row` somewhere) are computed (Gram).
+ * @param beta1 nonzero: `C += op(A)·op(B)` instead of `C =`.
+ */
+export function gemm(
+  m: i32, n: i32, k: i32, pa: usize, b: usize, ldb: i32, transB: i32, c: usize, ldc: i32,
+  m0: i32, m1: i32, n0: i32, n1: i32, scratch: usize, upper: i32, beta1: i32,
+): void {
+  const mPad = ((m + MR - 1) / MR) * MR;
+  const tile = scratch + (<usize>(KC * NC) << 2);
+  for (let jc = n0; jc < n1; jc += NC) {
+    const nc = min(NC, n1 - jc);
+    for (let pc = 0; pc < k; pc += KC) {
+      const kc = min(KC, k - pc);
+      const acc = pc > 0 || beta1 != 0 ? 1 : 0;
+      packB(b, ldb, transB, n, pc, kc, jc, nc, scratch);
+      const paBlock = pa + (<usize>(pc * mPad) << 2);
+      for (let ic = m0; ic < m1; ic += MC) {
+        const icEnd = min(ic + MC, m1);
+        if (upper && ic >= jc + nc) break;
+        for (let jr = 0; jr < nc; jr += NR) {
+          const j = jc + jr;
+          const cols = min(NR, n - j);
+          const pb = scratch + (<usize>(jr * kc) << 2);
+          for (let ir = ic; ir < icEnd; ir += MR) {
+            if (upper && ir >= j + NR) break;
+            const rows = min(MR, m - ir);
+            const pai = paBlock + (<usize>(ir * kc) << 2);
+            const cij = c + (<usize>(ir * ldc + j) << 2);
+            if (rows == MR && cols == NR) {
+              kernel6x8(kc, pai, pb, cij, ldc, acc);
+            } else {
+              // Edge tile: through a full-size scratch tile, copying only the valid part.
+              for (let ii = 0; ii < MR; ii++) {
+                for (let jj = 0; jj < NR; jj++) {
+                  store<f32>(tile + (<usize>(ii * NR + jj) << 2), acc && ii < rows && jj < cols ? load<f32>(cij + (<usize>(ii * ldc + jj) << 2)) : 0);
+                }
+              }
+              kernel6x8(kc, pai, pb, tile, NR, 1);
+              for (let ii = 0; ii < rows; ii++) {
+                for (let jj = 0; jj < cols; jj++) {
+                  store<f32>(cij + (<usize>(ii * ldc + jj) << 2), load<f32>(tile + (<usize>(ii * NR + jj) << 2)));
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Threads share the tiles of C dynamically: each takes the next `rb × cb` block from an atomic counter at `counter`
+ * (an i32 the caller zeroes) and computes it with {@link gemm}, so that a thread slowed down by other work just takes
+ * fewer blocks. Block `t` covers row block `t % rowBlocks` and column block `t / rowBlocks` from the right (the
+ * largest upper-triangular blocks first); the arithmetic of each
+ * element is the same whichever thread computes it. Blocks wholly below the diagonal are skipped when `upper`.
+ * @param rb rows per block, a multiple of MR; `cb` columns per block, a multiple of NR. Other arguments as `gemm`.
+ */
+export function gemmShared(
+  counter: usize, rb: i32, cb: i32,
+  m: i32, n: i32, k: i32, pa: usize, b: usize, ldb: i32, transB: i32, c: usize, ldc: i32, scratch: usize, upper: i32,
+  beta1: i32,
+): void {
+  const rowBlocks = (m + rb - 1) / rb, colBlocks = (n + cb - 1) / cb;
+  const tasks = rowBlocks * colBlocks;
+  while (true) {
+    const t = atomic.add<i32>(counter, 1);
+    if (t >= tasks) break;
+    const r0 = (t % rowBlocks) * rb, c0 = (colBlocks - 1 - t / rowBlocks) * cb; // right (heaviest) first
+    const c1 = min(n, c0 + cb);
+    if (upper && r0 >= c1) continue;
+    gemm(m, n, k, pa, b, ldb, transB, c, ldc, r0, min(m, r0 + rb), c0, c1, scratch, upper, beta1);
+  }
+}

@@ -1,0 +1,8 @@
+// Entry point of the WASM backend's module: re-exports every kernel.
+export { heapBase } from "./common";
+export * from "./gemm";
+export * from "./gram";
+export * from "./gptq";
+export * from "./dgemm";
+export * from "./factor";
+export * from "./nn";

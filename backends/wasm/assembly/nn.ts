@@ -1,0 +1,210 @@
+import { gemm, gemmScratchSize, packA } from "./gemm";
+
+// Transformer building blocks in float32 with float64 reductions where rows are long: causal attention (forward and
+// backward, tasks per (batch, head) or (batch, kv head) claimed from a shared counter), SwiGLU and softmax
+// cross-entropy. Each output element is computed by one task in a fixed order, so threads do not change results.
+
+/** Copies head columns `[col0, col0 + hd)` of rows `[row0, row0 + S)` of a `[T, cols]` matrix into `[S, hd]`. */
+function gather(src: usize, cols: i32, row0: i32, col0: i32, S: i32, hd: i32, dst: usize): void {
+  for (let j = 0; j < S; j++) {
+    memory.copy(dst + (<usize>(j * hd) << 2), src + (<usize>((row0 + j) * cols + col0) << 2), <usize>hd << 2);
+  }
+}
+
+/** Query rows per block of the attention kernels (a multiple of the gemm tile's 6 rows). */
+const RB: i32 = 96;
+
+/** Floats of per-thread scratch of the attention kernels. */
+export function attentionScratchSize(S: i32, hd: i32): i32 {
+  const packed = ((max(S, RB) + 5) / 6) * 6 * max(RB, hd);
+  return 6 * S * hd + 2 * RB * S + 2 * RB * hd + packed + gemmScratchSize() + 64;
+}
+
+/**
+ * Softmax of the causal rows `i0 + r` (`r < rb`) of `P` (`[rb, S]`, scores on entry): keys `0..i0 + r`, exponentials
+ * summed in float64, masked keys set to 0 up to `i1`.
+ */
+function causalSoftmax(P: usize, S: i32, i0: i32, rb: i32, i1: i32): void {
+  for (let r = 0; r < rb; r++) {
+    const row = P + (<usize>(r * S) << 2), last = i0 + r;
+    let mx = -Infinity as f32;
+    for (let j = 0; j <= last; j++) mx = max(mx, load<f32>(row + (<usize>j << 2)));
+    let sum: f64 = 0;
+    for (let j = 0; j <= last; j++) {
+      const e = Mathf.exp(load<f32>(row + (<usize>j << 2)) - mx);
+      store<f32>(row + (<usize>j << 2), e);
+      sum += e;
+    }
+    const inv = <f32>(1 / sum);
+    for (let j = 0; j <= last; j++) store<f32>(row + (<usize>j << 2), load<f32>(row + (<usize>j << 2)) * inv);
+    for (let j = last + 1; j < i1; j++) store<f32>(row + (<usize>j << 2), 0);
+  }
+}
+
+/** `C[m, n] (+)= op(A)·op(B)` through `gemm.ts` on one thread: A packed into `packed`, `gs` the gemm scratch. */
+function mm(
+  a: usize, lda: i32, transA: i32, b: usize, ldb: i32, transB: i32, c: usize, ldc: i32, m: i32, n: i32, k: i32,
+  accumulate: i32, packed: usize, gs: usize,
+): void {
+  packA(a, lda, transA, m, k, packed);
+  gemm(m, n, k, packed, b, ldb, transB, c, ldc, 0, m, 0, n, gs, 0, accumulate);
+}
+
+/**
+ * Causal attention forward: tasks `(b, h)` claimed from `counter`. `q`, `out` are `[T, heads·hd]`, `k`, `v`
+ * `[T, kvHeads·hd]`, `T = batch·S`. Per block of RB queries: scores `Q·Kᵀ` by gemm, causal softmax, `P·V` by gemm.
+ */
+export function attentionForward(
+  q: usize, k: usize, v: usize, out: usize, batch: i32, S: i32, heads: i32, kvHeads: i32, hd: i32, scale: f32,
+  counter: usize, scratch: usize,
+): void {
+  const qCols = heads * hd, kvCols = kvHeads * hd, group = heads / kvHeads;
+  const Q = scratch, K = Q + (<usize>(S * hd) << 2), V = K + (<usize>(S * hd) << 2);
+  const P = V + (<usize>(S * hd) << 2), O = P + (<usize>(2 * RB * S) << 2);
+  const packed = O + (<usize>(2 * RB * hd) << 2);
+  const gs = packed + (<usize>(((max(S, RB) + 5) / 6) * 6 * max(RB, hd)) << 2);
+  let loadedB = -1, loadedG = -1;
+  while (true) {
+    const t = atomic.add<i32>(counter, 1);
+    if (t >= batch * heads) break;
+    const b = t / heads, h = t % heads, g = h / group;
+    const row0 = b * S;
+    if (b != loadedB || g != loadedG) {
+      gather(k, kvCols, row0, g * hd, S, hd, K);
+      gather(v, kvCols, row0, g * hd, S, hd, V);
+      loadedB = b;
+      loadedG = g;
+    }
+    gather(q, qCols, row0, h * hd, S, hd, Q);
+    scaleInPlace(Q, S * hd, scale);
+    for (let i0 = 0; i0 < S; i0 += RB) {
+      const rb = min(RB, S - i0), i1 = i0 + rb;
+      mm(Q + (<usize>(i0 * hd) << 2), hd, 0, K, hd, 1, P, S, rb, i1, hd, 0, packed, gs);
+      causalSoftmax(P, S, i0, rb, i1);
+      mm(P, S, 0, V, hd, 0, O, hd, rb, hd, i1, 0, packed, gs);
+      for (let r = 0; r < rb; r++) {
+        memory.copy(out + (<usize>((row0 + i0 + r) * qCols + h * hd) << 2), O + (<usize>(r * hd) << 2), <usize>hd << 2);
+      }
+    }
+  }
+}
+
+function scaleInPlace(x: usize, n: i32, s: f32): void {
+  for (let i = 0; i < n; i++) store<f32>(x + (<usize>i << 2), load<f32>(x + (<usize>i << 2)) * s);
+}
+
+/**
+ * Causal attention backward (probabilities recomputed): tasks `(b, kv head g)` claimed from `counter`, each owning
+ * `dk`, `dv` of its head and `dq` of the heads sharing it. Per head and block of RB queries, with `P` recomputed:
+ * `dV += Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ∘ (dP − rowsum(P ∘ dP))`, `dQ = dS·K·scale`, `dK += dSᵀ·(Q·scale)`.
+ */
+export function attentionBackward(
+  q: usize, k: usize, v: usize, dout: usize, dq: usize, dk: usize, dv: usize,
+  batch: i32, S: i32, heads: i32, kvHeads: i32, hd: i32, scale: f32, counter: usize, scratch: usize,
+): void {
+  const qCols = heads * hd, kvCols = kvHeads * hd, group = heads / kvHeads;
+  const Q = scratch, K = Q + (<usize>(S * hd) << 2), V = K + (<usize>(S * hd) << 2);
+  const dK = V + (<usize>(S * hd) << 2), dV = dK + (<usize>(S * hd) << 2), G = dV + (<usize>(S * hd) << 2);
+  const P = G + (<usize>(S * hd) << 2), dP = P + (<usize>(RB * S) << 2);
+  const O = dP + (<usize>(RB * S) << 2);
+  const packed = O + (<usize>(2 * RB * hd) << 2);
+  const gs = packed + (<usize>(((max(S, RB) + 5) / 6) * 6 * max(RB, hd)) << 2);
+  while (true) {
+    const t = atomic.add<i32>(counter, 1);
+    if (t >= batch * kvHeads) break;
+    const b = t / kvHeads, g = t % kvHeads;
+    const row0 = b * S;
+    gather(k, kvCols, row0, g * hd, S, hd, K);
+    gather(v, kvCols, row0, g * hd, S, hd, V);
+    memory.fill(dK, 0, <usize>(2 * S * hd) << 2);
+    for (let h = g * group; h < (g + 1) * group; h++) {
+      gather(q, qCols, row0, h * hd, S, hd, Q);
+      scaleInPlace(Q, S * hd, scale);
+      gather(dout, qCols, row0, h * hd, S, hd, G);
+      for (let i0 = 0; i0 < S; i0 += RB) {
+        const rb = min(RB, S - i0), i1 = i0 + rb;
+        const Qb = Q + (<usize>(i0 * hd) << 2), Gb = G + (<usize>(i0 * hd) << 2);
+        mm(Qb, hd, 0, K, hd, 1, P, S, rb, i1, hd, 0, packed, gs);
+        causalSoftmax(P, S, i0, rb, i1);
+        mm(P, S, 1, Gb, hd, 0, dV, hd, i1, hd, rb, 1, packed, gs); // dV[0:i1] += Pᵀ·dO
+        mm(Gb, hd, 0, V, hd, 1, dP, S, rb, i1, hd, 0, packed, gs); // dP = dO·Vᵀ
+        for (let r = 0; r < rb; r++) {
+          const pr = P + (<usize>(r * S) << 2), dr = dP + (<usize>(r * S) << 2), last = i0 + r;
+          let pdp: f64 = 0;
+          for (let j = 0; j <= last; j++) pdp += <f64>load<f32>(pr + (<usize>j << 2)) * <f64>load<f32>(dr + (<usize>j << 2));
+          const c = <f32>pdp;
+          for (let j = 0; j < i1; j++) {
+            const o = <usize>j << 2;
+            store<f32>(dr + o, j <= last ? load<f32>(pr + o) * (load<f32>(dr + o) - c) : 0);
+          }
+        }
+        mm(dP, S, 0, K, hd, 0, O, hd, rb, hd, i1, 0, packed, gs); // dQ = dS·K (·scale below)
+        for (let r = 0; r < rb; r++) {
+          const dst = dq + (<usize>((row0 + i0 + r) * qCols + h * hd) << 2), src = O + (<usize>(r * hd) << 2);
+          for (let c = 0; c < hd; c++) store<f32>(dst + (<usize>c << 2), load<f32>(src + (<usize>c << 2)) * scale);
+        }
+        mm(dP, S, 1, Qb, hd, 0, dK, hd, i1, hd, rb, 1, packed, gs); // dK[0:i1] += dSᵀ·(Q·scale)
+      }
+    }
+    for (let j = 0; j < S; j++) {
+      const o = <usize>((row0 + j) * kvCols + g * hd) << 2;
+      memory.copy(dk + o, dK + (<usize>(j * hd) << 2), <usize>hd << 2);
+      memory.copy(dv + o, dV + (<usize>(j * hd) << 2), <usize>hd << 2);
+    }
+  }
+}
+
+// @ts-ignore: decorator
+@inline function sigmoid(g: f64): f64 {
+  if (g >= 0) return 1 / (1 + Math.exp(-g));
+  const e = Math.exp(g);
+  return e / (1 + e);
+}
+
+/** `y = silu(gate) · up` over `[i0, i1)`, in float64 as the reference. */
+export function swigluRange(gate: usize, up: usize, y: usize, i0: i32, i1: i32): void {
+  for (let i = i0; i < i1; i++) {
+    const o = <usize>i << 2;
+    const g = <f64>load<f32>(gate + o);
+    store<f32>(y + o, <f32>(g * sigmoid(g) * <f64>load<f32>(up + o)));
+  }
+}
+
+/** Gradients of {@link swigluRange} over `[i0, i1)`. */
+export function swigluBackwardRange(gate: usize, up: usize, dy: usize, dgate: usize, dup: usize, i0: i32, i1: i32): void {
+  for (let i = i0; i < i1; i++) {
+    const o = <usize>i << 2;
+    const g = <f64>load<f32>(gate + o), s = sigmoid(g), d = <f64>load<f32>(dy + o);
+    store<f32>(dup + o, <f32>(d * g * s));
+    store<f32>(dgate + o, <f32>(d * <f64>load<f32>(up + o) * s * (1 + g * (1 - s))));
+  }
+}
+
+/**
+ * Softmax cross-entropy of rows `[r0, r1)` (`[n, vocab]` logits), float64 as the reference: `losses[t]`, and when
+ * `dlogits` is nonzero `scales[t]·(softmax − onehot)` (`scales` float64). Targets are checked by the caller; −1 rows are skipped.
+ */
+export function crossEntropyRows(
+  z: usize, vocab: i32, targets: usize, losses: usize, dlogits: usize, scales: usize, r0: i32, r1: i32,
+): void {
+  for (let t = r0; t < r1; t++) {
+    const target = load<i32>(targets + (<usize>t << 2));
+    if (target == -1) continue;
+    const o = z + (<usize>(t * vocab) << 2);
+    let max = -Infinity;
+    for (let j = 0; j < vocab; j++) max = Math.max(max, <f64>load<f32>(o + (<usize>j << 2)));
+    let sum: f64 = 0;
+    for (let j = 0; j < vocab; j++) sum += Math.exp(<f64>load<f32>(o + (<usize>j << 2)) - max);
+    const lse = max + Math.log(sum);
+    store<f32>(losses + (<usize>t << 2), <f32>(lse - <f64>load<f32>(o + (<usize>target << 2))));
+    if (dlogits) {
+      const scale = load<f64>(scales + (<usize>t << 3));
+      const d = dlogits + (<usize>(t * vocab) << 2);
+      for (let j = 0; j < vocab; j++) {
+        store<f32>(d + (<usize>j << 2), <f32>(scale * Math.exp(<f64>load<f32>(o + (<usize>j << 2)) - lse)));
+      }
+      const dt = d + (<usize>target << 2);
+      store<f32>(dt, <f32>(<f64>load<f32>(dt) - scale));
+    }
+  }
+}

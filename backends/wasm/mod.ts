@@ -1,0 +1,847 @@
+/**
+ * The WASM-SIMD backend: kernels written in AssemblyScript (`assembly/`), compiled into a plain-SIMD and a
+ * relaxed-SIMD module (`generated/`, rebuilt by `build.ts`), the relaxed one chosen where the engine validates it.
+ * Large kernels run on both the calling thread and Web Workers over shared memory where the runtime allows, on the
+ * calling thread alone otherwise, with bit-identical results either way.
+ *
+ * Kernels without a native implementation yet delegate to the TS reference functions in `core/`, each marked below.
+ *
+ * @example
+ * ```ts ignore
+ * import { createWasmBackend } from "./mod.ts";
+ * import { fromRows } from "../../core/tensor.ts";
+ * const wasm = await createWasmBackend();
+ * const c = await wasm.matmul(fromRows([[1, 2]]), fromRows([[3], [4]]));
+ * console.assert(c.data[0] === 11);
+ * wasm.dispose();
+ * ```
+ * @module
+ */
+
+import type {
+  AttentionShape,
+  Backend,
+  GptqKernelArgs,
+  GptqKernelResult,
+  KmeansOptions,
+  KmeansResult,
+  MatmulOptions,
+  TriangularSolveOptions,
+} from "../../core/backend.ts";
+import { NonFiniteError, NotPositiveDefiniteError, OptionError, ShapeError } from "../../core/errors.ts";
+import { checkGrid, fitGrid, groupCount } from "../../core/grids/fit.ts";
+import type { GridParams, GridSpec } from "../../core/grids/types.ts";
+import { fitUniformRow, uniformMaxq } from "../../core/grids/uniform.ts";
+import { squareSize } from "../../core/linalg/cholesky.ts";
+import { eigh } from "../../core/linalg/eigh.ts";
+import { type AssignFn, kmeans } from "../../core/linalg/kmeans.ts";
+import { svd } from "../../core/linalg/svd.ts";
+import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
+import { rope } from "../../core/nn/rope.ts";
+import { assertShape, eye, type FloatArray, type Matrix, matrix, zerosLike } from "../../core/tensor.ts";
+import { type Call, WasmRuntime } from "./runtime.ts";
+
+/** Options of {@link createWasmBackend}. */
+export interface WasmBackendOptions {
+  /**
+   * Threads for large kernels, the calling one included; default `navigator.hardwareConcurrency`. Where shared
+   * memory or Web Workers are missing, 1.
+   */
+  readonly threads?: number;
+  /** true: require the relaxed-SIMD build; false: plain SIMD; default: relaxed where the engine supports it. */
+  readonly relaxed?: boolean;
+  /**
+   * Kernels with fewer floating-point operations than this run on one thread (default 2²³, about what a worker round
+   * trip costs). Tests set 0 to exercise the threaded paths on small inputs.
+   */
+  readonly parallelThreshold?: number;
+}
+
+/** The WASM backend, with what it chose at start-up. */
+export interface WasmBackend extends Backend {
+  readonly name: "wasm";
+  /** Threads in use (1 where threads are unsupported). */
+  readonly threads: number;
+  /** Whether the relaxed-SIMD build (fused multiply-add) runs. */
+  readonly relaxed: boolean;
+  /** Terminates the workers; the backend is unusable afterwards. */
+  dispose(): void;
+}
+
+/** Rows of C each thread's share of the Gram fold is a multiple of. */
+const SPLIT_ALIGN = 16;
+/** Row blocks of C shared between threads are multiples of this: whole register tiles (6 rows) and L2 blocks (96). */
+const ROW_BLOCK = 96;
+
+function roundUp(v: number, to: number): number {
+  return Math.ceil(v / to) * to;
+}
+
+/** Boundaries `0 = b0 < b1 < ... = n` (multiples of `align` except the last) of `parts` shares of equal work. */
+function splitEven(n: number, parts: number, align: number): number[] {
+  const bounds = [0];
+  for (let t = 1; t < parts; t++) {
+    bounds.push(Math.min(n, Math.max(bounds[t - 1], Math.round((n * t) / parts / align) * align)));
+  }
+  bounds.push(n);
+  return bounds;
+}
+
+/** Runs a synchronous reference kernel as an async kernel; a throw becomes a rejection. */
+function run<T>(f: () => T): Promise<T> {
+  try {
+    return Promise.resolve(f());
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+/** One group's grid parameters, as the reference GPTQ kernel fits them (a strided view of `values`). */
+function fitGroup(
+  grid: GridSpec,
+  values: Float32Array,
+  offset: number,
+  length: number,
+  stride: number,
+): { scale: number; zero: number } {
+  if (grid.kind === "uniform") {
+    return fitUniformRow(values, grid.bits, grid.symmetric ?? false, grid.mse ?? false, { offset, length, stride });
+  }
+  let absmax = 0;
+  for (let k = 0, i = offset; k < length; k++, i += stride) absmax = Math.max(absmax, Math.abs(values[i]));
+  return { scale: absmax === 0 ? 1 : absmax, zero: 0 };
+}
+
+/** The reference's shape checks of the attention kernels. */
+function checkAttention(
+  what: string,
+  shape: AttentionShape,
+  q: Matrix,
+  k: Matrix,
+  v: Matrix,
+): { qCols: number; kvCols: number } {
+  const { batch, seqLen, heads, kvHeads, headDim } = shape;
+  for (const [name, value] of Object.entries(shape)) {
+    if (!Number.isInteger(value) || value <= 0) throw new OptionError(`${what}: ${name} must be a positive integer`);
+  }
+  if (heads % kvHeads !== 0) throw new OptionError(`${what}: ${heads} heads are not a multiple of ${kvHeads} kv heads`);
+  const t = batch * seqLen, qCols = heads * headDim, kvCols = kvHeads * headDim;
+  const expect = (m: Matrix, cols: number, name: string) => {
+    if (m.shape[0] !== t || m.shape[1] !== cols || m.data.length !== t * cols) {
+      throw new ShapeError(`${what}: ${name} is ${m.shape[0]}×${m.shape[1]}, expected ${t}×${cols}`);
+    }
+  };
+  expect(q, qCols, "q"), expect(k, kvCols, "k"), expect(v, kvCols, "v");
+  return { qCols, kvCols };
+}
+
+/** The reference's same-shape check of the SwiGLU kernels. */
+function checkSame(what: string, a: Matrix, b: Matrix, names: string): void {
+  if (a.shape[0] !== b.shape[0] || a.shape[1] !== b.shape[1] || a.data.length !== b.data.length) {
+    throw new ShapeError(`${what}: ${names} differ in shape, ${a.shape.join("×")} vs ${b.shape.join("×")}`);
+  }
+}
+
+/**
+ * Starts the WASM backend: compiles the module, creates its memory and (lazily) its workers.
+ * @throws {BackendError} where WebAssembly SIMD is unsupported, or `relaxed: true` and relaxed SIMD is.
+ */
+export async function createWasmBackend(options: WasmBackendOptions = {}): Promise<WasmBackend> {
+  const hw = typeof navigator !== "undefined" ? navigator.hardwareConcurrency : undefined;
+  const threads = Math.max(1, Math.min(64, Math.floor(options.threads ?? hw ?? 1)));
+  const rt = await WasmRuntime.create(threads, options.relaxed, options.parallelThreshold ?? 2 ** 23);
+  const x = rt.exports;
+  const scratchBytes = x.gemmScratchSize() * 4;
+
+  /**
+   * `C = op(A)·op(B)` into `[m, n]` at byte offset `c` (row stride n); with `upper`, only the tiles reaching the upper
+   * triangle. One thread runs {@link gemm} over all of C; several share blocks of C through an atomic counter.
+   */
+  function gemmInto(
+    a: Float32Array | number,
+    transA: boolean,
+    b: Float32Array | number,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    c: number,
+    upper = false,
+    beta1 = false,
+  ): Promise<void> {
+    const mark = rt.mark();
+    const pa = typeof a === "number" ? a : rt.put(a), pb = typeof b === "number" ? b : rt.put(b);
+    const packed = rt.alloc(x.packedASize(m, k) * 4);
+    x.packA(pa, transA ? m : k, transA ? 1 : 0, m, k, packed);
+    const ldb = transB ? k : n, tb = transB ? 1 : 0, up = upper ? 1 : 0, b1 = beta1 ? 1 : 0;
+    const threads = rt.threadsFor(upper ? m * n * k : 2 * m * n * k);
+    if (threads === 1) {
+      const scratch = rt.alloc(scratchBytes);
+      x.gemm(m, n, k, packed, pb, ldb, tb, c, n, 0, m, 0, n, scratch, up, b1);
+      rt.release(mark);
+      return Promise.resolve();
+    }
+    // Blocks: about 4 column blocks per thread (16..256 wide), then row blocks until there are 8 (16 for the
+    // triangle) blocks per thread, so that the last blocks to finish are small.
+    const cb = Math.min(256, Math.max(16, roundUp(Math.ceil(n / (4 * threads)), 16)));
+    const rowBlocks = Math.ceil(((upper ? 16 : 8) * threads) / Math.ceil(n / cb));
+    const rb = Math.max(ROW_BLOCK, roundUp(Math.ceil(m / rowBlocks), ROW_BLOCK));
+    const counter = rt.alloc(4);
+    rt.i32()[counter >> 2] = 0;
+    const parts: Call[][] = [];
+    for (let t = 0; t < threads; t++) {
+      const scratch = rt.alloc(scratchBytes);
+      parts.push([["gemmShared", counter, rb, cb, m, n, k, packed, pb, ldb, tb, c, n, scratch, up, b1]]);
+    }
+    return rt.parallel(parts).finally(() => rt.release(mark));
+  }
+
+  /**
+   * GPTQ's column loop (`core/quant/gptq_kernel.ts` semantics): per block, grid fits for the groups that start in it
+   * (the reference functions, on the block-start weights in WASM memory), the in-block loop natively (rows split
+   * between threads), then the lazy update of the later columns as an accumulating gemm.
+   */
+  function gptqQuantizeWasm(args: GptqKernelArgs): Promise<GptqKernelResult> {
+    const { w, u, grid, blockSize, groups } = args;
+    const [rows, cols] = w.shape;
+    try {
+      assertShape(w, -1, -1, "gptq weights");
+      if (u.shape[0] !== cols || u.shape[1] !== cols) {
+        throw new ShapeError(`gptq: U is ${u.shape[0]}×${u.shape[1]} for ${cols} columns`);
+      }
+      assertShape(u, cols, cols, "gptq U");
+      if (!Number.isInteger(blockSize) || blockSize < 1) throw new OptionError(`gptq: block size ${blockSize}`);
+      checkGrid(grid);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const dynamic = groups.kind === "dynamic";
+    const groupSize = dynamic ? groups.groupSize : 0;
+    if (dynamic && groupSize === 0) {
+      return Promise.reject(
+        new OptionError("gptq: dynamic groups need a group size ≥ 1 (fit per-row grids up front as fixed params)"),
+      );
+    }
+    const nGroups = dynamic ? groupCount(cols, groupSize) : groups.params.groups;
+    const params: GridParams = dynamic
+      ? { rows, groups: nGroups, scale: new Float32Array(rows * nGroups), zero: new Float32Array(rows * nGroups) }
+      : groups.params;
+    const groupOf = new Int32Array(cols);
+    if (dynamic) {
+      for (let j = 0; j < cols; j++) groupOf[j] = Math.floor(j / groupSize);
+    } else {
+      if (params.rows !== rows || groups.groupOfColumn.length !== cols) {
+        return Promise.reject(
+          new ShapeError(
+            `gptq: fixed grid parameters for ${params.rows} rows and ${groups.groupOfColumn.length} columns`,
+          ),
+        );
+      }
+      for (let j = 0; j < cols; j++) {
+        const g = groups.groupOfColumn[j];
+        if (g < 0 || g >= params.groups) {
+          return Promise.reject(new OptionError(`gptq: column ${j} in group ${g} of ${params.groups}`));
+        }
+        groupOf[j] = g;
+      }
+    }
+    return rt.exclusive(async () => {
+      if (rows === 0 || cols === 0) {
+        return { dequantized: matrix(rows, cols), codes: new Uint8Array(rows * cols), params };
+      }
+      const pw = rt.put(w.data);
+      const wt = rt.alloc(rows * cols * 4);
+      x.transpose32(pw, rows, cols, wt);
+      const pu = rt.put(u.data instanceof Float64Array ? u.data : Float64Array.from(u.data));
+      const qt = rt.alloc(rows * cols * 4), codesT = rt.alloc(rows * cols);
+      const bs = Math.min(blockSize, cols);
+      const e = rt.alloc(bs * rows * 4);
+      const nf = rt.alloc(bs * cols * 4);
+      const pScale = rt.put(params.scale), pZero = rt.put(params.zero);
+      const pGroup = rt.put(groupOf);
+      const isTable = grid.kind === "table";
+      const levels = isTable ? rt.put(Float32Array.from(grid.levels)) : 0;
+      const nlevels = isTable ? grid.levels.length : 0;
+      const maxq = grid.kind === "uniform" ? uniformMaxq(grid.bits) : 0;
+      const rowThreads = rt.threadsFor(rows * bs * bs * 3, Math.ceil(rows / 32));
+      const ework = Array.from({ length: rowThreads }, () => rt.alloc(x.gptqScratchSize() * 8));
+      const counter = rt.alloc(4);
+      for (let i1 = 0; i1 < cols; i1 += bs) {
+        const i2 = Math.min(i1 + bs, cols), count = i2 - i1;
+        if (dynamic) {
+          // Groups starting in this block, fitted on Wt as it stands at the block start (the reference's choice).
+          for (let j = Math.ceil(i1 / groupSize) * groupSize; j < i2; j += groupSize) {
+            const g = j / groupSize, length = Math.min(groupSize, cols - j);
+            const f32 = rt.f32(), base = (wt >> 2) + j * rows;
+            const sv = f32.subarray(pScale >> 2, (pScale >> 2) + rows * nGroups);
+            const zv = f32.subarray(pZero >> 2, (pZero >> 2) + rows * nGroups);
+            for (let r = 0; r < rows; r++) {
+              const p = fitGroup(grid, f32, base + r, length, rows);
+              sv[r * nGroups + g] = params.scale[r * nGroups + g] = p.scale;
+              zv[r * nGroups + g] = params.zero[r * nGroups + g] = p.zero;
+            }
+          }
+        }
+        rt.i32()[counter >> 2] = 0;
+        const parts: Call[][] = [];
+        for (let t = 0; t < rowThreads; t++) {
+          parts.push([[
+            "gptqBlock",
+            wt,
+            rows,
+            cols,
+            i1,
+            i2,
+            pu,
+            e,
+            qt,
+            codesT,
+            pScale,
+            pZero,
+            nGroups,
+            pGroup,
+            isTable ? 1 : 0,
+            maxq,
+            levels,
+            nlevels,
+            counter,
+            ework[t],
+          ]]);
+        }
+        await rt.parallel(parts);
+        if (i2 < cols) {
+          // Wt[i2:, :] += (−U[i1:i2, i2:])ᵀ · E
+          x.gptqNegatedFactor(pu, cols, i1, i2, nf);
+          await gemmInto(nf, true, e, false, cols - i2, rows, count, wt + i2 * rows * 4, false, true);
+        }
+      }
+      const dq = rt.alloc(rows * cols * 4), codes = rt.alloc(rows * cols);
+      x.transpose32(qt, cols, rows, dq);
+      x.transpose8(codesT, cols, rows, codes);
+      return {
+        dequantized: matrix(rows, cols, rt.takeF32(dq, rows * cols)),
+        codes: rt.u8().slice(codes, codes + rows * cols),
+        params,
+      };
+    });
+  }
+
+  /** Rows of the diagonal blocks of the blocked Cholesky and triangular solves. */
+  const NB = 128;
+  const dScratchBytes = x.dgemmScratchSize() * 8;
+
+  /** `C[m, n] −= A·Bᵀ` on the lower tiles, float64, A and B rows `k` long with row stride `ld` (Cholesky update). */
+  function dsyrkLower(a: number, m: number, k: number, ld: number, c: number): Promise<void> {
+    const mark = rt.mark();
+    const packed = rt.alloc(x.dpackedASize(m, k) * 8);
+    x.dpackA(a, ld, 0, m, k, packed);
+    const threads = rt.threadsFor(m * m * k, Math.ceil(m / SPLIT_ALIGN));
+    if (threads === 1) {
+      x.dgemm(m, m, k, packed, a, ld, 1, c, ld, 0, m, 0, m, rt.alloc(dScratchBytes), 1, -1);
+      rt.release(mark);
+      return Promise.resolve();
+    }
+    const cb = Math.min(256, Math.max(16, roundUp(Math.ceil(m / (4 * threads)), 16)));
+    const rb = Math.max(ROW_BLOCK, roundUp(Math.ceil(m / Math.ceil((16 * threads) / Math.ceil(m / cb))), ROW_BLOCK));
+    const counter = rt.alloc(4);
+    rt.i32()[counter >> 2] = 0;
+    const parts: Call[][] = [];
+    for (let t = 0; t < threads; t++) {
+      parts.push([["dgemmShared", counter, rb, cb, m, m, k, packed, a, ld, 1, c, ld, rt.alloc(dScratchBytes), 1, -1]]);
+    }
+    return rt.parallel(parts).finally(() => rt.release(mark));
+  }
+
+  /** Blocked Cholesky in float64 of the `n × n` matrix at `pa`, in place; throws at the first bad pivot. */
+  async function choleskyAt(pa: number, n: number): Promise<void> {
+    const inv = rt.alloc(n * 8), bad = rt.alloc(8);
+    for (let k0 = 0; k0 < n; k0 += NB) {
+      const k1 = Math.min(k0 + NB, n);
+      const r = x.cholDiag(pa, n, k0, k1, inv, bad);
+      if (r >= 0) throw new NotPositiveDefiniteError(n, r, rt.f64()[bad >> 3]);
+      if (k1 === n) break;
+      const counter = rt.alloc(4);
+      rt.i32()[counter >> 2] = 0;
+      const threads = rt.threadsFor((n - k1) * NB * NB, Math.ceil((n - k1) / 16));
+      const parts: Call[][] = [];
+      for (let t = 0; t < threads; t++) parts.push([["cholPanel", pa, n, k0, k1, inv, counter]]);
+      await rt.parallel(parts);
+      await dsyrkLower(pa + (k1 * n + k0) * 8, n - k1, k1 - k0, n, pa + (k1 * n + k1) * 8);
+    }
+    x.zeroUpper64(pa, n);
+  }
+
+  /**
+   * Solves `T·X = B` in place at `px` (`[n, k]` float64), `T` at `pt` lower or upper (not transposed), `inv` its
+   * reciprocal diagonal; `bRows` is B, to find the columns that stay zero. Threads take disjoint column ranges.
+   */
+  async function solveAt(
+    pt: number,
+    n: number,
+    px: number,
+    k: number,
+    inv: number,
+    lower: boolean,
+    bRows: ArrayLike<number>,
+  ): Promise<void> {
+    // hi[i]: one past the last non-zero column of the rows row i depends on (prefix or suffix maximum).
+    const hi = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      let last = 0;
+      for (let p = k - 1; p >= 0; p--) {
+        if (bRows[i * k + p] !== 0) {
+          last = p + 1;
+          break;
+        }
+      }
+      hi[i] = last;
+    }
+    if (lower) { for (let i = 1; i < n; i++) hi[i] = Math.max(hi[i], hi[i - 1]); }
+    else for (let i = n - 2; i >= 0; i--) hi[i] = Math.max(hi[i], hi[i + 1]);
+    // lo[c]: the rows of column c of X that can be non-zero start there (lower) or end before it (upper).
+    const lo = new Int32Array(k).fill(lower ? n : 0);
+    for (let i = 0; i < n; i++) {
+      for (let p = 0; p < k; p++) {
+        if (bRows[i * k + p] !== 0) lo[p] = lower ? Math.min(lo[p], i) : i + 1;
+      }
+    }
+    const phi = rt.put(hi), plo = rt.put(lo);
+    const threads = rt.threadsFor(n * n * k, Math.ceil(k / 128));
+    // Lower solves over many column chunks share one packing of T's row blocks.
+    let pre = 0;
+    if (lower && k > 128) {
+      pre = rt.alloc(4 * Math.ceil(n / NB));
+      x.lowerPrepack(pt, n, NB, pre, rt.alloc(x.lowerPrepackSize(n, NB)));
+    }
+    const counter = rt.alloc(4);
+    rt.i32()[counter >> 2] = 0;
+    const parts: Call[][] = [];
+    for (let t = 0; t < threads; t++) {
+      const packed = rt.alloc(x.dpackedASize(NB, n) * 8), scratch = rt.alloc(dScratchBytes);
+      parts.push([["trsmShared", pt, n, px, k, counter, inv, phi, plo, lower ? 1 : 0, NB, packed, scratch, pre]]);
+    }
+    await rt.parallel(parts);
+  }
+
+  /** A float64 copy of `data` in WASM memory. */
+  function put64(data: FloatArray): number {
+    return rt.put(data instanceof Float64Array ? data : Float64Array.from(data));
+  }
+
+  /** A matrix like `like` holding the `n × m` float64 values at `p`. */
+  function take<A extends FloatArray>(like: Matrix<A>, p: number, rows: number, cols: number): Matrix<A> {
+    const out = zerosLike(like, rows, cols);
+    out.data.set(rt.f64().subarray(p >> 3, (p >> 3) + rows * cols));
+    return out;
+  }
+
+  const backend: WasmBackend = {
+    name: "wasm",
+    threads: rt.threads,
+    relaxed: rt.relaxed,
+
+    matmul(a: Matrix, b: Matrix, options: MatmulOptions = {}): Promise<Matrix> {
+      const { transA = false, transB = false } = options;
+      const m = transA ? a.shape[1] : a.shape[0];
+      const k = transA ? a.shape[0] : a.shape[1];
+      const kb = transB ? b.shape[1] : b.shape[0];
+      const n = transB ? b.shape[0] : b.shape[1];
+      if (k !== kb) {
+        return Promise.reject(
+          new ShapeError(
+            `matmul: ${m}×${k} (A${transA ? "ᵀ" : ""}) times ${kb}×${n} (B${
+              transB ? "ᵀ" : ""
+            }): inner dimensions differ`,
+          ),
+        );
+      }
+      return rt.exclusive(async () => {
+        assertShape(a, -1, -1, "matmul A");
+        assertShape(b, -1, -1, "matmul B");
+        if (m === 0 || n === 0 || k === 0) return matrix(m, n);
+        const c = rt.alloc(m * n * 4);
+        await gemmInto(a.data, transA, b.data, transB, m, n, k, c);
+        return matrix(m, n, rt.takeF32(c, m * n));
+      });
+    },
+
+    gramAccumulate(acc: Matrix<FloatArray>, xm: Matrix, alpha: number): Promise<void> {
+      const [n, d] = xm.shape;
+      if (acc.shape[0] !== d || acc.shape[1] !== d) {
+        return Promise.reject(
+          new ShapeError(`gramAccumulate: accumulator ${acc.shape[0]}×${acc.shape[1]} for inputs with ${d} columns`),
+        );
+      }
+      return rt.exclusive(async () => {
+        assertShape(xm, -1, -1, "gramAccumulate x");
+        assertShape(acc, d, d, "gramAccumulate accumulator");
+        if (n === 0 || d === 0) return;
+        // C = XᵀX (upper triangle) in float32: op(A) = Xᵀ is X read transposed, op(B) = X (the same copy).
+        const px = rt.put(xm.data);
+        const c = rt.alloc(d * d * 4);
+        await gemmInto(px, true, px, false, d, d, n, c, true);
+        // acc += alpha·C (mirrored), in the accumulator's own precision.
+        const is64 = acc.data instanceof Float64Array;
+        const pacc = rt.put(acc.data);
+        const rows = splitEven(d, rt.threadsFor(d * d * 8, Math.ceil(d / SPLIT_ALIGN)), SPLIT_ALIGN);
+        const fold: Call[][] = [];
+        for (let t = 0; t + 1 < rows.length; t++) {
+          if (rows[t] < rows[t + 1]) fold.push([["gramFold", pacc, is64 ? 1 : 0, c, d, alpha, rows[t], rows[t + 1]]]);
+        }
+        await rt.parallel(fold);
+        if (is64) acc.data.set(rt.f64().subarray(pacc >> 3, (pacc >> 3) + d * d));
+        else acc.data.set(rt.f32().subarray(pacc >> 2, (pacc >> 2) + d * d));
+      });
+    },
+
+    gptqQuantize: (args) => gptqQuantizeWasm(args),
+
+    // Delegated to the TS reference functions in core/ until native kernels land (the priority list in the report):
+    cholesky<A extends FloatArray>(a: Matrix<A>): Promise<Matrix<A>> {
+      return rt.exclusive(async () => {
+        const n = squareSize(a, "cholesky");
+        const pa = put64(a.data);
+        await choleskyAt(pa, n);
+        return take(a, pa, n, n);
+      });
+    },
+
+    triangularSolve<A extends FloatArray>(
+      t: Matrix<A>,
+      b: Matrix<A>,
+      options: TriangularSolveOptions,
+    ): Promise<Matrix<A>> {
+      return rt.exclusive(async () => {
+        const { lower, transpose = false, unitDiagonal = false } = options;
+        const n = t.shape[0];
+        if (t.shape[1] !== n || t.data.length !== n * n) {
+          throw new ShapeError(`triangularSolve: T must be square, got ${t.shape[0]}×${t.shape[1]}`);
+        }
+        const [br, k] = b.shape;
+        if (br !== n || b.data.length !== br * k) {
+          throw new ShapeError(`triangularSolve: T is ${n}×${n} but B is ${br}×${k}`);
+        }
+        const invDiag = new Float64Array(n).fill(1);
+        if (!unitDiagonal) {
+          for (let i = 0; i < n; i++) {
+            const d = t.data[i * n + i];
+            if (d === 0 || !Number.isFinite(d)) {
+              throw new NonFiniteError(
+                `triangularSolve: T is singular or not finite: diagonal entry ${i} of ${n} is ${d}`,
+              );
+            }
+            invDiag[i] = 1 / d;
+          }
+        }
+        if (n === 0 || k === 0) return zerosLike(b);
+        let pt = put64(t.data);
+        if (transpose) {
+          const tt = rt.alloc(n * n * 8);
+          x.transpose64(pt, n, tt);
+          pt = tt;
+        }
+        const px = put64(b.data), inv = rt.put(invDiag);
+        await solveAt(pt, n, px, k, inv, lower !== transpose, b.data);
+        return take(b, px, n, k);
+      });
+    },
+
+    choleskyInverse<A extends FloatArray>(l: Matrix<A>): Promise<Matrix<A>> {
+      return rt.exclusive(async () => {
+        const n = squareSize(l, "choleskyInverse");
+        const invDiag = new Float64Array(n);
+        for (let i = 0; i < n; i++) {
+          const d = l.data[i * n + i];
+          if (d === 0 || !Number.isFinite(d)) throw new NotPositiveDefiniteError(n, i, d);
+          invDiag[i] = 1 / d;
+        }
+        if (n === 0) return zerosLike(l);
+        // Y = L⁻¹ (lower), then (L·Lᵀ)⁻¹ = Yᵀ·Y: its lower triangle, mirrored so the result is exactly symmetric.
+        const pl = put64(l.data), py = rt.put(eye(n).data), inv = rt.put(invDiag);
+        await solveAt(pl, n, py, n, inv, true, eye(n).data);
+        const pr = rt.alloc(n * n * 8);
+        const mark = rt.mark();
+        const packed = rt.alloc(x.dpackedASize(n, n) * 8);
+        x.dpackA(py, n, 1, n, n, packed);
+        const threads = rt.threadsFor(n * n * n, Math.ceil(n / SPLIT_ALIGN));
+        const counter = rt.alloc(4);
+        rt.i32()[counter >> 2] = 0;
+        const cb = Math.min(256, Math.max(16, roundUp(Math.ceil(n / (4 * threads)), 16)));
+        const parts: Call[][] = [];
+        for (let t = 0; t < threads; t++) {
+          parts.push([[
+            "dgemmShared",
+            counter,
+            ROW_BLOCK,
+            cb,
+            n,
+            n,
+            n,
+            packed,
+            py,
+            n,
+            0,
+            pr,
+            n,
+            rt.alloc(dScratchBytes),
+            1,
+            0,
+          ]]);
+        }
+        await rt.parallel(parts);
+        rt.release(mark);
+        const out = take(l, pr, n, n);
+        const o = out.data;
+        for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) o[j * n + i] = o[i * n + j];
+        return out;
+      });
+    },
+
+    // delegated: iterative float64 eigen-solver, off the hot paths; stays in TS.
+    eigh: (a) => run(() => eigh(a)),
+    // delegated: one-sided Jacobi SVD in float64, used by the low-rank methods only.
+    svd: (a, options) => run(() => svd(a, options)),
+    // Lloyd iterations and k-means++ seeding from core/linalg/kmeans.ts, with the native nearest-centroid search.
+    kmeans(points: Matrix, options: KmeansOptions): Promise<KmeansResult> {
+      return rt.exclusive(() => {
+        let cached: Matrix | undefined, pPoints = 0;
+        const assign: AssignFn = (p, c) => {
+          const [n, d] = p.shape, [k, dc] = c.shape;
+          if (dc !== d) throw new ShapeError(`nearestCentroids: points have ${d} dimensions, centroids ${dc}`);
+          if (k === 0 && n > 0) throw new ShapeError(`nearestCentroids: ${n} points but no centroids`);
+          if (p !== cached) pPoints = rt.put(p.data), cached = p;
+          const mark = rt.mark();
+          const pc = rt.put(c.data), pa = rt.alloc(n * 4), pd = rt.alloc(n * 4);
+          x.nearestCentroidRows(pPoints, d, pc, k, pa, pd, 0, n);
+          const result = { assignments: rt.i32().slice(pa >> 2, (pa >> 2) + n), distances: rt.takeF32(pd, n) };
+          rt.release(mark);
+          return result;
+        };
+        return kmeans(points, options, assign);
+      });
+    },
+    // delegated: per-group fits (min-max and GPTQ's MSE search) stay with their reference semantics in one place.
+    fitGrid: (w, grid, groupSize) => run(() => fitGrid(w, grid, groupSize)),
+    quantizeGrid(w: Matrix, grid: GridSpec, params: GridParams, groupOfColumn: Int32Array) {
+      return rt.exclusive(async () => {
+        checkGrid(grid);
+        const [rows, cols] = w.shape;
+        const { groups, scale, zero } = params;
+        if (params.rows !== rows || scale.length !== rows * groups || zero.length !== rows * groups) {
+          throw new ShapeError(`grid params for ${params.rows}×${groups} groups do not fit ${rows}×${cols} weights`);
+        }
+        if (groupOfColumn.length !== cols) {
+          throw new ShapeError(`groupOfColumn has ${groupOfColumn.length} entries for ${cols} columns`);
+        }
+        for (let j = 0; j < cols; j++) {
+          const g = groupOfColumn[j];
+          if (g < 0 || g >= groups) throw new OptionError(`column ${j} is in group ${g}, outside 0..${groups - 1}`);
+        }
+        assertShape(w, -1, -1, "quantizeGrid weights");
+        const pw = rt.put(w.data), ps = rt.put(scale), pz = rt.put(zero), pg = rt.put(groupOfColumn);
+        const isTable = grid.kind === "table";
+        const levels = isTable ? rt.put(Float32Array.from(grid.levels)) : 0;
+        const maxq = grid.kind === "uniform" ? uniformMaxq(grid.bits) : 0;
+        const pc = rt.alloc(rows * cols), po = rt.alloc(rows * cols * 4);
+        const bounds = splitEven(rows, rt.threadsFor(rows * cols * 20, rows), 1);
+        const parts: Call[][] = [];
+        for (let t = 0; t + 1 < bounds.length; t++) {
+          if (bounds[t] === bounds[t + 1]) continue;
+          parts.push([[
+            "quantizeRows",
+            pw,
+            cols,
+            ps,
+            pz,
+            groups,
+            pg,
+            isTable ? 1 : 0,
+            maxq,
+            levels,
+            isTable ? grid.levels.length : 0,
+            pc,
+            po,
+            bounds[t],
+            bounds[t + 1],
+          ]]);
+        }
+        await rt.parallel(parts);
+        return {
+          codes: rt.u8().slice(pc, pc + rows * cols),
+          dequantized: matrix(rows, cols, rt.takeF32(po, rows * cols)),
+        };
+      });
+    },
+
+    // delegated: memory-bound (one pass over x); copying x into WASM memory and the result out costs more than the
+    // reference's loop (measured 0.9× at 1024×2048 and 4096²), so the TS reference is the faster kernel.
+    rmsNorm: (xm, weight, eps) => run(() => rmsNorm(xm, weight, eps)),
+    // delegated: memory-bound, as rmsNorm.
+    rmsNormBackward: (xm, weight, dy, eps) => run(() => rmsNormBackward(xm, weight, dy, eps)),
+
+    // delegated: memory-bound rotation, as rmsNorm.
+    rope: (xm, options) => run(() => rope(xm, options)),
+
+    attention(q: Matrix, k: Matrix, v: Matrix, shape: AttentionShape): Promise<Matrix> {
+      return rt.exclusive(async () => {
+        checkAttention("attention", shape, q, k, v);
+        const { batch, seqLen: S, heads, kvHeads, headDim: hd } = shape;
+        const T = batch * S;
+        const pq = rt.put(q.data), pk = rt.put(k.data), pv = rt.put(v.data), po = rt.alloc(T * heads * hd * 4);
+        const threads = rt.threadsFor(2 * batch * heads * S * S * hd, batch * heads);
+        const counter = rt.alloc(4);
+        rt.i32()[counter >> 2] = 0;
+        const parts: Call[][] = [];
+        for (let t = 0; t < threads; t++) {
+          const scratch = rt.alloc(x.attentionScratchSize(S, hd) * 4);
+          parts.push([[
+            "attentionForward",
+            pq,
+            pk,
+            pv,
+            po,
+            batch,
+            S,
+            heads,
+            kvHeads,
+            hd,
+            1 / Math.sqrt(hd),
+            counter,
+            scratch,
+          ]]);
+        }
+        await rt.parallel(parts);
+        return matrix(T, heads * hd, rt.takeF32(po, T * heads * hd));
+      });
+    },
+
+    attentionBackward(q: Matrix, k: Matrix, v: Matrix, dout: Matrix, shape: AttentionShape) {
+      return rt.exclusive(async () => {
+        const { qCols, kvCols } = checkAttention("attentionBackward", shape, q, k, v);
+        if (dout.shape[0] !== q.shape[0] || dout.shape[1] !== qCols) {
+          throw new ShapeError(
+            `attentionBackward: dout is ${dout.shape[0]}×${dout.shape[1]}, expected ${q.shape[0]}×${qCols}`,
+          );
+        }
+        assertShape(dout, q.shape[0], qCols, "attentionBackward dout");
+        const { batch, seqLen: S, heads, kvHeads, headDim: hd } = shape;
+        const T = batch * S;
+        const pq = rt.put(q.data), pk = rt.put(k.data), pv = rt.put(v.data), pdo = rt.put(dout.data);
+        const pdq = rt.alloc(T * qCols * 4), pdk = rt.alloc(T * kvCols * 4), pdv = rt.alloc(T * kvCols * 4);
+        const threads = rt.threadsFor(6 * batch * heads * S * S * hd, batch * kvHeads);
+        const counter = rt.alloc(4);
+        rt.i32()[counter >> 2] = 0;
+        const parts: Call[][] = [];
+        for (let t = 0; t < threads; t++) {
+          const scratch = rt.alloc(x.attentionScratchSize(S, hd) * 4);
+          parts.push([[
+            "attentionBackward",
+            pq,
+            pk,
+            pv,
+            pdo,
+            pdq,
+            pdk,
+            pdv,
+            batch,
+            S,
+            heads,
+            kvHeads,
+            hd,
+            1 / Math.sqrt(hd),
+            counter,
+            scratch,
+          ]]);
+        }
+        await rt.parallel(parts);
+        return {
+          dq: matrix(T, qCols, rt.takeF32(pdq, T * qCols)),
+          dk: matrix(T, kvCols, rt.takeF32(pdk, T * kvCols)),
+          dv: matrix(T, kvCols, rt.takeF32(pdv, T * kvCols)),
+        };
+      });
+    },
+
+    swiglu(gate: Matrix, up: Matrix): Promise<Matrix> {
+      return rt.exclusive(async () => {
+        checkSame("swiglu", gate, up, "gate and up");
+        const n = gate.data.length;
+        const pg = rt.put(gate.data), pu = rt.put(up.data), py = rt.alloc(n * 4);
+        const bounds = splitEven(n, rt.threadsFor(n * 40, Math.ceil(n / 1024)), 1024);
+        const parts: Call[][] = [];
+        for (let t = 0; t + 1 < bounds.length; t++) {
+          if (bounds[t] < bounds[t + 1]) parts.push([["swigluRange", pg, pu, py, bounds[t], bounds[t + 1]]]);
+        }
+        await rt.parallel(parts);
+        return matrix(gate.shape[0], gate.shape[1], rt.takeF32(py, n));
+      });
+    },
+
+    swigluBackward(gate: Matrix, up: Matrix, dy: Matrix) {
+      return rt.exclusive(async () => {
+        checkSame("swigluBackward", gate, up, "gate and up");
+        checkSame("swigluBackward", gate, dy, "gate and dy");
+        const n = gate.data.length;
+        const pg = rt.put(gate.data), pu = rt.put(up.data), pdy = rt.put(dy.data);
+        const pdg = rt.alloc(n * 4), pdu = rt.alloc(n * 4);
+        const bounds = splitEven(n, rt.threadsFor(n * 50, Math.ceil(n / 1024)), 1024);
+        const parts: Call[][] = [];
+        for (let t = 0; t + 1 < bounds.length; t++) {
+          if (bounds[t] < bounds[t + 1]) {
+            parts.push([["swigluBackwardRange", pg, pu, pdy, pdg, pdu, bounds[t], bounds[t + 1]]]);
+          }
+        }
+        await rt.parallel(parts);
+        const [r, c] = gate.shape;
+        return { dgate: matrix(r, c, rt.takeF32(pdg, n)), dup: matrix(r, c, rt.takeF32(pdu, n)) };
+      });
+    },
+
+    crossEntropy(logits: Matrix, targets: Int32Array, gradScale?: number | Float32Array) {
+      return rt.exclusive(async () => {
+        const [n, vocab] = logits.shape;
+        if (targets.length !== n) {
+          throw new ShapeError(`crossEntropy: ${targets.length} targets for ${n} rows of logits`);
+        }
+        if (typeof gradScale === "object" && gradScale.length !== n) {
+          throw new ShapeError(`crossEntropy: ${gradScale.length} gradient scales for ${n} rows of logits`);
+        }
+        assertShape(logits, -1, -1, "crossEntropy logits");
+        for (let t = 0; t < n; t++) {
+          const target = targets[t];
+          if (target !== -1 && (target < 0 || target >= vocab)) {
+            throw new ShapeError(`crossEntropy: target ${target} at row ${t} is outside [0, ${vocab})`);
+          }
+        }
+        const pz = rt.put(logits.data), pt = rt.put(targets), pl = rt.put(new Float32Array(n));
+        const withGrad = gradScale !== undefined;
+        const pd = withGrad ? rt.alloc(n * vocab * 4) : 0;
+        const scales = new Float64Array(n);
+        if (typeof gradScale === "number") scales.fill(gradScale);
+        else if (gradScale) scales.set(gradScale);
+        const ps = rt.put(scales);
+        const rows = splitEven(n, rt.threadsFor(n * vocab * 40, n), 1);
+        const parts: Call[][] = [];
+        for (let t = 0; t + 1 < rows.length; t++) {
+          if (rows[t] < rows[t + 1]) {
+            parts.push([["crossEntropyRows", pz, vocab, pt, pl, pd, ps, rows[t], rows[t + 1]]]);
+          }
+        }
+        await rt.parallel(parts);
+        const losses = rt.takeF32(pl, n);
+        if (!withGrad) return { losses };
+        if (withGrad && pd) {
+          // Rows with an ignored target carry no gradient.
+          const d = rt.f32();
+          for (let t = 0; t < n; t++) {
+            if (targets[t] === -1) d.fill(0, (pd >> 2) + t * vocab, (pd >> 2) + (t + 1) * vocab);
+          }
+        }
+        return { losses, dlogits: matrix(n, vocab, rt.takeF32(pd, n * vocab)) };
+      });
+    },
+
+    dispose: () => rt.dispose(),
+  };
+  return backend;
+}

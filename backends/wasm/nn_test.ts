@@ -1,0 +1,51 @@
+/**
+ * The WASM attention kernels on sequences longer than one block of queries (the conformance suite's sequences fit in
+ * one), against the reference in `core/nn/attention.ts`, with one and several threads.
+ *
+ * @module
+ */
+
+import { deepStrictEqual } from "node:assert/strict";
+import type { AttentionShape } from "../../core/backend.ts";
+import { attention, attentionBackward } from "../../core/nn/attention.ts";
+import { createRng, randomNormal } from "../../core/random.ts";
+import { type Matrix, matrix } from "../../core/tensor.ts";
+import { assertClose } from "../../tests/assert_close.ts";
+import { createWasmBackend } from "./mod.ts";
+
+function close(got: Matrix, want: Matrix, tol: number, what: string): void {
+  let maxRef = 0;
+  for (const v of want.data) maxRef = Math.max(maxRef, Math.abs(v));
+  assertClose(got.data, want.data, { atol: tol * maxRef, rtol: tol }, what);
+}
+
+Deno.test({
+  name: "wasm attention over several query blocks matches the reference; threads do not change it",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const one = await createWasmBackend({ threads: 1 });
+    const many = await createWasmBackend({ threads: 3, parallelThreshold: 0 });
+    try {
+      const rng = createRng(31);
+      const shape: AttentionShape = { batch: 2, seqLen: 203, heads: 4, kvHeads: 2, headDim: 24 };
+      const t = shape.batch * shape.seqLen, qc = shape.heads * shape.headDim, kc = shape.kvHeads * shape.headDim;
+      const q = matrix(t, qc, randomNormal(rng, t * qc, 1.5)), k = matrix(t, kc, randomNormal(rng, t * kc, 1.5));
+      const v = matrix(t, kc, randomNormal(rng, t * kc)), dout = matrix(t, qc, randomNormal(rng, t * qc));
+      const tol = 1e-5 * Math.sqrt(shape.seqLen);
+      const out = await one.attention(q, k, v, shape);
+      close(out, attention(q, k, v, shape), tol, "attention");
+      deepStrictEqual((await many.attention(q, k, v, shape)).data, out.data);
+      const got = await one.attentionBackward(q, k, v, dout, shape);
+      const want = attentionBackward(q, k, v, dout, shape);
+      close(got.dq, want.dq, 2 * tol, "dq");
+      close(got.dk, want.dk, 2 * tol, "dk");
+      close(got.dv, want.dv, 2 * tol, "dv");
+      const got3 = await many.attentionBackward(q, k, v, dout, shape);
+      deepStrictEqual([got3.dq.data, got3.dk.data, got3.dv.data], [got.dq.data, got.dk.data, got.dv.data]);
+    } finally {
+      one.dispose();
+      many.dispose();
+    }
+  },
+});

@@ -11,10 +11,16 @@ import { parseArgs } from "node:util";
 import type { Backend } from "../core/backend.ts";
 import { listBackends, loadBackend } from "../backends/registry.ts";
 import { benchGram, benchMatmul, type DenseResult } from "./dense.ts";
+import { benchGptqLayer } from "./gptq_layer.ts";
 import { fmt, markdownTable } from "./timing.ts";
 
 const { values } = parseArgs({
-  options: { backends: { type: "string" }, quick: { type: "boolean", default: false } },
+  options: {
+    backends: { type: "string" },
+    quick: { type: "boolean", default: false },
+    gptq: { type: "string", default: "1024,4096" },
+    "ts-gptq": { type: "string", default: "1024" },
+  },
 });
 const names = values.backends?.split(",") ?? listBackends().reverse();
 
@@ -44,6 +50,20 @@ for (const b of backends) {
   }
 }
 
+// Whole-layer GPTQ: 4-bit, group 128, act-order, Hessian of 8192 correlated rows (accumulation timed apart).
+const gptqRows: (string | number)[][] = [];
+const gptqSeconds = new Map<string, number>();
+for (const b of backends) {
+  const sizes = (b.name === "ts" ? values["ts-gptq"] : values.gptq).split(",").filter(Boolean).map(Number);
+  for (const d of values.quick ? sizes.filter((s) => s <= 1024) : sizes) {
+    const r = await benchGptqLayer(b, d, d, 8192);
+    gptqSeconds.set(`${b.name}:${d}`, r.gptq);
+    const base = gptqSeconds.get(`ts:${d}`);
+    gptqRows.push([`${d}×${d}`, b.name, fmt(r.hessian), fmt(r.gptq), base ? fmt(base / r.gptq) : "—"]);
+    console.error(`${b.name} gptq ${d}: hessian ${fmt(r.hessian)} s, gptq ${fmt(r.gptq)} s`);
+  }
+}
+
 const baseline = (r: DenseResult) =>
   results.find((x) => x.backend === "ts" && x.kernel === r.kernel && x.size === r.size);
 console.log("\n## Dense kernels (best of N; Gram counts n·d² flops)\n");
@@ -54,3 +74,14 @@ console.log(markdownTable(
     return [r.kernel, r.size, r.backend, fmt(r.seconds), fmt(r.gflops), base ? fmt(base.seconds / r.seconds) : "—"];
   }),
 ));
+
+console.log("\n## GPTQ of one layer (4-bit, group 128, act-order; Hessian of 8192 correlated rows)\n");
+console.log(markdownTable(["layer", "backend", "Hessian s", "GPTQ s", "× TS"], gptqRows));
+console.log(
+  "\nBackends: " +
+    backends.map((b) => {
+      const extra = b as Backend & { threads?: number; relaxed?: boolean };
+      return `${b.name}${extra.threads ? ` (${extra.threads} threads${extra.relaxed ? ", relaxed SIMD" : ""})` : ""}`;
+    }).join(", ") + `; load average ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")}`,
+);
+for (const b of backends) b.dispose?.();

@@ -1,0 +1,205 @@
+/**
+ * OAC ablation on llama-12m: held-out perplexity of each OAC variant against the same engine fed GPTQ's Hessian (at
+ * dampings 0.01, 0.1 and 1), on the same calibration windows, over several seeds (mean and spread), with the seconds
+ * each calibration takes.
+ *
+ * Usage: `deno run -A bench/oac_ablation.ts [--setting w2g128,w3,spqr2,billm] [--variants NAME,...] [--seeds 0,1,2]
+ *   [--samples 128] [--seqlen 512] [--windows N] [--backend wasm] [--out bench/results/oac_ablation] [--readme]`
+ *
+ * Every run is appended to `<out>.jsonl` as soon as it finishes (so a long ablation can be resumed with
+ * `--resume`), and the table is rebuilt from all runs in that file.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { MethodName, MethodOptions } from "../algorithms/methods.ts";
+import { setBackend, setBestBackend } from "../backends/registry.ts";
+import { loadModel } from "../model/load.ts";
+import { perplexity } from "../model/perplexity.ts";
+import { type OacVariant, quantizeModel } from "../model/quantize_model.ts";
+import { sampleWindows } from "../model/windows.ts";
+import { sharedPath } from "../tests/shared.ts";
+import { replaceReadmeSection, writeResults } from "./results.ts";
+import { fmt, markdownTable } from "./timing.ts";
+
+/** An engine setting of the issue: the quantizer and its options. */
+interface EngineSetting {
+  readonly label: string;
+  readonly engine: Exclude<MethodName, "rtn">;
+  readonly options: MethodOptions;
+}
+
+const SETTINGS: Record<string, EngineSetting> = {
+  w2g128: { label: "GPTQ 2-bit g128", engine: "gptq", options: { bits: 2, groupSize: 128 } },
+  w3: { label: "GPTQ 3-bit per row", engine: "gptq", options: { bits: 3, groupSize: 0 } },
+  spqr2: {
+    label: "SpQR 2-bit g16 τ1 (≈2.3 bits)",
+    engine: "spqr",
+    options: { bits: 2, groupSize: 16, outlierThreshold: 1, actOrder: true },
+  },
+  billm: { label: "BiLLM", engine: "billm", options: {} },
+};
+
+/** A Hessian choice: GPTQ's at a damping, or an OAC variant at a damping. */
+interface Variant {
+  readonly name: string;
+  readonly damping: number;
+  readonly oac?: OacVariant;
+}
+
+const VARIANTS: Variant[] = [
+  { name: "gptq λ0.01", damping: 0.01 },
+  { name: "gptq λ0.1", damping: 0.1 },
+  { name: "gptq λ1", damping: 1 },
+  { name: "oac once λ0.01", damping: 0.01, oac: { refresh: "once" } },
+  { name: "oac λ0.01", damping: 0.01, oac: {} },
+  { name: "oac λ0.1", damping: 0.1, oac: {} },
+  { name: "oac λ1", damping: 1, oac: {} },
+  { name: "oac sampled λ0.1", damping: 0.1, oac: { labels: "sampled" } },
+  { name: "oac token-diag λ0.1", damping: 0.1, oac: { form: "token-diagonal" } },
+  { name: "oac mix1 λ0.01", damping: 0.01, oac: { mix: 1 } },
+  { name: "oac mix1 λ0.1", damping: 0.1, oac: { mix: 1 } },
+  { name: "oac mix0.3 λ0.1", damping: 0.1, oac: { mix: 0.3 } },
+];
+
+const { values } = parseArgs({
+  options: {
+    setting: { type: "string", default: "w2g128" },
+    variants: { type: "string" },
+    seeds: { type: "string", default: "0,1,2" },
+    samples: { type: "string", default: "128" },
+    seqlen: { type: "string", default: "512" },
+    windows: { type: "string" },
+    batch: { type: "string", default: "8" },
+    backend: { type: "string" },
+    out: { type: "string", default: "bench/results/oac_ablation" },
+    resume: { type: "boolean", default: false },
+    readme: { type: "boolean", default: false },
+    list: { type: "boolean", default: false },
+  },
+});
+if (values.list) {
+  console.log(
+    `settings: ${Object.keys(SETTINGS).join(", ")}\nvariants:\n  ${VARIANTS.map((v) => v.name).join("\n  ")}`,
+  );
+  Deno.exit(0);
+}
+
+const backend = values.backend ? await setBackend(values.backend) : await setBestBackend();
+const seqLen = Number(values.seqlen), samples = Number(values.samples), batch = Number(values.batch);
+const windows = values.windows ? Number(values.windows) : undefined;
+const seeds = values.seeds.split(",").map(Number);
+const wantedVariants = values.variants?.split(",");
+const variants = wantedVariants ? VARIANTS.filter((v) => wantedVariants.includes(v.name)) : VARIANTS;
+if (wantedVariants && variants.length !== wantedVariants.length) {
+  throw new Error(`unknown variant in ${values.variants}; see --list`);
+}
+
+/** One finished run, as stored in the JSONL file. */
+interface Run {
+  setting: string;
+  variant: string;
+  seed: number;
+  samples: number;
+  seqLen: number;
+  windows: number | "all";
+  avg_bits: number;
+  ppl: number;
+  seconds: { calibrate: number; quantize: number };
+}
+
+const jsonl = `${values.out}.jsonl`;
+const previous: Run[] = [];
+try {
+  for (const line of (await Deno.readTextFile(jsonl)).split("\n")) if (line.trim()) previous.push(JSON.parse(line));
+} catch (e) {
+  if (!(e instanceof Deno.errors.NotFound)) throw e;
+}
+if (!values.resume && previous.length) {
+  console.error(`${jsonl} has ${previous.length} runs: pass --resume to add to them, or remove it`);
+  Deno.exit(2);
+}
+await Deno.mkdir(values.out.slice(0, values.out.lastIndexOf("/")) || ".", { recursive: true });
+
+const { model, tokenizer } = await loadModel(sharedPath("models/llama-12m"));
+const calibTokens = tokenizer.encode(await Deno.readTextFile(sharedPath("data/calib.txt")));
+const heldout = tokenizer.encode(await Deno.readTextFile(sharedPath("data/heldout.txt")));
+console.error(`backend ${backend.name}; ${samples}×${seqLen} calibration; held-out ${windows ?? "all"} windows`);
+
+for (const key of values.setting.split(",")) {
+  const setting = SETTINGS[key];
+  if (!setting) throw new Error(`unknown setting ${key}; known: ${Object.keys(SETTINGS).join(", ")}`);
+  for (const seed of seeds) {
+    const calibration = sampleWindows(calibTokens, samples, seqLen, seed);
+    for (const v of variants) {
+      const done = previous.some((r) =>
+        r.setting === key && r.variant === v.name && r.seed === seed && r.samples === samples &&
+        r.windows === (windows ?? "all")
+      );
+      if (done) continue;
+      const q = await quantizeModel(model, {
+        method: v.oac ? "oac" : setting.engine,
+        engine: setting.engine,
+        options: { ...setting.options, damping: v.damping },
+        oac: v.oac && { ...v.oac, seed },
+        calibration,
+        seqLen,
+        batch,
+        backend,
+      });
+      const ppl = (await perplexity(q.model, heldout, { seqLen, batch, windows, backend })).ppl;
+      const run: Run = {
+        setting: key,
+        variant: v.name,
+        seed,
+        samples,
+        seqLen,
+        windows: windows ?? "all",
+        avg_bits: q.avgBits,
+        ppl,
+        seconds: q.seconds,
+      };
+      previous.push(run);
+      await Deno.writeTextFile(jsonl, JSON.stringify(run) + "\n", { append: true });
+      console.error(`${setting.label} | ${v.name} | seed ${seed}: ppl ${fmt(ppl, 4)} (${fmt(q.seconds.calibrate)} s)`);
+    }
+  }
+}
+
+// The table: every (setting, variant) with its mean and spread over seeds.
+const groups = new Map<string, Run[]>();
+for (const r of previous) {
+  const k = `${r.setting}\u0000${r.variant}`;
+  groups.set(k, [...(groups.get(k) ?? []), r]);
+}
+const rows = [...groups.values()].map((runs) => {
+  const p = runs.map((r) => r.ppl);
+  const mean = p.reduce((a, b) => a + b, 0) / p.length;
+  const sd = Math.sqrt(p.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, p.length - 1));
+  const cal = runs.reduce((a, r) => a + r.seconds.calibrate + r.seconds.quantize, 0) / runs.length;
+  const s = SETTINGS[runs[0].setting];
+  return [
+    s?.label ?? runs[0].setting,
+    runs[0].variant,
+    fmt(runs[0].avg_bits),
+    fmt(mean, 4),
+    runs.length > 1 ? fmt(sd, 2) : "—",
+    p.map((x) => fmt(x, 4)).join(", "),
+    fmt(cal),
+  ];
+});
+const table = markdownTable(
+  ["engine setting", "Hessian", "avg bits", "held-out ppl (mean)", "sd", "per seed", "seconds (calibrate + quantize)"],
+  rows,
+);
+const first = previous[0];
+const note = `llama-12m, ${first?.samples ?? samples} calibration windows of ${
+  first?.seqLen ?? seqLen
+} tokens from calib.txt (seeds ${seeds.join(", ")}), held-out perplexity on ${
+  windows ? `the first ${windows} windows` : "all windows"
+} of ${seqLen} tokens, backend ${backend.name}. Generated by \`deno run -A bench/oac_ablation.ts\`.`;
+await writeResults(values.out, previous, `${table}\n\n${note}\n`);
+if (values.readme) await replaceReadmeSection("oac-table", `${table}\n\n${note}`);
+console.log(`${table}\n\n${note}`);
+backend.dispose?.();

@@ -13,12 +13,19 @@
 import type { Backend } from "../../core/backend.ts";
 import type { ConformanceCase } from "./case.ts";
 import { denseCases } from "./dense.ts";
+import { gptqCases } from "./gptq.ts";
 import { gridCases } from "./grids.ts";
 import { linalgCases } from "./linalg.ts";
 import { nnCases } from "./nn.ts";
 
 /** Every case, in the order the suite runs them. */
-export const conformanceCases: readonly ConformanceCase[] = [...denseCases, ...linalgCases, ...gridCases, ...nnCases];
+export const conformanceCases: readonly ConformanceCase[] = [
+  ...denseCases,
+  ...linalgCases,
+  ...gridCases,
+  ...gptqCases,
+  ...nnCases,
+];
 
 /** Options of {@link defineConformanceTests}. */
 export interface ConformanceOptions {

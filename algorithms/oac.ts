@@ -25,6 +25,7 @@ import {
   forward,
   LINEAR_KINDS,
   linearName,
+  linearWeight,
   type LlamaModel,
   lossAndGradients,
   nextTokenTargets,
@@ -42,6 +43,19 @@ export interface OacOptions {
   readonly refresh?: "once" | "per-layer";
   /** Weight `α` of GPTQ's Hessian mixed in (both normalised by their mean diagonal); default 0 (pure OAC). */
   readonly mix?: number;
+  /**
+   * With the `"sequence"` form, cut each window into chunks of this many tokens and take one gradient per chunk
+   * (cross-token terms kept only within a chunk; `chunk = 1` is the token-diagonal form); default the whole window.
+   */
+  readonly chunk?: number;
+  /**
+   * Keep the first-order term of the loss expansion, scaled by `β`: the engine quantizes
+   * `W − β·(out/T)·Ḡ·(H + λ·mean(diag H)·I)⁻¹` instead of `W`, with `Ḡ` the mean calibration gradient and `T` the
+   * predicted tokens per window (see {@link firstOrderTarget}). Default 0: the paper's second-order objective alone.
+   */
+  readonly firstOrder?: number;
+  /** Relative damping `λ` of the first-order step's solve; default 0.1. */
+  readonly firstOrderDamping?: number;
   /** Seed of the sampled labels; default 0. */
   readonly seed?: number;
   /** Windows per forward/backward pass; default 4. */
@@ -72,8 +86,34 @@ export async function oacHessians(
   names?: readonly string[],
   start?: { readonly layer: number; readonly hidden: Matrix },
 ): Promise<Map<string, Matrix<FloatArray>>> {
+  return (await oacStatistics(model, tokens, options, names, start, false)).hessians;
+}
+
+/** Output-adaptive Hessians and, when asked, the mean loss gradient `Ḡ = (1/N) Σ_n G_n` of each layer. */
+export interface OacStatistics {
+  readonly hessians: Map<string, Matrix<FloatArray>>;
+  /** `[out, in]` mean gradients (present when requested). */
+  readonly gradients: Map<string, Matrix>;
+}
+
+/**
+ * {@link oacHessians}, and with `withGradients` the mean gradient of each layer's weight over the calibration
+ * windows (the first-order term of the loss expansion).
+ */
+export async function oacStatistics(
+  model: LlamaModel,
+  tokens: Int32Array,
+  options: OacOptions,
+  names: readonly string[] | undefined,
+  start: { readonly layer: number; readonly hidden: Matrix } | undefined,
+  withGradients: boolean,
+): Promise<OacStatistics> {
   const { seqLen, labels = "data", form = "sequence", seed = 0, batch = 4, precision = "f32", onProgress, signal } =
     options;
+  const chunk = options.chunk ?? seqLen;
+  if (!Number.isInteger(chunk) || chunk < 1) {
+    throw new OptionError(`OAC: chunk must be a positive integer, got ${chunk}`);
+  }
   const backend = options.backend ?? getBackend();
   if (!Number.isInteger(seqLen) || seqLen < 2 || tokens.length % seqLen !== 0 || tokens.length === 0) {
     throw new OptionError(`OAC: ${tokens.length} tokens are not a whole number of windows of ${seqLen}`);
@@ -89,6 +129,7 @@ export async function oacHessians(
     return h;
   };
   const scale = 1 / windows;
+  const gradients = new Map<string, Matrix>();
 
   for (let w0 = 0; w0 < windows; w0 += batch) {
     const nb = Math.min(batch, windows - w0);
@@ -118,15 +159,19 @@ export async function oacHessians(
         if (!wanted.has(name)) return;
         const [rows, cols] = x.shape, out = gamma.shape[1];
         const h = acc(name, cols);
-        for (let n = 0; n * seqLen < rows; n++) {
-          const xn: Matrix = {
-            data: x.data.subarray(n * seqLen * cols, (n + 1) * seqLen * cols),
-            shape: [seqLen, cols],
-          };
-          const gn: Matrix = {
-            data: gamma.data.subarray(n * seqLen * out, (n + 1) * seqLen * out),
-            shape: [seqLen, out],
-          };
+        if (withGradients) {
+          // Σ_n G_n = Γᵀ X over every row of the pass.
+          const g = await backend.matmul(gamma, x, { transA: true });
+          const prev = gradients.get(name);
+          if (prev) { for (let i = 0; i < g.data.length; i++) prev.data[i] += g.data[i] * scale; }
+          else gradients.set(name, { data: g.data.map((v) => v * scale), shape: g.shape });
+        }
+        // Gradients of each window (or of each chunk of one): rows [r, r + len) of the pass.
+        const size = form === "sequence" ? chunk : seqLen;
+        for (let r = 0, len = 0; r < rows; r += len) {
+          len = Math.min(size, seqLen - (r % seqLen), rows - r); // a chunk never crosses into the next window
+          const xn: Matrix = { data: x.data.subarray(r * cols, (r + len) * cols), shape: [len, cols] };
+          const gn: Matrix = { data: gamma.data.subarray(r * out, (r + len) * out), shape: [len, out] };
           if (form === "sequence") {
             // G_n = Γ_nᵀ X_n, then H += G_nᵀ G_n / N: the rows of G_n are the "samples" of a Gram accumulation.
             await backend.gramAccumulate(h, await backend.matmul(gn, xn, { transA: true }), scale);
@@ -140,7 +185,41 @@ export async function oacHessians(
     signal?.throwIfAborted();
   }
   for (const name of wanted) if (!hessians.has(name)) throw new OptionError(`OAC: no gradient reached ${name}`);
-  return hessians;
+  return { hessians, gradients };
+}
+
+/**
+ * The weights whose GPTQ-style quantization minimises the loss expansion with its first-order term:
+ * `Δℓ ≈ ⟨Ḡ, ΔW⟩ + ½·tr(ΔW·H·ΔWᵀ)` is, up to a constant, `½·tr((ΔW + Ḡ·H⁻¹)·H·(ΔW + Ḡ·H⁻¹)ᵀ)`, so quantizing
+ * `W* = W − Ḡ·H⁻¹` under `H` minimises it. `H_OAC` is the row-aggregated Fisher of the *mean* loss of a window, about
+ * `out/T` times one row's Hessian of that loss when rows are alike (`T` predicted tokens, `out` rows sharing the
+ * aggregate), hence the scale `β·out/T`; `β = 1` is the Newton step under that approximation, and the damping keeps the
+ * step off directions the calibration set barely determines.
+ */
+export async function firstOrderTarget(
+  w: Matrix,
+  gradient: Matrix,
+  h: Matrix<FloatArray>,
+  options: { beta: number; damping: number; tokensPerWindow: number; backend: Backend },
+): Promise<Matrix> {
+  const { beta, damping, tokensPerWindow, backend } = options;
+  const [rows, cols] = w.shape;
+  const hd = matrix64(cols, cols, Float64Array.from(h.data));
+  let mean = 0;
+  for (let i = 0; i < cols; i++) mean += hd.data[i * cols + i] / cols;
+  for (let i = 0; i < cols; i++) hd.data[i * cols + i] += damping * mean;
+  const l = await backend.cholesky(hd);
+  // X = Ḡ·H⁻¹ ⇔ H·Xᵀ = Ḡᵀ: two triangular solves with L.
+  const gt = matrix64(cols, rows);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) gt.data[j * rows + i] = gradient.data[i * cols + j];
+  const y = await backend.triangularSolve(l, gt, { lower: true });
+  const xt = await backend.triangularSolve(l, y, { lower: true, transpose: true });
+  const step = beta * rows / tokensPerWindow;
+  const out = matrix(rows, cols);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) out.data[i * cols + j] = w.data[i * cols + j] - step * xt.data[j * rows + i];
+  }
+  return out;
 }
 
 /** `x_t · ‖γ_t‖` per row: their Gram matrix is the token-diagonal form `Σ_t ‖γ_t‖² x_t x_tᵀ`. */
@@ -211,31 +290,43 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
   const { refresh = "per-layer", mix = 0 } = options;
   if (refresh !== "once" && refresh !== "per-layer") throw new OptionError(`OAC: unknown refresh "${refresh}"`);
   if (!(mix >= 0)) throw new OptionError(`OAC: mix must be ≥ 0, got ${mix}`);
-  let cached: Map<string, Matrix<FloatArray>> | undefined;
+  const beta = options.firstOrder ?? 0;
+  if (!(beta >= 0)) throw new OptionError(`OAC: firstOrder must be ≥ 0, got ${beta}`);
+  let cached: OacStatistics | undefined;
   return async (layer, model, names, { stream, inputHessians }) => {
-    let hessians: Map<string, Matrix<FloatArray>>;
+    let stats: OacStatistics;
     if (refresh === "once") {
-      cached ??= await oacHessians(model, tokens, options);
-      hessians = cached;
+      cached ??= await oacStatistics(model, tokens, options, undefined, undefined, beta > 0);
+      stats = cached;
     } else {
       // Layers before this one are already quantized and `stream` is their output: start the passes here.
-      hessians = await oacHessians(model, tokens, options, names, { layer, hidden: stream });
+      stats = await oacStatistics(model, tokens, options, names, { layer, hidden: stream }, beta > 0);
     }
-    const out = new Map<string, Matrix<FloatArray>>();
+    const hessians = new Map<string, Matrix<FloatArray>>();
     const gptq = mix > 0 ? await inputHessians() : undefined;
     for (const name of names) {
-      const h = hessians.get(name);
+      const h = stats.hessians.get(name);
       if (!h) throw new OptionError(`OAC: no Hessian for ${name} (layer ${layer})`);
       if (!gptq) {
-        out.set(name, h);
+        hessians.set(name, h);
         continue;
       }
       const a = normalizeByMeanDiagonal(h), b = normalizeByMeanDiagonal(gptq.get(name)!);
       for (let i = 0; i < a.data.length; i++) a.data[i] += mix * b.data[i];
-      out.set(name, a);
+      hessians.set(name, a);
     }
-    if (refresh === "once") { for (const name of names) cached?.delete(name); // each layer's Hessians are used once
-     }
-    return out;
+    const targets = new Map<string, Matrix>();
+    for (const name of beta > 0 ? names : []) {
+      const w = linearWeight(model, name);
+      const step = { beta, damping: options.firstOrderDamping ?? 0.1, tokensPerWindow: options.seqLen - 1 };
+      const backend = options.backend ?? getBackend();
+      targets.set(
+        name,
+        await firstOrderTarget(w, stats.gradients.get(name)!, stats.hessians.get(name)!, { ...step, backend }),
+      );
+    }
+    // Each layer's statistics are used once.
+    for (const name of refresh === "once" ? names : []) cached?.hessians.delete(name), cached?.gradients.delete(name);
+    return { hessians, targets };
   };
 }

@@ -1,12 +1,15 @@
 import { deepEqual, notDeepEqual, ok } from "node:assert/strict";
+import { tsBackend } from "../backends/ts/mod.ts";
 import { gramAccumulate } from "../core/linalg/gram.ts";
-import { type Matrix, matrix64 } from "../core/tensor.ts";
+import { matmul } from "../core/linalg/matmul.ts";
+import { createRng, randomNormal } from "../core/random.ts";
+import { type Matrix, matrix, matrix64 } from "../core/tensor.ts";
 import { quantizeSequential } from "../model/calibrate.ts";
 import { linearName, lossAndGradients } from "../model/llama.ts";
 import { assertClose } from "../tests/assert_close.ts";
 import { randomTokens, tinyModel } from "../tests/tiny_llama.ts";
 import { gptq } from "./gptq.ts";
-import { normalizeByMeanDiagonal, oacHessians, oacHessianSource } from "./oac.ts";
+import { firstOrderTarget, normalizeByMeanDiagonal, oacHessians, oacHessianSource } from "./oac.ts";
 
 const model = tinyModel({ layers: 2 });
 const seqLen = 6, windows = 5;
@@ -111,4 +114,78 @@ Deno.test("OAC inside GPTQ: per-layer refresh uses the partly quantized model; m
   ok(Math.abs(mean - 1.5) < 1e-5, `mean diagonal ${mean}`);
   const unit = normalizeByMeanDiagonal({ data: new Float32Array([2, 1, 1, 6]), shape: [2, 2] });
   deepEqual(Array.from(unit.data), [0.5, 0.25, 0.25, 1.5]);
+});
+
+Deno.test("OAC: chunks of the whole window are the sequence form; chunks of one token the token-diagonal form", async () => {
+  const name = linearName(1, "up_proj");
+  const seq = await oacHessians(model, tokens, { seqLen }, [name]);
+  const whole = await oacHessians(model, tokens, { seqLen, chunk: seqLen }, [name]);
+  deepEqual(whole.get(name)!.data, seq.get(name)!.data);
+  const diag = await oacHessians(model, tokens, { seqLen, form: "token-diagonal" }, [name]);
+  const ones = await oacHessians(model, tokens, { seqLen, chunk: 1 }, [name]);
+  assertClose(ones.get(name)!.data, diag.get(name)!.data, { atol: 1e-9, rtol: 1e-4 });
+  // Chunks of 4 in windows of 6: each window gives chunks of 4 and 2 tokens.
+  const want = matrix64(model.config.hiddenSize, model.config.hiddenSize);
+  await lossAndGradients(model, tokens, {
+    batch: windows,
+    seqLen,
+    reduction: "sequence",
+    gradients: [],
+    onLinear: async (n, x, gamma) => {
+      if (n !== name) return;
+      for (let w = 0; w < windows; w++) {
+        for (const [a, b] of [[0, 4], [4, 6]]) {
+          const r0 = w * seqLen + a, r1 = w * seqLen + b;
+          const xs = { data: x.data.slice(r0 * x.shape[1], r1 * x.shape[1]), shape: [r1 - r0, x.shape[1]] as const };
+          const gs = {
+            data: gamma.data.slice(r0 * gamma.shape[1], r1 * gamma.shape[1]),
+            shape: [r1 - r0, gamma.shape[1]] as const,
+          };
+          gramAccumulate(want, matmul(gs, xs, { transA: true }), 1 / windows);
+        }
+      }
+      await Promise.resolve();
+    },
+  });
+  const four = await oacHessians(model, tokens, { seqLen, chunk: 4 }, [name]);
+  assertClose(four.get(name)!.data, want.data, { atol: 1e-9, rtol: 1e-4 });
+});
+
+Deno.test("OAC first-order target: (W − W*)·(H + λ·mean diag·I) = β·(out/T)·Ḡ", async () => {
+  const rng = createRng(3);
+  const rows = 5, cols = 7;
+  const x = matrix(20, cols, randomNormal(rng, 20 * cols));
+  const h = matrix64(cols, cols);
+  gramAccumulate(h, x, 0.1);
+  const w = matrix(rows, cols, randomNormal(rng, rows * cols));
+  const g = matrix(rows, cols, randomNormal(rng, rows * cols));
+  const beta = 0.5, damping = 0.2, tokensPerWindow = 9;
+  const target = await firstOrderTarget(w, g, h, { beta, damping, tokensPerWindow, backend: tsBackend });
+  let mean = 0;
+  for (let i = 0; i < cols; i++) mean += h.data[i * cols + i] / cols;
+  const step = beta * rows / tokensPerWindow;
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) {
+      let s = 0;
+      for (let k = 0; k < cols; k++) {
+        const hk = h.data[k * cols + j] + (k === j ? damping * mean : 0);
+        s += (w.data[i * cols + k] - target.data[i * cols + k]) * hk;
+      }
+      ok(Math.abs(s - step * g.data[i * cols + j]) < 1e-4, `row ${i} col ${j}: ${s} vs ${step * g.data[i * cols + j]}`);
+    }
+  }
+});
+
+Deno.test("OAC first-order: the driver quantizes the shifted weights", async () => {
+  const seen = new Map<string, Matrix>();
+  await quantizeSequential(model, tokens, {
+    seqLen,
+    quantize: (name, w) => {
+      seen.set(name, w);
+      return Promise.resolve({ dequantized: w });
+    },
+    hessians: oacHessianSource(tokens, { seqLen, firstOrder: 1 }),
+  });
+  const name = linearName(0, "q_proj");
+  notDeepEqual(seen.get(name)!.data, model.weights.layers[0].q.data);
 });

@@ -36,6 +36,14 @@ export type LayerQuantizer<R extends { dequantized: Matrix }> = (
   h: Matrix<FloatArray>,
 ) => Promise<R>;
 
+/** What a {@link HessianSource} supplies for a group of linear layers. */
+export interface LayerCalibration {
+  /** `[in, in]` Hessian of each layer. */
+  readonly hessians: ReadonlyMap<string, Matrix<FloatArray>>;
+  /** Weights to quantize instead of the layer's own, where given (a first-order target, for instance). */
+  readonly targets?: ReadonlyMap<string, Matrix>;
+}
+
 /**
  * Supplies the Hessians of one decoder layer's linear layers instead of the inputs' `2/N·XᵀX` (OAC's output-adaptive
  * Hessians, say). Called once per layer (per group with `trueSequential`), after the layers before it are quantized,
@@ -50,7 +58,7 @@ export type HessianSource = (
     readonly stream: Matrix;
     readonly inputHessians: () => Promise<ReadonlyMap<string, Matrix<FloatArray>>>;
   },
-) => Promise<ReadonlyMap<string, Matrix<FloatArray>>>;
+) => Promise<LayerCalibration>;
 
 /** Progress of {@link quantizeSequential}. */
 export interface CalibrationProgress {
@@ -154,14 +162,14 @@ export async function quantizeSequential<R extends { dequantized: Matrix }>(
     for (const kinds of groups) {
       const names = kinds.map((k) => linearName(l, k));
       const fromInputs = () => inputHessians(l, current, names, runLayer, precision, backend);
-      const hessians = options.hessians
+      const { hessians, targets } = options.hessians
         ? await options.hessians(l, current, names, { stream, inputHessians: fromInputs })
-        : await fromInputs();
+        : { hessians: await fromInputs(), targets: undefined };
       const replaced = new Map<string, Matrix>();
       for (const name of names) {
         const h = hessians.get(name);
         if (!h) throw new OptionError(`no Hessian for ${name}`);
-        const r = await quantize(name, linearWeight(current, name), h);
+        const r = await quantize(name, targets?.get(name) ?? linearWeight(current, name), h);
         results.set(name, r);
         replaced.set(name, r.dequantized);
         onProgress?.({ stage: "quantize", layer: l, layers, name, done: ++done, total: 7 });

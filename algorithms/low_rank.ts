@@ -23,10 +23,11 @@ export type LowRankKind = typeof LOW_RANK_KINDS[number];
 
 /** A quantized layer with a low-rank correction; its `dequantized` already includes `A·B`. */
 export interface LowRankLayer extends QuantizedLayer {
-  /** The factors (float16 values unless asked otherwise) and how they were made. */
+  /**
+   * The factors (float16 values unless asked otherwise) and how they were made. The base quantizer's fields (codes,
+   * grid, ...) are kept as they were, so its own weights are those fields' reconstruction; `dequantized` adds `A·B`.
+   */
   readonly lowRank: LowRankFactors & { readonly kind: LowRankKind; readonly rank: number };
-  /** The base quantizer's dequantized weights, before the correction. */
-  readonly baseDequantized: Matrix;
 }
 
 /** Options of {@link withLowRank}. */
@@ -93,7 +94,6 @@ export function withLowRank(
       ...base,
       method: `${base.method}+${kind}`,
       dequantized,
-      baseDequantized: base.dequantized,
       lowRank: { ...factors, kind, rank: r },
       stats: {
         ...base.stats,

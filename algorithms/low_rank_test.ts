@@ -22,7 +22,6 @@ Deno.test("withLowRank: dequantized = base + A·B, bits and loss updated, method
   for (const kind of ["lorc", "qera", "qera-approx"] as const) {
     const q = await withLowRank(base, { kind, rank: 4 })("layer", w, h);
     const b = await base("layer", w, h);
-    deepEqual(q.baseDequantized.data, b.dequantized.data);
     const ab = matmul(q.lowRank.a, q.lowRank.b);
     assertClose(q.dequantized.data, b.dequantized.data.map((x, i) => x + ab.data[i]), { atol: 1e-7, rtol: 1e-6 });
     equal(q.method, `gptq+${kind}`);

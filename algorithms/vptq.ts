@@ -78,9 +78,10 @@ export interface VqCodebook {
   readonly bits: number;
   /** Original columns whose vectors this codebook encodes, ascending. */
   readonly columns: Int32Array;
-  /** Index of vector `g` of column `columns[c]` at `c·(rows/v) + g`. */
-  readonly indices: Uint16Array;
-  /** `indices` packed by {@link packIndices}: what a checkpoint stores. */
+  /**
+   * The indices packed by {@link packIndices} (read them with {@link unpackIndices}, `columns.length · rows/v` of
+   * them): the index of vector `g` of column `columns[c]` is number `c·(rows/v) + g`.
+   */
   readonly packed: Uint8Array;
 }
 
@@ -118,7 +119,7 @@ export interface VptqLayer extends QuantizedLayer {
  * import { eye, matrix, toFloat32 } from "../core/tensor.ts";
  * const w = matrix(8, 4, Float32Array.from({ length: 32 }, (_, i) => Math.sin(i)));
  * const q = await vptq(w, toFloat32(eye(4)), { vectorSize: 4, codebookSize: 4 });
- * console.assert(q.vq.main.indices.length === 8 && q.vq.main.bits === 2);
+ * console.assert(q.vq.main.packed.length === 2 && q.vq.main.bits === 2); // 8 vectors × 2 bits
  * ```
  */
 export async function vptq(w: Matrix, h: Matrix<FloatArray>, options: VptqOptions = {}): Promise<VptqLayer> {
@@ -239,7 +240,7 @@ export async function vptq(w: Matrix, h: Matrix<FloatArray>, options: VptqOption
       indices.set(from.subarray(positionOf[c] * groups, (positionOf[c] + 1) * groups), n * groups)
     );
     const bits = indexBits(centroids.shape[0]);
-    return { centroids, bits, columns, indices, packed: packIndices(indices, bits) };
+    return { centroids, bits, columns, packed: packIndices(indices, bits) };
   };
   const allCols = Int32Array.from({ length: cols }, (_, j) => j);
   const vq: VqData = {
@@ -268,20 +269,21 @@ export async function vptq(w: Matrix, h: Matrix<FloatArray>, options: VptqOption
  * outlier column list (16 bits per column).
  */
 export function vqBitsPerWeight(vq: VqData, rows: number, cols: number): number {
+  const groups = rows / vq.vectorSize;
   let bits = 0;
   for (const b of [vq.main, vq.outlier, vq.residual]) {
     if (!b) continue;
-    bits += b.indices.length * b.bits + b.centroids.data.length * 16;
+    bits += b.columns.length * groups * b.bits + b.centroids.data.length * 16;
   }
   if (vq.outlier) bits += vq.outlier.columns.length * 16;
   return bits / (rows * cols);
 }
 
 /**
- * The dequantized weights `[rows, cols]` from codebooks and indices alone (what a checkpoint reader does): each vector
- * is its centroid, plus its residual centroid when there is a residual codebook.
+ * The dequantized weights `[rows, cols]` from codebooks and packed indices alone (what a checkpoint reader does): each
+ * vector is its centroid, plus its residual centroid when there is a residual codebook.
  *
- * @throws {ShapeError} when the indices do not cover the layer.
+ * @throws {ShapeError} when the packed indices do not cover the layer.
  */
 export function vptqDequantize(vq: VqData, rows: number, cols: number): Matrix {
   const v = vq.vectorSize, groups = rows / v;
@@ -289,13 +291,11 @@ export function vptqDequantize(vq: VqData, rows: number, cols: number): Matrix {
   const covered = new Uint8Array(cols);
   for (const b of [vq.main, vq.outlier]) {
     if (!b) continue;
-    if (b.indices.length !== b.columns.length * groups) {
-      throw new ShapeError(`vptq: ${b.indices.length} indices for ${b.columns.length} columns of ${groups} vectors`);
-    }
+    const indices = unpackIndices(b.packed, b.bits, b.columns.length * groups);
     b.columns.forEach((c, n) => {
       covered[c] = 1;
       for (let g = 0; g < groups; g++) {
-        const base = b.indices[n * groups + g] * v;
+        const base = indices[n * groups + g] * v;
         for (let t = 0; t < v; t++) out.data[(g * v + t) * cols + c] = b.centroids.data[base + t];
       }
     });
@@ -303,9 +303,10 @@ export function vptqDequantize(vq: VqData, rows: number, cols: number): Matrix {
   if (covered.some((x) => x === 0)) throw new ShapeError(`vptq: some columns have no indices`);
   const r = vq.residual;
   if (r) {
+    const indices = unpackIndices(r.packed, r.bits, r.columns.length * groups);
     r.columns.forEach((c, n) => {
       for (let g = 0; g < groups; g++) {
-        const base = r.indices[n * groups + g] * v;
+        const base = indices[n * groups + g] * v;
         for (let t = 0; t < v; t++) {
           const at = (g * v + t) * cols + c;
           out.data[at] = Math.fround(out.data[at] + r.centroids.data[base + t]);

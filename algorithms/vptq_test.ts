@@ -1,4 +1,5 @@
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
+import { f16BitsToF32, f32ToF16Bits } from "../core/dtype.ts";
 import { OptionError } from "../core/errors.ts";
 import { nearestCentroids } from "../core/linalg/kmeans.ts";
 import { createRng, randomNormal } from "../core/random.ts";
@@ -51,7 +52,7 @@ function plainNearest(book: Matrix, v: number): Matrix {
 Deno.test("vptq: the seeded k-means gives the same codebook and indices twice, another seed another codebook", async () => {
   const a = await vptq(w, h, { ...small, seed: 3 }), b = await vptq(w, h, { ...small, seed: 3 });
   deepEqual(a.vq.main.centroids.data, b.vq.main.centroids.data);
-  deepEqual(a.vq.main.indices, b.vq.main.indices);
+  deepEqual(a.vq.main.packed, b.vq.main.packed);
   deepEqual(a.dequantized.data, b.dequantized.data);
   const c = await vptq(w, h, { ...small, seed: 4 });
   ok(c.vq.main.centroids.data.some((x, i) => x !== a.vq.main.centroids.data[i]));
@@ -92,9 +93,14 @@ Deno.test("vptq: codebooks and packed indices rebuild the dequantized weights ex
     ]
   ) {
     const q = await vptq(w, h, options);
+    const v = options.vectorSize;
     for (const b of [q.vq.main, q.vq.outlier, q.vq.residual].filter((x): x is VqCodebook => x !== undefined)) {
-      deepEqual(unpackIndices(b.packed, b.bits, b.indices.length), b.indices);
-      ok(b.centroids.data.every((x) => Math.fround(x) === x));
+      const n = b.columns.length * rows / v;
+      equal(b.packed.length, b.bits <= 8 ? Math.ceil(n * b.bits / 8) : n + Math.ceil(n * (b.bits - 8) / 8));
+      const idx = unpackIndices(b.packed, b.bits, n);
+      deepEqual(packIndices(idx, b.bits), b.packed, "re-packing gives the same bytes");
+      ok(idx.every((i) => i < b.centroids.shape[0]));
+      ok(b.centroids.data.every((x) => f16BitsToF32(f32ToF16Bits(x)) === x), "centroids are float16 values");
     }
     deepEqual(vptqDequantize(q.vq, rows, cols).data, q.dequantized.data, JSON.stringify(options));
   }

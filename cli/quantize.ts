@@ -45,6 +45,14 @@ Options:
   --damping L        relative Hessian damping λ (default 0.01)
   --outlier-threshold T  SpQR's relative outlier threshold τ (default 0.2)
   --stat-bits B      SpQR's bits for scales and zeros (default 3)
+  --vector V         VPTQ: vector length along the output dimension (default 4)
+  --codebook K       VPTQ: centroids of the codebook (default 256: log2(K)/V index bits per weight)
+  --residual K2      VPTQ: centroids of a residual codebook (default none)
+  --outliers F       VPTQ: fraction of columns (highest Hessian diagonal) with their own codebook (default 0)
+  --lowrank KIND     add low-rank error factors after quantizing: lorc | qera | qera-approx
+  --rank R           rank of the low-rank factors (default 32)
+  --smooth KIND      fold scales into the model before quantizing: awq | smoothquant
+  --alpha A          SmoothQuant's migration strength (default 0.5; AWQ searches it)
   --true-sequential  quantize q/k/v, o, gate/up, down in turn within each layer
   --oac-labels L     OAC labels: data (empirical Fisher, default) | sampled (true Fisher)
   --oac-form F       OAC form: sequence (default) | token-diagonal
@@ -89,6 +97,14 @@ export async function quantizeCommand(args: string[]): Promise<number> {
         damping: { type: "string" },
         "outlier-threshold": { type: "string" },
         "stat-bits": { type: "string" },
+        vector: { type: "string" },
+        codebook: { type: "string" },
+        residual: { type: "string" },
+        outliers: { type: "string" },
+        lowrank: { type: "string" },
+        rank: { type: "string" },
+        smooth: { type: "string" },
+        alpha: { type: "string" },
         "true-sequential": { type: "boolean", default: false },
         calib: { type: "string" },
         samples: { type: "string" },
@@ -138,7 +154,17 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const windows = values.windows === undefined ? undefined : intOption(values.windows, "windows", 1, 1);
     const damping = numberOption(values.damping, "damping", 0.01, 0);
     const backend: Backend = values.backend ? await setBackend(values.backend) : await setBestBackend();
-    const calibrated = needsCalibration(engine as (typeof METHODS)[number]);
+    const lowRankKind = values.lowrank === undefined
+      ? undefined
+      : choice(values.lowrank, "lowrank", ["lorc", "qera", "qera-approx"] as const, "lorc");
+    const smoothKind = values.smooth === undefined
+      ? undefined
+      : choice(values.smooth, "smooth", ["awq", "smoothquant"] as const, "awq");
+    if (values.rank !== undefined && !lowRankKind) throw new UsageError("--rank needs --lowrank");
+    if (values.alpha !== undefined && !smoothKind) throw new UsageError("--alpha needs --smooth");
+    // QERA and smoothing use calibration statistics even after an RTN base quantizer.
+    const calibrated = needsCalibration(engine as (typeof METHODS)[number]) || smoothKind !== undefined ||
+      (lowRankKind !== undefined && lowRankKind !== "lorc");
     if (calibrated && !values.calib) throw new UsageError(`--calib FILE is required for --method ${method}`);
     const format = choice(values.format, "format", SAVE_FORMATS, "gptq");
     if (values.format && !values.out) throw new UsageError("--format needs --out DIR");
@@ -162,6 +188,12 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       damping,
       outlierThreshold: numberOption(values["outlier-threshold"], "outlier-threshold", 0.2, 0),
       statBits: intOption(values["stat-bits"], "stat-bits", 3, 0, 16),
+      vectorSize: intOption(values.vector, "vector", 4, 1, 64),
+      codebookSize: intOption(values.codebook, "codebook", 256, 2, 65536),
+      residualCodebookSize: values.residual === undefined
+        ? undefined
+        : intOption(values.residual, "residual", 0, 2, 65536),
+      outlierFraction: numberOption(values.outliers, "outliers", 0, 0),
       backend,
     };
     let calibration: Int32Array | undefined;
@@ -183,6 +215,12 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       seqLen,
       batch,
       trueSequential: values["true-sequential"],
+      lowRank: lowRankKind && { kind: lowRankKind, rank: intOption(values.rank, "rank", 32, 1) },
+      smooth: smoothKind &&
+        {
+          kind: smoothKind,
+          alpha: values.alpha === undefined ? undefined : numberOption(values.alpha, "alpha", 0.5, 0),
+        },
       backend,
       onProgress: (p) => {
         steps += p.stage === "quantize" ? 1 : Math.min(batch, p.total - (p.done - Math.min(batch, p.done)));
@@ -211,12 +249,15 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       ...(method === "oac"
         ? { engine, oac: { labels: oacLabels, form: oacForm, refresh: oacRefresh, mix: oacMix } }
         : {}),
-      bits: engine === "billm" ? 1 : bits,
+      // Code bits per weight: BiLLM's first binary term, VPTQ's index bits; the grid's bits otherwise.
+      bits: engine === "billm" ? 1 : engine === "vptq" ? Math.log2(options.codebookSize!) / options.vectorSize! : bits,
       group,
       act_order: values["act-order"],
       avg_bits: avgBits,
       ppl,
       seconds,
+      ...(lowRankKind ? { lowrank: lowRankKind, rank: intOption(values.rank, "rank", 32, 1) } : {}),
+      ...(smoothKind ? { smooth: smoothKind } : {}),
       ...(saved ? { saved } : {}),
     };
     if (json) console.log(JSON.stringify(summary));

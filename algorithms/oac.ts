@@ -56,6 +56,12 @@ export interface OacOptions {
   readonly firstOrder?: number;
   /** Relative damping `λ` of the first-order step's solve; default 0.1. */
   readonly firstOrderDamping?: number;
+  /**
+   * Trust region of the first-order step: each row moves by at most this fraction of its own norm (the quadratic
+   * model of the loss holds only near `W`; an undamped Newton step from a few samples can leave that region by orders
+   * of magnitude); default 0.05.
+   */
+  readonly firstOrderTrust?: number;
   /** Seed of the sampled labels; default 0. */
   readonly seed?: number;
   /** Windows per forward/backward pass; default 4. */
@@ -193,16 +199,17 @@ export async function oacStatistics(
  * `Δℓ ≈ ⟨Ḡ, ΔW⟩ + ½·tr(ΔW·H·ΔWᵀ)` is, up to a constant, `½·tr((ΔW + Ḡ·H⁻¹)·H·(ΔW + Ḡ·H⁻¹)ᵀ)`, so quantizing
  * `W* = W − Ḡ·H⁻¹` under `H` minimises it. `H_OAC` is the row-aggregated Fisher of the *mean* loss of a window, about
  * `out/T` times one row's Hessian of that loss when rows are alike (`T` predicted tokens, `out` rows sharing the
- * aggregate), hence the scale `β·out/T`; `β = 1` is the Newton step under that approximation, and the damping keeps the
- * step off directions the calibration set barely determines.
+ * aggregate), hence the scale `β·out/T`; `β = 1` is the Newton step under that approximation, the damping keeps the
+ * step off directions the calibration set barely determines, and `trust` caps each row's step at that fraction of the
+ * row's norm.
  */
 export async function firstOrderTarget(
   w: Matrix,
   gradient: Matrix,
   h: Matrix<FloatArray>,
-  options: { beta: number; damping: number; tokensPerWindow: number; backend: Backend },
+  options: { beta: number; damping: number; tokensPerWindow: number; trust?: number; backend: Backend },
 ): Promise<Matrix> {
-  const { beta, damping, tokensPerWindow, backend } = options;
+  const { beta, damping, tokensPerWindow, trust = Infinity, backend } = options;
   const [rows, cols] = w.shape;
   const hd = matrix64(cols, cols, Float64Array.from(h.data));
   let mean = 0;
@@ -217,7 +224,13 @@ export async function firstOrderTarget(
   const step = beta * rows / tokensPerWindow;
   const out = matrix(rows, cols);
   for (let i = 0; i < rows; i++) {
-    for (let j = 0; j < cols; j++) out.data[i * cols + j] = w.data[i * cols + j] - step * xt.data[j * rows + i];
+    let stepNorm = 0, rowNorm = 0;
+    for (let j = 0; j < cols; j++) {
+      stepNorm += (step * xt.data[j * rows + i]) ** 2, rowNorm += w.data[i * cols + j] ** 2;
+    }
+    const limit = trust * Math.sqrt(rowNorm), norm = Math.sqrt(stepNorm);
+    const s = norm > limit ? step * limit / norm : step;
+    for (let j = 0; j < cols; j++) out.data[i * cols + j] = w.data[i * cols + j] - s * xt.data[j * rows + i];
   }
   return out;
 }
@@ -318,7 +331,12 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
     const targets = new Map<string, Matrix>();
     for (const name of beta > 0 ? names : []) {
       const w = linearWeight(model, name);
-      const step = { beta, damping: options.firstOrderDamping ?? 0.1, tokensPerWindow: options.seqLen - 1 };
+      const step = {
+        beta,
+        damping: options.firstOrderDamping ?? 0.1,
+        tokensPerWindow: options.seqLen - 1,
+        trust: options.firstOrderTrust ?? 0.05,
+      };
       const backend = options.backend ?? getBackend();
       targets.set(
         name,

@@ -189,3 +189,26 @@ Deno.test("OAC first-order: the driver quantizes the shifted weights", async () 
   const name = linearName(0, "q_proj");
   notDeepEqual(seen.get(name)!.data, model.weights.layers[0].q.data);
 });
+
+Deno.test("OAC first-order target: the trust region caps each row's step", async () => {
+  const rng = createRng(4);
+  const rows = 4, cols = 6;
+  const h = matrix64(cols, cols);
+  gramAccumulate(h, matrix(12, cols, randomNormal(rng, 12 * cols)), 1e-4); // a tiny Hessian: a huge Newton step
+  const w = matrix(rows, cols, randomNormal(rng, rows * cols));
+  const g = matrix(rows, cols, randomNormal(rng, rows * cols));
+  const t = await firstOrderTarget(w, g, h, {
+    beta: 1,
+    damping: 0.1,
+    tokensPerWindow: 5,
+    trust: 0.01,
+    backend: tsBackend,
+  });
+  for (let i = 0; i < rows; i++) {
+    let d = 0, n = 0;
+    for (let j = 0; j < cols; j++) {
+      d += (t.data[i * cols + j] - w.data[i * cols + j]) ** 2, n += w.data[i * cols + j] ** 2;
+    }
+    ok(Math.sqrt(d) <= 0.01 * Math.sqrt(n) * (1 + 1e-6) && Math.sqrt(d) > 0.009 * Math.sqrt(n), `row ${i}`);
+  }
+});

@@ -62,9 +62,9 @@ const VARIANTS: Variant[] = [
   { name: "oac mix1 λ0.1", damping: 0.1, oac: { mix: 1 } },
   { name: "oac mix0.3 λ0.1", damping: 0.1, oac: { mix: 0.3 } },
   { name: "oac chunk64 λ0.1", damping: 0.1, oac: { chunk: 64 } },
-  { name: "oac first-order0.5 λ0.1", damping: 0.1, oac: { firstOrder: 0.5 } },
-  { name: "oac first-order1 λ0.1", damping: 0.1, oac: { firstOrder: 1 } },
-  { name: "oac mix1 first-order1 λ0.1", damping: 0.1, oac: { mix: 1, firstOrder: 1 } },
+  { name: "oac first-order trust0.02 λ0.1", damping: 0.1, oac: { firstOrder: 1, firstOrderTrust: 0.02 } },
+  { name: "oac first-order trust0.1 λ0.1", damping: 0.1, oac: { firstOrder: 1, firstOrderTrust: 0.1 } },
+  { name: "oac mix1 first-order trust0.05 λ0.1", damping: 0.1, oac: { mix: 1, firstOrder: 1 } },
 ];
 
 const { values } = parseArgs({

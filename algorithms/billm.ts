@@ -31,9 +31,9 @@
 
 import type { Backend } from "../core/backend.ts";
 import { OptionError, ShapeError } from "../core/errors.ts";
-import { assertFinite, clone, type FloatArray, type Matrix, matrix, toFloat64 } from "../core/tensor.ts";
+import { assertFinite, type FloatArray, type Matrix, matrix } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
-import { inverseUpperFactor } from "./gptq.ts";
+import { prepareLayer } from "./prepare.ts";
 import { layerLoss } from "./layer_loss.ts";
 import type { QuantizedLayer } from "./result.ts";
 
@@ -163,19 +163,9 @@ export async function billm(w: Matrix, h: Matrix<FloatArray>, options: BillmOpti
   assertFinite(w, "billm weights");
   assertFinite(h, "billm Hessian");
 
-  const W = clone(w); // [rows, cols], updated by the error feedback
-  const H = toFloat64(h); // [cols, cols]
-  for (let j = 0; j < cols; j++) {
-    if (H.data[j * cols + j] === 0) {
-      H.data[j * cols + j] = 1;
-      for (let i = 0; i < rows; i++) W.data[i * cols + j] = 0;
-    }
-  }
-  let mean = 0;
-  for (let j = 0; j < cols; j++) mean += H.data[j * cols + j];
-  const damp = damping * mean / Math.max(cols, 1);
-  for (let j = 0; j < cols; j++) H.data[j * cols + j] += damp;
-  const { u, extraDamping } = await inverseUpperFactor(H, backend);
+  const prepared = await prepareLayer(w, h, { damping, backend });
+  const W = prepared.w; // [rows, cols], a copy: updated in place by the error feedback
+  const { u } = prepared;
   const U = u.data; // [cols, cols], upper
 
   const Wd = W.data;
@@ -270,7 +260,7 @@ export async function billm(w: Matrix, h: Matrix<FloatArray>, options: BillmOpti
       layerLoss: await layerLoss(w, dequantized, h, backend),
       avgBits: storage.totalBits,
       seconds: (performance.now() - t0) / 1000,
-      damping: damp + extraDamping,
+      damping: prepared.damping,
     },
   };
 }

@@ -18,21 +18,10 @@ import type { Backend } from "../core/backend.ts";
 import { OptionError, ShapeError } from "../core/errors.ts";
 import { fitGrid } from "../core/grids/fit.ts";
 import type { GridParams, GridSpec } from "../core/grids/types.ts";
-import { choleskyWithRetry } from "../core/linalg/cholesky.ts";
-import {
-  assertFinite,
-  clone,
-  diagonal,
-  eye,
-  type FloatArray,
-  invertPermutation,
-  type Matrix,
-  permuteColumns,
-  permuteSymmetric,
-  toFloat64,
-} from "../core/tensor.ts";
+import { assertFinite, type FloatArray, invertPermutation, type Matrix, permuteColumns } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
 import { layerLoss } from "./layer_loss.ts";
+import { prepareLayer } from "./prepare.ts";
 import { type QuantizedLayer, statsBitsPerWeight } from "./result.ts";
 
 /** Options of {@link gptq}. Defaults follow the reference implementation. */
@@ -101,31 +90,10 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
   // Per-row grids are fitted on the weights as given, before dead columns are zeroed (the reference's order).
   const perRow = groupSize === 0 ? fitGrid(w, grid, 0) : undefined;
 
-  const W = clone(w); // [rows, cols]
-  const H = toFloat64(h); // [cols, cols]
-  for (let j = 0; j < cols; j++) {
-    if (H.data[j * cols + j] === 0) {
-      H.data[j * cols + j] = 1;
-      for (let i = 0; i < rows; i++) W.data[i * cols + j] = 0;
-    }
-  }
-  const staticParams = staticGroups && groupSize > 0 ? fitGrid(W, grid, groupSize) : undefined;
-
-  let perm: Int32Array | undefined;
-  let Wp = W, Hp = H;
-  if (actOrder) {
-    const d = diagonal(H);
-    // Stable descending order: equal diagonals keep their column order, so the result is deterministic.
-    perm = Int32Array.from({ length: cols }, (_, j) => j).sort((a, b) => d[b] - d[a] || a - b);
-    Wp = permuteColumns(W, perm);
-    Hp = permuteSymmetric(H, perm);
-  }
-
-  let mean = 0;
-  for (let j = 0; j < cols; j++) mean += Hp.data[j * cols + j];
-  const damp = damping * mean / cols;
-  for (let j = 0; j < cols; j++) Hp.data[j * cols + j] += damp;
-  const { u, extraDamping } = await inverseUpperFactor(Hp, backend);
+  const prepared = await prepareLayer(w, h, { damping, order: actOrder, backend });
+  const { w: Wp, u, permutation: perm } = prepared;
+  // Static groups are fitted on the dead-zeroed weights in their original order, before any permutation.
+  const staticParams = staticGroups && groupSize > 0 ? fitGrid(prepared.deadZeroed, grid, groupSize) : undefined;
 
   const groups = perRow
     ? { kind: "fixed" as const, params: perRow, groupOfColumn: new Int32Array(cols) }
@@ -163,29 +131,9 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
       layerLoss: loss,
       avgBits: codeBits + statsBitsPerWeight(codeBits, groupSize, cols, grid.kind === "uniform"),
       seconds: (performance.now() - t0) / 1000,
-      damping: damp + extraDamping,
+      damping: prepared.damping,
     },
   };
-}
-
-/**
- * GPTQ's `U` (upper, `H⁻¹ = UᵀU`) through backend kernels: with `J` the order reversal, `J·H·J = L̃·L̃ᵀ` gives
- * `U = J·L̃⁻¹·J`: one factorisation and one triangular solve, and no second factorisation of an ill-conditioned `H⁻¹`.
- * If `H` is not positive definite even after GPTQ's damping, more damping is added (and reported).
- */
-export async function inverseUpperFactor(
-  h: Matrix<Float64Array>,
-  backend: Backend,
-): Promise<{ u: Matrix<Float64Array>; extraDamping: number }> {
-  const n = h.shape[0];
-  const reverse = Int32Array.from({ length: n }, (_, i) => n - 1 - i);
-  const { factor, damping } = await choleskyWithRetry(
-    permuteSymmetric(h, reverse),
-    { initialDamping: 1e-4 },
-    (m) => backend.cholesky(m),
-  );
-  const inv = await backend.triangularSolve(factor, eye(n), { lower: true });
-  return { u: permuteSymmetric(inv, reverse), extraDamping: damping };
 }
 
 function permuteCodes(codes: Uint8Array, rows: number, cols: number, perm: Int32Array): Uint8Array {

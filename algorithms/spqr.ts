@@ -31,21 +31,9 @@ import type { Backend } from "../core/backend.ts";
 import { OptionError, ShapeError } from "../core/errors.ts";
 import { roundHalfEven, uniformCode, uniformValue } from "../core/grids/uniform.ts";
 import type { GridParams, UniformGrid } from "../core/grids/types.ts";
-import {
-  assertFinite,
-  clone,
-  diagonal,
-  type FloatArray,
-  invertPermutation,
-  type Matrix,
-  matrix,
-  permuteColumns,
-  permuteSymmetric,
-  toFloat64,
-  transpose,
-} from "../core/tensor.ts";
+import { assertFinite, type FloatArray, invertPermutation, type Matrix, matrix, transpose } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
-import { inverseUpperFactor } from "./gptq.ts";
+import { prepareLayer } from "./prepare.ts";
 import { layerLoss } from "./layer_loss.ts";
 import type { Outliers, QuantizedLayer } from "./result.ts";
 
@@ -168,27 +156,8 @@ export async function spqr(w: Matrix, h: Matrix<FloatArray>, options: SpqrOption
   const groups = Math.ceil(cols / g);
 
   // Dead columns, act-order and damping exactly as gptq.ts, so that SpQR without its extras is GPTQ.
-  const W = clone(w); // [rows, cols]
-  const H = toFloat64(h); // [cols, cols]
-  for (let j = 0; j < cols; j++) {
-    if (H.data[j * cols + j] === 0) {
-      H.data[j * cols + j] = 1;
-      for (let i = 0; i < rows; i++) W.data[i * cols + j] = 0;
-    }
-  }
-  let perm: Int32Array | undefined;
-  let Wp = W, Hp = H;
-  if (actOrder) {
-    const d = diagonal(H);
-    perm = Int32Array.from({ length: cols }, (_, j) => j).sort((a, b) => d[b] - d[a] || a - b);
-    Wp = permuteColumns(W, perm);
-    Hp = permuteSymmetric(H, perm);
-  }
-  let mean = 0;
-  for (let j = 0; j < cols; j++) mean += Hp.data[j * cols + j];
-  const damp = damping * mean / Math.max(cols, 1);
-  for (let j = 0; j < cols; j++) Hp.data[j * cols + j] += damp;
-  const { u, extraDamping } = await inverseUpperFactor(Hp, backend);
+  const prepared = await prepareLayer(w, h, { damping, order: actOrder, backend });
+  const { w: Wp, u, permutation: perm } = prepared;
   const U = u.data; // [cols, cols], upper
   const Ud = Float64Array.from({ length: cols }, (_, j) => U[j * cols + j]);
 
@@ -283,7 +252,7 @@ export async function spqr(w: Matrix, h: Matrix<FloatArray>, options: SpqrOption
       layerLoss: await layerLoss(w, dequantized, h, backend),
       avgBits: spqrAverageBits({ rows, cols, bits, groupSize, statBits, statGroup, roundZero }, outRows.length),
       seconds: (performance.now() - t0) / 1000,
-      damping: damp + extraDamping,
+      damping: prepared.damping,
     },
   };
 }

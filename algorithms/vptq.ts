@@ -29,18 +29,9 @@ import type { Backend } from "../core/backend.ts";
 import { f16BitsToF32, f32ToF16Bits } from "../core/dtype.ts";
 import { OptionError, ShapeError } from "../core/errors.ts";
 import { packBits, unpackBits } from "../core/grids/pack.ts";
-import {
-  assertFinite,
-  diagonal,
-  type FloatArray,
-  type Matrix,
-  matrix,
-  permuteColumns,
-  permuteSymmetric,
-  toFloat64,
-} from "../core/tensor.ts";
+import { assertFinite, diagonal, type FloatArray, type Matrix, matrix } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
-import { inverseUpperFactor } from "./gptq.ts";
+import { prepareLayer } from "./prepare.ts";
 import { layerLoss } from "./layer_loss.ts";
 import type { QuantizedLayer } from "./result.ts";
 
@@ -161,15 +152,6 @@ export async function vptq(w: Matrix, h: Matrix<FloatArray>, options: VptqOption
 
   const groups = rows / v; // vectors per column
   const diag = diagonal(h); // the k-means weights: dead columns weigh 0
-  const W = matrix(rows, cols, w.data.slice()); // [rows, cols]
-  const H = toFloat64(h); // [cols, cols]
-  for (let j = 0; j < cols; j++) {
-    if (H.data[j * cols + j] === 0) {
-      H.data[j * cols + j] = 1;
-      for (let i = 0; i < rows; i++) W.data[i * cols + j] = 0;
-    }
-  }
-
   // Outlier columns: the largest diagonals (stable: ties keep column order). Processing order: outliers first.
   const byDiag = Int32Array.from({ length: cols }, (_, j) => j).sort((a, b) => diag[b] - diag[a] || a - b);
   const nOut = Math.min(cols - 1, Math.round(outlierFraction * cols));
@@ -179,6 +161,9 @@ export async function vptq(w: Matrix, h: Matrix<FloatArray>, options: VptqOption
     .filter((j) => !isOutlier[j]);
   const outlierCols = byDiag.slice(0, nOut);
   const perm = Int32Array.from([...outlierCols, ...rest]); // perm[p] = original column processed p-th
+  // Dead columns, the processing order, damping and GPTQ's U, as every Hessian-based method.
+  const prepared = await prepareLayer(w, h, { damping, order: perm, backend });
+  const W = prepared.deadZeroed; // [rows, cols]
 
   // Codebooks from Hessian-weighted k-means of the (dead-zeroed) original vectors.
   const fit = async (columns: Int32Array, size: number, s: number, source: Matrix) => {
@@ -192,14 +177,7 @@ export async function vptq(w: Matrix, h: Matrix<FloatArray>, options: VptqOption
   const mainBook = await fit(mainCols, k, seed, W);
   const outBook = nOut > 0 ? await fit(Int32Array.from(outlierCols).sort(), kOut, seed + 1, W) : undefined;
 
-  // Damped Hessian in processing order, and GPTQ's U.
-  const Hp = permuteSymmetric(H, perm);
-  let mean = 0;
-  for (let j = 0; j < cols; j++) mean += Hp.data[j * cols + j];
-  const damp = damping * mean / cols;
-  for (let j = 0; j < cols; j++) Hp.data[j * cols + j] += damp;
-  const { u, extraDamping } = await inverseUpperFactor(Hp, backend);
-  const Wp = permuteColumns(W, perm);
+  const { w: Wp, u } = prepared;
   const bookAt = (p: number) => (p < nOut ? outBook! : mainBook);
 
   let pass = await errorFeedbackLoop(Wp, u, v, bookAt, undefined, blockSize, backend);
@@ -259,7 +237,7 @@ export async function vptq(w: Matrix, h: Matrix<FloatArray>, options: VptqOption
       layerLoss: await layerLoss(w, dequantized, h, backend),
       avgBits: vqBitsPerWeight(vq, rows, cols),
       seconds: (performance.now() - t0) / 1000,
-      damping: damp + extraDamping,
+      damping: prepared.damping,
     },
   };
 }

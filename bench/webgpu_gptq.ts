@@ -13,7 +13,8 @@
  * @module
  */
 
-import { gptq, inverseUpperFactor } from "../algorithms/gptq.ts";
+import { gptq } from "../algorithms/gptq.ts";
+import { inverseUpperFactor } from "../algorithms/prepare.ts";
 import { gptqQuantize as referenceGptq } from "../core/quant/gptq_kernel.ts";
 import { matrix, matrix64, permuteColumns, permuteSymmetric, toFloat32 } from "../core/tensor.ts";
 import type { AdapterChoice } from "../backends/webgpu/adapter.ts";

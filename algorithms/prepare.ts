@@ -1,0 +1,105 @@
+/**
+ * The preparation every Hessian-based method shares (the first lines of GPTQ's `fasterquant`):
+ *
+ * ```
+ * dead columns (H_jj = 0) → H_jj = 1, W[:, j] = 0
+ * optional permutation (act-order: descending diag H)
+ * H += λ·mean(diag H)·I;   U = upper Cholesky factor of H⁻¹   (more damping if H is still not positive definite)
+ * ```
+ *
+ * @module
+ */
+
+import type { Backend } from "../core/backend.ts";
+import { choleskyWithRetry } from "../core/linalg/cholesky.ts";
+import {
+  clone,
+  diagonal,
+  eye,
+  type FloatArray,
+  type Matrix,
+  permuteColumns,
+  permuteSymmetric,
+  toFloat64,
+} from "../core/tensor.ts";
+
+/** A layer ready for error feedback, in processing order. */
+export interface PreparedLayer {
+  /** `[rows, cols]` weights with dead columns zeroed, original column order. */
+  readonly deadZeroed: Matrix;
+  /** `[rows, cols]` the same in processing order. */
+  readonly w: Matrix;
+  /** `[cols, cols]` damped Hessian in processing order. */
+  readonly h: Matrix<Float64Array>;
+  /** `[cols, cols]` upper factor with `H⁻¹ = UᵀU`, processing order. */
+  readonly u: Matrix<Float64Array>;
+  /** `permutation[k]` is the original column processed `k`-th; undefined for the identity. */
+  readonly permutation?: Int32Array;
+  /** Absolute damping added to the diagonal: the requested `λ·mean(diag H)` plus any retry. */
+  readonly damping: number;
+}
+
+/** Options of {@link prepareLayer}. */
+export interface PrepareOptions {
+  /** Relative damping `λ`. */
+  readonly damping: number;
+  /** `true`: act-order (descending diagonal, ties in column order); or an explicit processing order. */
+  readonly order?: boolean | Int32Array;
+  readonly backend: Backend;
+}
+
+/** Columns by descending `diag(H)`; equal diagonals keep their column order, so the result is deterministic. */
+export function actOrder(h: Matrix<FloatArray>): Int32Array {
+  const d = diagonal(h);
+  return Int32Array.from({ length: d.length }, (_, j) => j).sort((a, b) => d[b] - d[a] || a - b);
+}
+
+/**
+ * Dead columns, the processing order, damping and GPTQ's `U`, without modifying `w` or `h`.
+ *
+ * @throws {NotPositiveDefiniteError} when even heavy extra damping cannot make `H` positive definite.
+ */
+export async function prepareLayer(
+  w: Matrix,
+  h: Matrix<FloatArray>,
+  { damping, order = false, backend }: PrepareOptions,
+): Promise<PreparedLayer> {
+  const [rows, cols] = w.shape;
+  const W = clone(w);
+  const H = toFloat64(h);
+  for (let j = 0; j < cols; j++) {
+    if (H.data[j * cols + j] === 0) {
+      H.data[j * cols + j] = 1;
+      for (let i = 0; i < rows; i++) W.data[i * cols + j] = 0;
+    }
+  }
+  const permutation = order === true ? actOrder(H) : order === false ? undefined : order;
+  const Wp = permutation ? permuteColumns(W, permutation) : W;
+  const Hp = permutation ? permuteSymmetric(H, permutation) : H;
+  let mean = 0;
+  for (let j = 0; j < cols; j++) mean += Hp.data[j * cols + j];
+  const damp = damping * mean / Math.max(cols, 1);
+  for (let j = 0; j < cols; j++) Hp.data[j * cols + j] += damp;
+  const { u, extraDamping } = await inverseUpperFactor(Hp, backend);
+  return { deadZeroed: W, w: Wp, h: Hp, u, permutation, damping: damp + extraDamping };
+}
+
+/**
+ * GPTQ's `U` (upper, `H⁻¹ = UᵀU`) through backend kernels: with `J` the order reversal, `J·H·J = L̃·L̃ᵀ` gives
+ * `U = J·L̃⁻¹·J`: one factorisation and one triangular solve, and no second factorisation of an ill-conditioned `H⁻¹`.
+ * If `H` is not positive definite even after GPTQ's damping, more damping is added (and reported).
+ */
+export async function inverseUpperFactor(
+  h: Matrix<Float64Array>,
+  backend: Backend,
+): Promise<{ u: Matrix<Float64Array>; extraDamping: number }> {
+  const n = h.shape[0];
+  const reverse = Int32Array.from({ length: n }, (_, i) => n - 1 - i);
+  const { factor, damping } = await choleskyWithRetry(
+    permuteSymmetric(h, reverse),
+    { initialDamping: 1e-4 },
+    (m) => backend.cholesky(m),
+  );
+  const inv = await backend.triangularSolve(factor, eye(n), { lower: true });
+  return { u: permuteSymmetric(inv, reverse), extraDamping: damping };
+}

@@ -69,3 +69,11 @@ export {
 export { oacHessians, oacHessianSource, type OacOptions } from "./algorithms/oac.ts";
 export { spqr, type SpqrOptions } from "./algorithms/spqr.ts";
 export { billm, type BillmOptions } from "./algorithms/billm.ts";
+export { vptq, vptqDequantize, type VptqLayer, type VptqOptions } from "./algorithms/vptq.ts";
+export { lorc, type LowRankFactors } from "./algorithms/lorc.ts";
+export { qera, type QeraOptions } from "./algorithms/qera.ts";
+export { type LowRankKind, type LowRankLayer, withLowRank } from "./algorithms/low_rank.ts";
+export { smoothQuantScales } from "./algorithms/smoothquant.ts";
+export { awqScales, awqSearch } from "./algorithms/awq.ts";
+export { foldScales, smoothModel } from "./model/smooth.ts";
+export { actOrder, inverseUpperFactor, prepareLayer } from "./algorithms/prepare.ts";

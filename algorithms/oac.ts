@@ -41,6 +41,11 @@ export interface OacOptions {
   readonly form?: "sequence" | "token-diagonal";
   /** `"per-layer"` (default): gradients recomputed on the partly quantized model before each layer; `"once"`. */
   readonly refresh?: "once" | "per-layer";
+  /**
+   * With the `"token-diagonal"` form, weigh each token by `‖γ_t‖^(2p)` instead of `‖γ_t‖²`: `p = 1` (default) is the
+   * token-diagonal Fisher, `p = 0` GPTQ's unweighted `XᵀX`; in between tempers the heavy tail of a few high-loss tokens.
+   */
+  readonly tokenPower?: number;
   /** Weight `α` of GPTQ's Hessian mixed in (both normalised by their mean diagonal); default 0 (pure OAC). */
   readonly mix?: number;
   /**
@@ -182,7 +187,7 @@ export async function oacStatistics(
             // G_n = Γ_nᵀ X_n, then H += G_nᵀ G_n / N: the rows of G_n are the "samples" of a Gram accumulation.
             await backend.gramAccumulate(h, await backend.matmul(gn, xn, { transA: true }), scale);
           } else {
-            await backend.gramAccumulate(h, rowsScaledByNorm(xn, gn), scale);
+            await backend.gramAccumulate(h, rowsScaledByNorm(xn, gn, options.tokenPower ?? 1), scale);
           }
         }
       },
@@ -235,14 +240,14 @@ export async function firstOrderTarget(
   return out;
 }
 
-/** `x_t · ‖γ_t‖` per row: their Gram matrix is the token-diagonal form `Σ_t ‖γ_t‖² x_t x_tᵀ`. */
-function rowsScaledByNorm(x: Matrix, gamma: Matrix): Matrix {
+/** `x_t · ‖γ_t‖^p` per row: their Gram matrix is the token-diagonal form `Σ_t ‖γ_t‖^(2p) x_t x_tᵀ`. */
+function rowsScaledByNorm(x: Matrix, gamma: Matrix, power: number): Matrix {
   const [t, d] = x.shape, out = gamma.shape[1];
   const y = matrix(t, d);
   for (let i = 0; i < t; i++) {
     let s = 0;
     for (let j = 0; j < out; j++) s += gamma.data[i * out + j] ** 2;
-    const norm = Math.sqrt(s);
+    const norm = s ** (power / 2);
     for (let j = 0; j < d; j++) y.data[i * d + j] = x.data[i * d + j] * norm;
   }
   return y;

@@ -5,7 +5,7 @@ import { matmul } from "../core/linalg/matmul.ts";
 import { createRng, randomNormal } from "../core/random.ts";
 import { type Matrix, matrix, matrix64 } from "../core/tensor.ts";
 import { quantizeSequential } from "../model/calibrate.ts";
-import { linearName, lossAndGradients } from "../model/llama.ts";
+import { forward, linearName, lossAndGradients } from "../model/llama.ts";
 import { assertClose } from "../tests/assert_close.ts";
 import { randomTokens, tinyModel } from "../tests/tiny_llama.ts";
 import { gptq } from "./gptq.ts";
@@ -211,4 +211,14 @@ Deno.test("OAC first-order target: the trust region caps each row's step", async
     }
     ok(Math.sqrt(d) <= 0.01 * Math.sqrt(n) * (1 + 1e-6) && Math.sqrt(d) > 0.009 * Math.sqrt(n), `row ${i}`);
   }
+});
+
+Deno.test("OAC: token power 0 in the token-diagonal form is GPTQ's XᵀX (up to the factor 2)", async () => {
+  const name = linearName(1, "gate_proj");
+  const got = await oacHessians(model, tokens, { seqLen, form: "token-diagonal", tokenPower: 0 }, [name]);
+  const x = new Map<string, Matrix>();
+  await forward(model, tokens, { batch: windows, seqLen, onLinearInput: (n, xi) => void (n === name && x.set(n, xi)) });
+  const want = matrix64(model.config.hiddenSize, model.config.hiddenSize);
+  gramAccumulate(want, x.get(name)!, 1 / windows);
+  assertClose(got.get(name)!.data, want.data, { atol: 1e-7, rtol: 1e-4 });
 });

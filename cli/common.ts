@@ -38,6 +38,18 @@ export function numberOption(value: string | undefined, flag: string, fallback: 
 }
 
 /**
+ * Checks that a path given on the command line exists.
+ * @throws {UsageError} `--flag PATH: no such file or folder` when it does not.
+ */
+export async function requirePath(path: string, flag: string): Promise<void> {
+  try {
+    await Deno.stat(path);
+  } catch {
+    throw new UsageError(`--${flag} ${path}: no such file or folder`);
+  }
+}
+
+/**
  * One of a fixed set of values: `fallback` when absent.
  * @throws {UsageError} for any other value.
  */

@@ -15,10 +15,11 @@
 
 import { parseArgs } from "node:util";
 import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
-import { PtqError } from "../core/errors.ts";
 import type { LlamaModel } from "../model/llama.ts";
 import { loadModel } from "../model/load.ts";
 import { perplexity } from "../model/perplexity.ts";
+import { createProgress } from "./progress.ts";
+import { failure, intOption, requirePath, UsageError } from "./common.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 
 const USAGE = `Usage: ptq eval --model DIR|FILE --data FILE [options]
@@ -35,31 +36,6 @@ Options:
   --json            print the result as one JSON line {"ppl", "windows", "tokens", "seconds"}
   -h, --help        show this help
 `;
-
-/** An invalid command line: reported with the usage, exit status 2. */
-class UsageError extends Error {}
-
-function positiveInt(
-  value: string | undefined,
-  flag: string,
-  fallback: number | undefined,
-  min = 1,
-): number | undefined {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) {
-    throw new UsageError(`--${flag} must be an integer ≥ ${min}, got "${value}"`);
-  }
-  return n;
-}
-
-async function stat(path: string): Promise<Deno.FileInfo | undefined> {
-  try {
-    return await Deno.stat(path);
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * A model and its tokenizer from any path {@link loadModel} reads (Hugging Face, llama2.c, GPTQ, ptq, GGUF).
@@ -109,13 +85,13 @@ export async function evalCommand(args: string[]): Promise<number> {
   try {
     if (!values.model) throw new UsageError("--model is required");
     if (!values.data) throw new UsageError("--data is required");
-    const seqLen = positiveInt(values.seqlen, "seqlen", 512, 2)!;
-    const windows = positiveInt(values.windows, "windows", undefined);
-    const batch = positiveInt(values.batch, "batch", 1)!;
+    const seqLen = intOption(values.seqlen, "seqlen", 512, 2);
+    const windows = values.windows === undefined ? undefined : intOption(values.windows, "windows", 1, 1);
+    const batch = intOption(values.batch, "batch", 1, 1);
     const backend = values.backend ? await setBackend(values.backend) : await setBestBackend();
 
-    const dataInfo = await stat(values.data);
-    if (!dataInfo?.isFile) throw new UsageError(`--data ${values.data}: no such file`);
+    await requirePath(values.data, "data");
+    await requirePath(values.model, "model");
     const t0 = performance.now();
     const { model, tokenizer } = await loadModelAndTokenizer(values.model);
     const text = await Deno.readTextFile(values.data);
@@ -127,24 +103,15 @@ export async function evalCommand(args: string[]): Promise<number> {
     );
 
     const start = performance.now();
-    let lastLog = start;
+    const bar = createProgress("eval", { silent: json, unit: "windows" });
     const result = await perplexity(model, tokens, {
       seqLen,
       batch,
       windows,
       backend,
-      onProgress: ({ windows: done, totalWindows, ppl }) => {
-        const now = performance.now();
-        // At most one line every two seconds, and the last one.
-        if (done < totalWindows && now - lastLog < 2000) return;
-        lastLog = now;
-        const s = (now - start) / 1000;
-        log(
-          `window ${done}/${totalWindows}  ppl ${ppl.toFixed(3)}  ${s.toFixed(1)} s  ` +
-            `${Math.round((done * seqLen) / s)} tokens/s`,
-        );
-      },
+      onProgress: ({ windows: done, totalWindows, ppl }) => bar.update(done, totalWindows, `ppl ${ppl.toFixed(3)}`),
     });
+    bar.finish(`${Math.round((result.windows * seqLen) / ((performance.now() - start) / 1000))} tokens/s`);
     const seconds = (performance.now() - start) / 1000;
     if (json) {
       console.log(JSON.stringify({ ppl: result.ppl, windows: result.windows, tokens: result.tokens, seconds }));
@@ -156,15 +123,6 @@ export async function evalCommand(args: string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`ptq eval: ${e.message}\n\n${USAGE}`);
-      return 2;
-    }
-    // Typed library errors (a malformed file, a backend that fails to start) carry a readable message already.
-    if (e instanceof PtqError || e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
-      console.error(`ptq eval: ${e.message}`);
-      return 1;
-    }
-    throw e;
+    return failure("eval", e, USAGE);
   }
 }

@@ -23,7 +23,7 @@ import type { Tokenizer } from "../model/tokenizer.ts";
 import { sampleWindows } from "../model/windows.ts";
 import { loadModel } from "../model/load.ts";
 import { SAVE_FORMATS, saveQuantized } from "../model/save.ts";
-import { choice, failure, intOption, numberOption, UsageError } from "./common.ts";
+import { choice, failure, intOption, numberOption, requirePath, UsageError } from "./common.ts";
 import { createProgress } from "./progress.ts";
 
 const USAGE = `Usage: ptq quantize --model DIR|FILE --method NAME [options]
@@ -173,6 +173,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       if (!(await isFile(f))) throw new UsageError(`${f}: no such file`);
     }
 
+    await requirePath(values.model, "model");
     const { model, tokenizer } = await loadModel(values.model);
     log(
       `loaded ${values.model}: ${model.config.numLayers} layers, hidden ${model.config.hiddenSize}; backend ${backend.name}`,

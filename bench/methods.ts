@@ -14,7 +14,7 @@
 import { parseArgs } from "node:util";
 import type { MethodOptions } from "../algorithms/methods.ts";
 import { setBackend, setBestBackend } from "../backends/registry.ts";
-import { loadModelAndTokenizer } from "../cli/eval.ts";
+import { loadModel } from "../model/load.ts";
 import type { LlamaModel } from "../model/llama.ts";
 import { perplexity } from "../model/perplexity.ts";
 import { type ModelQuantizeOptions, quantizeModel } from "../model/quantize_model.ts";
@@ -68,7 +68,7 @@ const seqLen = Number(values.seqlen), samples = Number(values.samples), batch = 
 const windows = values.windows ? Number(values.windows) : undefined;
 const only = values.only?.split(",");
 
-const { model, tokenizer } = await loadModelAndTokenizer(sharedPath("models/llama-12m"));
+const { model, tokenizer } = await loadModel(sharedPath("models/llama-12m"));
 const read = async (rel: string) => tokenizer.encode(await Deno.readTextFile(sharedPath(rel)));
 const calibration = sampleWindows(await read("data/calib.txt"), samples, seqLen, 0);
 const evals = { heldout: await read("data/heldout.txt"), wiki: await read("data/wiki.test.raw") };

@@ -17,7 +17,7 @@
 
 import { parseArgs } from "node:util";
 import { setBackend } from "../backends/registry.ts";
-import { loadModelAndTokenizer } from "../cli/eval.ts";
+import { loadModel } from "../model/load.ts";
 import { forward, lossAndGradients } from "../model/llama.ts";
 import { sharedPath } from "../tests/shared.ts";
 import { bestSeconds, fmt, markdownTable } from "./timing.ts";
@@ -46,7 +46,7 @@ const { values } = parseArgs({
 const seqLen = Number(values.seqlen), batch = Number(values.batch);
 const workerCount = Math.max(1, Number(values.workers)), chunk = Math.max(1, Number(values.chunk));
 const backend = await setBackend(values.backend);
-const { model, tokenizer } = await loadModelAndTokenizer(values.model);
+const { model, tokenizer } = await loadModel(values.model);
 
 if (values.speed) {
   const tokens = tokenizer.encode(await Deno.readTextFile(sharedPath("data/heldout.txt"))).slice(0, batch * seqLen);

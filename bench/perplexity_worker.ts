@@ -8,7 +8,7 @@
 /// <reference lib="deno.worker" />
 
 import { setBackend } from "../backends/registry.ts";
-import { loadModelAndTokenizer } from "../cli/eval.ts";
+import { loadModel } from "../model/load.ts";
 import type { LlamaModel } from "../model/llama.ts";
 import { perplexity } from "../model/perplexity.ts";
 
@@ -32,7 +32,7 @@ let loaded: Promise<LlamaModel> | undefined;
 self.onmessage = async (e: MessageEvent<WorkerRequest>) => {
   const { id, model: path, backend: name, tokens, seqLen, batch } = e.data;
   try {
-    loaded ??= loadModelAndTokenizer(path).then((r) => r.model);
+    loaded ??= loadModel(path).then((r) => r.model);
     const backend = await setBackend(name);
     const r = await perplexity(await loaded, tokens, { seqLen, batch, backend });
     self.postMessage({ id, nll: r.nll, windows: r.windows } satisfies WorkerReply);

@@ -32,7 +32,6 @@ const q = matrix(T, shape.heads * shape.headDim, randomNormal(rng, T * shape.hea
 const k = matrix(T, shape.kvHeads * shape.headDim, randomNormal(rng, T * shape.kvHeads * shape.headDim));
 const v = matrix(T, shape.kvHeads * shape.headDim, randomNormal(rng, T * shape.kvHeads * shape.headDim));
 const x = matrix(T, 2048, randomNormal(rng, T * 2048));
-const w = randomNormal(rng, 2048);
 const logits = matrix(256, 32000, randomNormal(rng, 256 * 32000, 3));
 const targets = Int32Array.from({ length: 256 }, () => rng.int(32000));
 

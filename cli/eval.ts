@@ -15,12 +15,10 @@
 
 import { parseArgs } from "node:util";
 import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
-import type { LlamaModel } from "../model/llama.ts";
 import { loadModel } from "../model/load.ts";
 import { perplexity } from "../model/perplexity.ts";
 import { createProgress } from "./progress.ts";
 import { failure, intOption, requirePath, UsageError } from "./common.ts";
-import type { Tokenizer } from "../model/tokenizer.ts";
 
 const USAGE = `Usage: ptq eval --model DIR|FILE --data FILE [options]
 
@@ -36,15 +34,6 @@ Options:
   --json            print the result as one JSON line {"ppl", "windows", "tokens", "seconds"}
   -h, --help        show this help
 `;
-
-/**
- * A model and its tokenizer from any path {@link loadModel} reads (Hugging Face, llama2.c, GPTQ, ptq, GGUF).
- * @deprecated use `loadModel` from model/load.ts.
- */
-export async function loadModelAndTokenizer(path: string): Promise<{ model: LlamaModel; tokenizer: Tokenizer }> {
-  const { model, tokenizer } = await loadModel(path);
-  return { model, tokenizer };
-}
 
 /**
  * Runs `ptq eval` with the arguments after the subcommand.
@@ -93,7 +82,7 @@ export async function evalCommand(args: string[]): Promise<number> {
     await requirePath(values.data, "data");
     await requirePath(values.model, "model");
     const t0 = performance.now();
-    const { model, tokenizer } = await loadModelAndTokenizer(values.model);
+    const { model, tokenizer } = await loadModel(values.model);
     const text = await Deno.readTextFile(values.data);
     const tokens = tokenizer.encode(text);
     const total = Math.min(Math.floor(tokens.length / seqLen), windows ?? Infinity);

@@ -1,6 +1,6 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { createRng, randomNormal } from "../core/random.ts";
-import { eye, type Matrix, matrix, toFloat32 } from "../core/tensor.ts";
+import { eye, matrix, toFloat32 } from "../core/tensor.ts";
 import { assertClose } from "../tests/assert_close.ts";
 import {
   billm,
@@ -15,21 +15,7 @@ import {
 import { hessianOf } from "./hessian.ts";
 import { layerLoss } from "./layer_loss.ts";
 import { getBackend } from "../backends/registry.ts";
-
-/** Inputs with strongly correlated columns: x = z·M with a random mixing matrix, so H is far from diagonal. */
-function correlatedInputs(n: number, d: number, seed: number): Matrix {
-  const rng = createRng(seed);
-  const z = randomNormal(rng, n * d), mix = randomNormal(rng, d * d, 1 / Math.sqrt(d));
-  const x = matrix(n, d);
-  for (let t = 0; t < n; t++) {
-    for (let j = 0; j < d; j++) {
-      let s = 0;
-      for (let k = 0; k < d; k++) s += z[t * d + k] * mix[k * d + j];
-      x.data[t * d + j] = s + 0.3 * z[t * d + j];
-    }
-  }
-  return x;
-}
+import { correlatedInputs } from "../tests/numeric.ts";
 
 /** Σ (x − (α·sign(x − μ) + μ))². */
 function termError(x: ArrayLike<number>, mean: number, alpha: number): number {

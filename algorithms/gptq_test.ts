@@ -1,25 +1,11 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { createRng, randomNormal } from "../core/random.ts";
-import { eye, type Matrix, matrix, toFloat32 } from "../core/tensor.ts";
+import { eye, matrix, toFloat32 } from "../core/tensor.ts";
 import { assertClose } from "../tests/assert_close.ts";
 import { gptq } from "./gptq.ts";
 import { hessianOf } from "./hessian.ts";
 import { rtn } from "./rtn.ts";
-
-/** Inputs with strongly correlated columns: x = z·M with a random mixing matrix, so H is far from diagonal. */
-function correlatedInputs(n: number, d: number, seed: number): Matrix {
-  const rng = createRng(seed);
-  const z = randomNormal(rng, n * d), mix = randomNormal(rng, d * d, 1 / Math.sqrt(d));
-  const x = matrix(n, d);
-  for (let t = 0; t < n; t++) {
-    for (let j = 0; j < d; j++) {
-      let s = 0;
-      for (let k = 0; k < d; k++) s += z[t * d + k] * mix[k * d + j];
-      x.data[t * d + j] = s + 0.3 * z[t * d + j];
-    }
-  }
-  return x;
-}
+import { correlatedInputs } from "../tests/numeric.ts";
 
 const rows = 24, cols = 48;
 const w = matrix(rows, cols, randomNormal(createRng(5), rows * cols, 0.1));

@@ -10,22 +10,7 @@ import { gptq } from "./gptq.ts";
 import { hessianOf } from "./hessian.ts";
 import { addLowRank, lorc } from "./lorc.ts";
 import { qera } from "./qera.ts";
-
-/** Correlated inputs with unequal channel scales (as LLM activations have): x = (z·M + 0.3z)·diag(scale). */
-function correlatedInputs(n: number, d: number, seed: number): Matrix {
-  const rng = createRng(seed);
-  const z = randomNormal(rng, n * d), mix = randomNormal(rng, d * d, 1 / Math.sqrt(d));
-  const scale = Float32Array.from({ length: d }, (_, j) => 0.2 + 3 * ((j * 7) % 11) / 11);
-  const x = matrix(n, d);
-  for (let t = 0; t < n; t++) {
-    for (let j = 0; j < d; j++) {
-      let s = 0;
-      for (let k = 0; k < d; k++) s += z[t * d + k] * mix[k * d + j];
-      x.data[t * d + j] = (s + 0.3 * z[t * d + j]) * scale[j];
-    }
-  }
-  return x;
-}
+import { correlatedInputs } from "../tests/numeric.ts";
 
 /** ‖X(W − Ŵ)ᵀ‖² in float64. */
 function outputError(x: Matrix, w: Matrix, wq: Matrix): number {

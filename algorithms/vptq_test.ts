@@ -8,21 +8,7 @@ import { tsBackend } from "../backends/ts/mod.ts";
 import { hessianOf } from "./hessian.ts";
 import { layerLoss } from "./layer_loss.ts";
 import { packIndices, unpackIndices, vptq, vptqDequantize, type VqCodebook } from "./vptq.ts";
-
-/** Inputs with strongly correlated columns and unequal scales: x = z·M, so H is far from diagonal. */
-function correlatedInputs(n: number, d: number, seed: number): Matrix {
-  const rng = createRng(seed);
-  const z = randomNormal(rng, n * d), mix = randomNormal(rng, d * d, 1 / Math.sqrt(d));
-  const x = matrix(n, d);
-  for (let t = 0; t < n; t++) {
-    for (let j = 0; j < d; j++) {
-      let s = 0;
-      for (let k = 0; k < d; k++) s += z[t * d + k] * mix[k * d + j];
-      x.data[t * d + j] = (s + 0.3 * z[t * d + j]) * (1 + (j % 5));
-    }
-  }
-  return x;
-}
+import { correlatedInputs } from "../tests/numeric.ts";
 
 const rows = 32, cols = 48;
 const w = matrix(rows, cols, randomNormal(createRng(5), rows * cols, 0.1));

@@ -2,35 +2,10 @@ import assert from "node:assert/strict";
 import { assertClose } from "../../tests/assert_close.ts";
 import type { AttentionShape } from "../backend.ts";
 import { OptionError, ShapeError } from "../errors.ts";
-import { createRng } from "../random.ts";
+
 import { fromRows, type Matrix, matrix, matrix64 } from "../tensor.ts";
 import { attention, attentionBackward } from "./attention.ts";
-
-function random64(seed: number, rows: number, cols: number, scale = 1): Matrix<Float64Array> {
-  const rng = createRng(seed), m = matrix64(rows, cols);
-  for (let i = 0; i < m.data.length; i++) m.data[i] = rng.normal() * scale;
-  return m;
-}
-
-function numericGrad(x: Float64Array, f: () => number, h = 1e-6): Float64Array {
-  const g = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    const v = x[i];
-    x[i] = v + h;
-    const up = f();
-    x[i] = v - h;
-    const down = f();
-    x[i] = v;
-    g[i] = (up - down) / (2 * h);
-  }
-  return g;
-}
-
-const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-};
+import { dot, numericGrad, random64 } from "../../tests/numeric.ts";
 
 Deno.test("attention: closed forms (causal mask, uniform weights, batch independence)", () => {
   const shape: AttentionShape = { batch: 2, seqLen: 2, heads: 1, kvHeads: 1, headDim: 2 };

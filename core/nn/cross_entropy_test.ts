@@ -4,20 +4,7 @@ import { ShapeError } from "../errors.ts";
 import { createRng } from "../random.ts";
 import { fromRows, matrix64 } from "../tensor.ts";
 import { crossEntropy } from "./cross_entropy.ts";
-
-function numericGrad(x: Float64Array, f: () => number, h = 1e-6): Float64Array {
-  const g = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    const v = x[i];
-    x[i] = v + h;
-    const up = f();
-    x[i] = v - h;
-    const down = f();
-    x[i] = v;
-    g[i] = (up - down) / (2 * h);
-  }
-  return g;
-}
+import { numericGrad } from "../../tests/numeric.ts";
 
 Deno.test("crossEntropy: closed forms, ignored targets, large logits", () => {
   const logits = fromRows([[0, 0, 0, 0], [1, 2, 3, 4], [5, 5, 5, 5], [1000, 0, -1000, 0]]);

@@ -4,6 +4,7 @@ import { ShapeError } from "../errors.ts";
 import { createRng } from "../random.ts";
 import { fromRows, type Matrix, matrix64 } from "../tensor.ts";
 import { rmsNorm, rmsNormBackward } from "./rms_norm.ts";
+import { dot, numericGrad } from "../../tests/numeric.ts";
 
 function random64(seed: number, rows: number, cols: number): Matrix<Float64Array> {
   const rng = createRng(seed), m = matrix64(rows, cols);
@@ -12,26 +13,6 @@ function random64(seed: number, rows: number, cols: number): Matrix<Float64Array
 }
 
 /** Central differences of `f` at every element of `x` (modified in place and restored). */
-function numericGrad(x: Float64Array, f: () => number, h = 1e-6): Float64Array {
-  const g = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    const v = x[i];
-    x[i] = v + h;
-    const up = f();
-    x[i] = v - h;
-    const down = f();
-    x[i] = v;
-    g[i] = (up - down) / (2 * h);
-  }
-  return g;
-}
-
-const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-};
-
 Deno.test("rmsNorm: closed form on a 3-4 row", () => {
   const y = rmsNorm(fromRows([[3, 4], [0, 0]]), new Float32Array([2, -1]), 0.5);
   const r = 1 / Math.sqrt(12.5 + 0.5);

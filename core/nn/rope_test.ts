@@ -5,18 +5,13 @@ import { OptionError, ShapeError } from "../errors.ts";
 import { createRng } from "../random.ts";
 import { fromRows, type Matrix, matrix64 } from "../tensor.ts";
 import { rope } from "./rope.ts";
+import { dot } from "../../tests/numeric.ts";
 
 function random64(seed: number, rows: number, cols: number): Matrix<Float64Array> {
   const rng = createRng(seed), m = matrix64(rows, cols);
   for (let i = 0; i < m.data.length; i++) m.data[i] = rng.normal();
   return m;
 }
-
-const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-};
 
 Deno.test("rope: closed form angles for both pairings, positions wrap at seqLen", () => {
   // headDim 4: pair 0 turns by p radians, pair 1 by p/100 (theta 10000: 10000^(-2/4) = 1/100).

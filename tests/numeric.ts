@@ -1,0 +1,53 @@
+/**
+ * Helpers shared by the numeric tests: seeded random matrices, central-difference gradients, and inputs with
+ * correlated columns (so that Hessians are far from diagonal and error feedback has something to do).
+ *
+ * @module
+ */
+
+import { createRng, randomNormal } from "../core/random.ts";
+import { type Matrix, matrix, matrix64 } from "../core/tensor.ts";
+
+/** A float64 matrix of normal values times `scale`. */
+export function random64(seed: number, rows: number, cols: number, scale = 1): Matrix<Float64Array> {
+  const rng = createRng(seed), m = matrix64(rows, cols);
+  for (let i = 0; i < m.data.length; i++) m.data[i] = rng.normal() * scale;
+  return m;
+}
+
+/** Central-difference gradient of `f` with respect to every entry of `x` (modified and restored in place). */
+export function numericGrad(x: Float64Array, f: () => number, h = 1e-6): Float64Array {
+  const g = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    x[i] = v + h;
+    const up = f();
+    x[i] = v - h;
+    const down = f();
+    x[i] = v;
+    g[i] = (up - down) / (2 * h);
+  }
+  return g;
+}
+
+/** `Σ a_i·b_i` in float64. */
+export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+}
+
+/** Inputs with strongly correlated columns: `x = z·M + 0.3·z` with a random mixing matrix `M`. */
+export function correlatedInputs(n: number, d: number, seed: number): Matrix {
+  const rng = createRng(seed);
+  const z = randomNormal(rng, n * d), mix = randomNormal(rng, d * d, 1 / Math.sqrt(d));
+  const x = matrix(n, d);
+  for (let t = 0; t < n; t++) {
+    for (let j = 0; j < d; j++) {
+      let s = 0;
+      for (let k = 0; k < d; k++) s += z[t * d + k] * mix[k * d + j];
+      x.data[t * d + j] = s + 0.3 * z[t * d + j];
+    }
+  }
+  return x;
+}

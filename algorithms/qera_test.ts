@@ -32,7 +32,7 @@ function product(a: Matrix, b: Matrix): Float32Array {
 
 const rows = 40, cols = 64;
 const w = matrix(rows, cols, randomNormal(createRng(3), rows * cols, 0.1));
-const x = correlatedInputs(512, cols, 4);
+const x = correlatedInputs(512, cols, 4, (j) => 0.2 + 3 * ((j * 7) % 11) / 11);
 const h = await hessianOf(x); // H = 2/N·XᵀX = 2R
 
 Deno.test("qera: output error QERA-exact ≤ QERA-approx ≤ LoRC ≤ none on correlated inputs", async () => {

@@ -12,7 +12,7 @@ import { correlatedInputs } from "../tests/numeric.ts";
 
 const rows = 32, cols = 48;
 const w = matrix(rows, cols, randomNormal(createRng(5), rows * cols, 0.1));
-const h = await hessianOf(correlatedInputs(400, cols, 6));
+const h = await hessianOf(correlatedInputs(400, cols, 6, (j) => 1 + (j % 5)));
 const small = { vectorSize: 4, codebookSize: 16 };
 
 /** Nearest-centroid reconstruction of the original vectors with a codebook (no error feedback). */

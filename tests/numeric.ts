@@ -37,8 +37,11 @@ export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return s;
 }
 
-/** Inputs with strongly correlated columns: `x = z·M + 0.3·z` with a random mixing matrix `M`. */
-export function correlatedInputs(n: number, d: number, seed: number): Matrix {
+/**
+ * Inputs with strongly correlated columns: `x = (z·M + 0.3·z)·s_j` with a random mixing matrix `M` and optional
+ * column scales `s_j` (unequal scales give act-order and Hessian weights something to sort).
+ */
+export function correlatedInputs(n: number, d: number, seed: number, columnScale?: (j: number) => number): Matrix {
   const rng = createRng(seed);
   const z = randomNormal(rng, n * d), mix = randomNormal(rng, d * d, 1 / Math.sqrt(d));
   const x = matrix(n, d);
@@ -46,7 +49,7 @@ export function correlatedInputs(n: number, d: number, seed: number): Matrix {
     for (let j = 0; j < d; j++) {
       let s = 0;
       for (let k = 0; k < d; k++) s += z[t * d + k] * mix[k * d + j];
-      x.data[t * d + j] = s + 0.3 * z[t * d + j];
+      x.data[t * d + j] = (s + 0.3 * z[t * d + j]) * (columnScale ? columnScale(j) : 1);
     }
   }
   return x;

@@ -18,7 +18,8 @@ export async function replaceReadmeSection(name: string, content: string, readme
   const start = `<!-- ${name}:start -->`, end = `<!-- ${name}:end -->`;
   const i = text.indexOf(start), j = text.indexOf(end);
   if (i < 0 || j < i) throw new Error(`${readme} has no ${start} … ${end} section`);
-  await writeAtomic(readme, `${text.slice(0, i + start.length)}\n${content}\n${text.slice(j)}`);
+  // Blank lines around the content keep the file as `deno fmt` writes it.
+  await writeAtomic(readme, `${text.slice(0, i + start.length)}\n\n${content.trim()}\n\n${text.slice(j)}`);
 }
 
 async function writeAtomic(path: string, text: string): Promise<void> {

@@ -1,6 +1,6 @@
 /**
- * `deno task demo`: quantizes the bundled stories260K model (llama2.c, 260K parameters) with RTN and GPTQ at 4, 3 and
- * 2 bits, calibrated on the first half of the bundled TinyStories sample and evaluated on its second half, and prints
+ * `deno task demo`: quantizes the bundled stories260K model (llama2.c, 260K parameters) with RTN, GPTQ and OAC (GPTQ fed
+ * output-adaptive Hessians) at 4, 3 and 2 bits, calibrated on the first half of the bundled TinyStories sample and evaluated on its second half, and prints
  * full precision against each setting. Needs nothing outside this repository.
  *
  * Usage: `deno task demo [--backend ts|wasm|webgpu] [--samples 32] [--seqlen 256]`
@@ -69,31 +69,34 @@ const fp = await ppl(model);
 rows.push(["full precision (f32)", "32", fmt(((lin + other) * 4) / 1024, 4), fmt(fp, 4), "", "—"]);
 console.log(`full precision: perplexity ${fmt(fp, 4)}`);
 
-for (const method of ["rtn", "gptq"] as const) {
-  for (const bits of [4, 3, 2]) {
-    const t = performance.now();
-    const { model: quantized, layers } = await quantizeModel(model, {
-      method,
-      options: { bits, groupSize: 0 },
-      calibration: calib,
-      seqLen,
-      backend,
-    });
-    const seconds = (performance.now() - t) / 1000;
-    const p = await ppl(quantized);
-    let bitsTotal = 0;
-    for (const r of layers.values()) bitsTotal += r.stats.avgBits * r.dequantized.data.length;
-    const sizeKiB = (bitsTotal / 8 + other * 4) / 1024;
-    rows.push([
-      `${method} ${bits}-bit per row`,
-      fmt(bitsTotal / lin, 3),
-      fmt(sizeKiB, 4),
-      fmt(p, 4),
-      `${p >= fp ? "+" : ""}${fmt(p - fp, 3)}`,
-      fmt(seconds),
-    ]);
-    console.log(`${method} ${bits}-bit: perplexity ${fmt(p, 4)} (${fmt(seconds)} s to quantize)`);
-  }
+// OAC feeds GPTQ output-adaptive Hessians (from the gradients of the model's loss) instead of GPTQ's own.
+const settings: { label: string; method: "rtn" | "gptq" | "oac"; bits: number }[] = [];
+for (const method of ["rtn", "gptq", "oac"] as const) {
+  for (const bits of [4, 3, 2]) settings.push({ label: `${method} ${bits}-bit per row`, method, bits });
+}
+for (const { label, method, bits } of settings) {
+  const t = performance.now();
+  const { model: quantized, layers } = await quantizeModel(model, {
+    method,
+    options: { bits, groupSize: 0 },
+    calibration: calib,
+    seqLen,
+    backend,
+  });
+  const seconds = (performance.now() - t) / 1000;
+  const p = await ppl(quantized);
+  let bitsTotal = 0;
+  for (const r of layers.values()) bitsTotal += r.stats.avgBits * r.dequantized.data.length;
+  const sizeKiB = (bitsTotal / 8 + other * 4) / 1024;
+  rows.push([
+    label,
+    fmt(bitsTotal / lin, 3),
+    fmt(sizeKiB, 4),
+    fmt(p, 4),
+    `${p >= fp ? "+" : ""}${fmt(p - fp, 3)}`,
+    fmt(seconds),
+  ]);
+  console.log(`${label}: perplexity ${fmt(p, 4)} (${fmt(seconds)} s to quantize)`);
 }
 
 console.log(

@@ -183,9 +183,13 @@ export async function oacStatistics(
           len = Math.min(size, seqLen - (r % seqLen), rows - r); // a chunk never crosses into the next window
           const xn: Matrix = { data: x.data.subarray(r * cols, (r + len) * cols), shape: [len, cols] };
           const gn: Matrix = { data: gamma.data.subarray(r * out, (r + len) * out), shape: [len, out] };
-          if (form === "sequence") {
+          if (form === "sequence" && len >= out) {
             // G_n = Γ_nᵀ X_n, then H += G_nᵀ G_n / N: the rows of G_n are the "samples" of a Gram accumulation.
             await backend.gramAccumulate(h, await backend.matmul(gn, xn, { transA: true }), scale);
+          } else if (form === "sequence") {
+            // Fewer tokens than outputs: G_nᵀG_n = X_nᵀ·K·X_n with K = Γ_nΓ_nᵀ [len, len]; with K = FᵀF, the Gram of
+            // the `len` rows of F·X_n is the same matrix at `len/out` of the cost.
+            await backend.gramAccumulate(h, await backend.matmul(await gramFactor(gn, backend), xn), scale);
           } else {
             await backend.gramAccumulate(h, rowsScaledByNorm(xn, gn, options.tokenPower ?? 1), scale);
           }
@@ -238,6 +242,19 @@ export async function firstOrderTarget(
     for (let j = 0; j < cols; j++) out.data[i * cols + j] = w.data[i * cols + j] - s * xt.data[j * rows + i];
   }
   return out;
+}
+
+/** `F` with `FᵀF = Γ·Γᵀ` (`[len, len]`), from the symmetric eigendecomposition: `F = Λ^{1/2}·Vᵀ`. */
+async function gramFactor(gamma: Matrix, backend: Backend): Promise<Matrix> {
+  const len = gamma.shape[0];
+  const k = await backend.matmul(gamma, gamma, { transB: true });
+  const { values, vectors } = await backend.eigh(k);
+  const f = matrix(len, len);
+  for (let i = 0; i < len; i++) {
+    const root = Math.sqrt(Math.max(values[i], 0)); // rounding can leave tiny negative eigenvalues of a PSD matrix
+    for (let j = 0; j < len; j++) f.data[i * len + j] = root * vectors.data[j * len + i];
+  }
+  return f;
 }
 
 /** `x_t · ‖γ_t‖^p` per row: their Gram matrix is the token-diagonal form `Σ_t ‖γ_t‖^(2p) x_t x_tᵀ`. */

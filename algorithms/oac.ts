@@ -183,11 +183,12 @@ export async function oacStatistics(
           len = Math.min(size, seqLen - (r % seqLen), rows - r); // a chunk never crosses into the next window
           const xn: Matrix = { data: x.data.subarray(r * cols, (r + len) * cols), shape: [len, cols] };
           const gn: Matrix = { data: gamma.data.subarray(r * out, (r + len) * out), shape: [len, out] };
-          if (form === "sequence" && len >= out) {
+          // The factor route below pays an eigendecomposition of len×len: worth it only well below `out` rows.
+          if (form === "sequence" && 4 * len > out) {
             // G_n = Γ_nᵀ X_n, then H += G_nᵀ G_n / N: the rows of G_n are the "samples" of a Gram accumulation.
             await backend.gramAccumulate(h, await backend.matmul(gn, xn, { transA: true }), scale);
           } else if (form === "sequence") {
-            // Fewer tokens than outputs: G_nᵀG_n = X_nᵀ·K·X_n with K = Γ_nΓ_nᵀ [len, len]; with K = FᵀF, the Gram of
+            // Far fewer tokens than outputs: G_nᵀG_n = X_nᵀ·K·X_n with K = Γ_nΓ_nᵀ [len, len]; with K = FᵀF, the Gram of
             // the `len` rows of F·X_n is the same matrix at `len/out` of the cost.
             await backend.gramAccumulate(h, await backend.matmul(await gramFactor(gn, backend), xn), scale);
           } else {

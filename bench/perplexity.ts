@@ -8,7 +8,8 @@
  * deno run -A bench/perplexity.ts [--model DIR] [--data FILE]... [--seqlen 512] [--batch 1] [--backend ts]
  *   [--workers N] [--chunk 4] [--first W] [--windows N] [--speed]
  * ```
- * `--first`/`--windows` evaluate a slice of the windows (its total NLL is printed, so slices run separately can be
+ * `--memory` evaluates `--windows` windows (default 16) in this process and reports the peak resident memory against
+ * the float32 weights plus one batch of activations. `--first`/`--windows` evaluate a slice of the windows (its total NLL is printed, so slices run separately can be
  * added). `--speed` measures forward and forward+backward tokens/s on one batch instead. The exit status is 1 when a
  * reference perplexity is missed (a check, not only a benchmark: the numbers are printed either way).
  *
@@ -18,6 +19,7 @@
 import { parseArgs } from "node:util";
 import { setBackend } from "../backends/registry.ts";
 import { loadModel } from "../model/load.ts";
+import { perplexity } from "../model/perplexity.ts";
 import { forward, lossAndGradients } from "../model/llama.ts";
 import { sharedPath } from "../tests/shared.ts";
 import { bestSeconds, fmt, markdownTable } from "./timing.ts";
@@ -41,6 +43,7 @@ const { values } = parseArgs({
     first: { type: "string", default: "0" },
     windows: { type: "string" },
     speed: { type: "boolean", default: false },
+    memory: { type: "boolean", default: false },
   },
 });
 const seqLen = Number(values.seqlen), batch = Number(values.batch);
@@ -59,6 +62,42 @@ if (values.speed) {
     fmt(tokens.length / fwd),
     fmt(tokens.length / bwd),
   ]]));
+  Deno.exit(0);
+}
+
+if (values.memory) {
+  // Peak memory of an evaluation in this process, sampled after every batch (and before, as the baseline).
+  const tokens = tokenizer.encode(await Deno.readTextFile(values.data?.[0] ?? sharedPath("data/heldout.txt")));
+  const windows = Number(values.windows ?? 16);
+  const mb = (b: number) => (b / 2 ** 20).toFixed(0);
+  const before = Deno.memoryUsage().rss;
+  let peak = before;
+  const r = await perplexity(model, tokens, {
+    seqLen,
+    batch,
+    windows,
+    backend,
+    onProgress: () => void (peak = Math.max(peak, Deno.memoryUsage().rss)),
+  });
+  const c = model.config;
+  let weights = model.weights.embed.data.byteLength + model.weights.finalNorm.byteLength;
+  if (model.weights.lmHead !== model.weights.embed) weights += model.weights.lmHead.data.byteLength;
+  for (const l of model.weights.layers) {
+    for (const m of [l.q, l.k, l.v, l.o, l.gate, l.up, l.down]) weights += m.data.byteLength;
+    weights += l.inputNorm.byteLength + l.postAttentionNorm.byteLength;
+  }
+  // The largest activations alive at once in a forward pass: logits and a few [T, intermediate] tensors.
+  const T = batch * seqLen;
+  const activations = 4 * T * (c.vocabSize + 4 * c.intermediateSize + 6 * c.hiddenSize);
+  console.log(markdownTable(["what", "MiB"], [
+    ["RSS after loading the model (baseline)", mb(before)],
+    ["peak RSS while evaluating", mb(peak)],
+    ["growth during evaluation", mb(peak - before)],
+    ["float32 weights", mb(weights)],
+    [`one batch of activations (${batch} × ${seqLen} tokens, estimate)`, mb(activations)],
+  ]));
+  console.log(`\n${r.windows} windows, ppl ${r.ppl.toFixed(4)}, backend ${backend.name}`);
+  backend.dispose?.();
   Deno.exit(0);
 }
 

@@ -6,10 +6,17 @@ import { createRng, randomNormal } from "../core/random.ts";
 import { type Matrix, matrix, matrix64 } from "../core/tensor.ts";
 import { quantizeSequential } from "../model/calibrate.ts";
 import { forward, linearName, lossAndGradients } from "../model/llama.ts";
+import { quantizeModel } from "../model/quantize_model.ts";
 import { assertClose } from "../tests/assert_close.ts";
 import { randomTokens, tinyModel } from "../tests/tiny_llama.ts";
 import { gptq } from "./gptq.ts";
-import { firstOrderTarget, normalizeByMeanDiagonal, oacHessians, oacHessianSource } from "./oac.ts";
+import {
+  firstOrderTarget,
+  normalizeByMeanDiagonal,
+  OAC_DEFAULT_DAMPING,
+  oacHessians,
+  oacHessianSource,
+} from "./oac.ts";
 
 const model = tinyModel({ layers: 2 });
 const seqLen = 6, windows = 5;
@@ -221,4 +228,21 @@ Deno.test("OAC: token power 0 in the token-diagonal form is GPTQ's XᵀX (up to 
   const want = matrix64(model.config.hiddenSize, model.config.hiddenSize);
   gramAccumulate(want, x.get(name)!, 1 / windows);
   assertClose(got.get(name)!.data, want.data, { atol: 1e-7, rtol: 1e-4 });
+});
+
+Deno.test("OAC through quantizeModel: damping defaults to OAC_DEFAULT_DAMPING, an explicit damping wins", async () => {
+  const run = (damping?: number) =>
+    quantizeModel(model, {
+      method: "oac",
+      options: { bits: 2, damping },
+      oac: { refresh: "once" },
+      calibration: tokens,
+      seqLen,
+      backend: tsBackend,
+    });
+  const weights = async (damping?: number) =>
+    [...(await run(damping)).layers.values()].map((r) => Array.from(r.dequantized.data));
+  const byDefault = await weights();
+  deepEqual(byDefault, await weights(OAC_DEFAULT_DAMPING));
+  notDeepEqual(byDefault, await weights(0.0001));
 });

@@ -5,8 +5,10 @@
  * copy and is evaluated on every file.
  *
  * Usage: `deno run -A bench/methods.ts [--only NAME,...] [--windows N] [--samples 128] [--backend wasm] [--out FILE]
- *   [--readme]`. Results go to `bench/results/methods.json` (one object per setting) and `bench/results/methods.md`;
- * `--readme` also replaces the table between the `methods-table` markers in README.md.
+ *   [--resume] [--readme]`. Each finished setting is appended to `bench/results/methods.jsonl` at once, so a long run
+ * can be resumed with `--resume` (settings already there for the same calibration and windows are skipped); the table
+ * is rebuilt from that file into `bench/results/methods.json` and `bench/results/methods.md`; `--readme` also replaces
+ * the table between the `methods-table` markers in README.md.
  *
  * @module
  */
@@ -60,6 +62,7 @@ const { values } = parseArgs({
     batch: { type: "string", default: "8" },
     backend: { type: "string" },
     out: { type: "string", default: "bench/results/methods" },
+    resume: { type: "boolean", default: false },
     readme: { type: "boolean", default: false },
   },
 });
@@ -82,40 +85,69 @@ async function evaluate(m: LlamaModel): Promise<Record<string, number>> {
   return out;
 }
 
-const results: Record<string, unknown>[] = [];
-const t0 = performance.now();
-const fp = await evaluate(model);
-results.push({ setting: "full precision (bf16 weights in f32)", avg_bits: 16, ppl: fp, seconds: 0 });
-console.error(`fp16: ${JSON.stringify(fp)} (${fmt((performance.now() - t0) / 1000)} s)`);
+/** One finished setting, as stored in the JSONL file. */
+interface Row {
+  setting: string;
+  samples: number;
+  seqLen: number;
+  windows: number | "all";
+  avg_bits: number;
+  ppl: Record<string, number>;
+  /** Calibration, quantization and their sum with evaluation (`total`), in seconds. */
+  seconds: { calibrate?: number; quantize?: number; total: number };
+}
+
+const jsonl = `${values.out}.jsonl`;
+const results: Row[] = [];
+try {
+  for (const line of (await Deno.readTextFile(jsonl)).split("\n")) if (line.trim()) results.push(JSON.parse(line));
+} catch (e) {
+  if (!(e instanceof Deno.errors.NotFound)) throw e;
+}
+if (!values.resume && results.length) {
+  console.error(`${jsonl} has ${results.length} settings: pass --resume to add to them, or remove it`);
+  Deno.exit(2);
+}
+const sameRun = (r: Row) => r.samples === samples && r.seqLen === seqLen && r.windows === (windows ?? "all");
+const foreign = results.filter((r) => !sameRun(r));
+if (foreign.length) throw new Error(`${jsonl} holds runs with another calibration or window count; remove it`);
+
+async function record(setting: string, run: () => Promise<Omit<Row, "setting" | "samples" | "seqLen" | "windows">>) {
+  if (results.some((r) => r.setting === setting)) return;
+  const row: Row = { setting, samples, seqLen, windows: windows ?? "all", ...await run() };
+  results.push(row);
+  await Deno.writeTextFile(jsonl, JSON.stringify(row) + "\n", { append: true });
+  console.error(`${setting}: ${fmt(row.avg_bits)} bits, ${JSON.stringify(row.ppl)}, ${fmt(row.seconds.total)} s`);
+}
+
+const FULL = "full precision (bf16 weights in f32)";
+await record(FULL, async () => {
+  const t = performance.now();
+  const ppl = await evaluate(model);
+  return { avg_bits: 16, ppl, seconds: { total: (performance.now() - t) / 1000 } };
+});
 
 for (const s of SETTINGS) {
   if (only && !only.some((o) => s.name.startsWith(o))) continue;
-  const t = performance.now();
-  const q = await quantizeModel(model, { ...s.run, calibration, seqLen, batch, backend });
-  const ppl = await evaluate(q.model);
-  const row = {
-    setting: s.name,
-    avg_bits: q.avgBits,
-    ppl,
-    seconds: { ...q.seconds, total: (performance.now() - t) / 1000 },
-  };
-  results.push(row);
-  console.error(`${s.name}: ${fmt(q.avgBits)} bits, ${JSON.stringify(ppl)}, ${fmt(row.seconds.total)} s`);
+  await record(s.name, async () => {
+    const t = performance.now();
+    const q = await quantizeModel(model, { ...s.run, calibration, seqLen, batch, backend });
+    const ppl = await evaluate(q.model);
+    return { avg_bits: q.avgBits, ppl, seconds: { ...q.seconds, total: (performance.now() - t) / 1000 } };
+  });
 }
+const order = [FULL, ...SETTINGS.map((s) => s.name)];
+results.sort((a, b) => order.indexOf(a.setting) - order.indexOf(b.setting));
 
 const table = markdownTable(
-  ["setting", "avg bits", "held-out ppl", "WikiText-2 ppl", "seconds (calibrate + quantize)"],
-  results.map((r) => {
-    const ppl = r.ppl as Record<string, number>;
-    const sec = r.seconds as { quantize?: number; calibrate?: number } | number;
-    return [
-      String(r.setting),
-      fmt(r.avg_bits as number),
-      fmt(ppl.heldout, 4),
-      fmt(ppl.wiki, 4),
-      typeof sec === "number" ? "—" : fmt((sec.quantize ?? 0) + (sec.calibrate ?? 0)),
-    ];
-  }),
+  ["setting", "avg bits", "held-out ppl", "WikiText-2 ppl", "seconds (calibrate + quantize + evaluate)"],
+  results.map((r) => [
+    r.setting,
+    fmt(r.avg_bits),
+    fmt(r.ppl.heldout, 4),
+    fmt(r.ppl.wiki, 4),
+    fmt(r.seconds.total),
+  ]),
 );
 const note = `llama-12m, calibration ${samples} windows of ${seqLen} tokens from calib.txt (seed 0), ` +
   `${windows ? `first ${windows} windows` : "all windows"} of ${seqLen} tokens per file, backend ${backend.name}. ` +

@@ -4,10 +4,11 @@
  * each calibration takes.
  *
  * Usage: `deno run -A bench/oac_ablation.ts [--setting w2g128,w3,spqr2,billm] [--variants NAME,...] [--seeds 0,1,2]
- *   [--samples 128] [--seqlen 512] [--windows N] [--backend wasm] [--out bench/results/oac_ablation] [--readme]`
+ *   [--samples 128] [--seqlen 512] [--windows N [--spread]] [--backend wasm] [--out bench/results/oac_ablation] [--readme]`
  *
  * Every run is appended to `<out>.jsonl` as soon as it finishes (so a long ablation can be resumed with
- * `--resume`), and the table is rebuilt from all runs in that file.
+ * `--resume`), and the table is rebuilt from all runs in that file (`--table-only` just rebuilds it). `--readme` puts
+ * the table between the `<section>` markers of README.md (`--section`, default `oac-table`).
  *
  * @module
  */
@@ -78,11 +79,14 @@ const { values } = parseArgs({
     samples: { type: "string", default: "128" },
     seqlen: { type: "string", default: "512" },
     windows: { type: "string" },
+    spread: { type: "boolean", default: false },
     batch: { type: "string", default: "8" },
     backend: { type: "string" },
     out: { type: "string", default: "bench/results/oac_ablation" },
     resume: { type: "boolean", default: false },
     readme: { type: "boolean", default: false },
+    section: { type: "string", default: "oac-table" },
+    "table-only": { type: "boolean", default: false },
     list: { type: "boolean", default: false },
   },
 });
@@ -111,6 +115,8 @@ interface Run {
   samples: number;
   seqLen: number;
   windows: number | "all";
+  /** Whether the `windows` were spread over the held-out text rather than its first ones. */
+  spread?: boolean;
   avg_bits: number;
   ppl: number;
   seconds: { calibrate: number; quantize: number };
@@ -132,9 +138,13 @@ await Deno.mkdir(values.out.slice(0, values.out.lastIndexOf("/")) || ".", { recu
 const { model, tokenizer } = await loadModel(sharedPath("models/llama-12m"));
 const calibTokens = tokenizer.encode(await Deno.readTextFile(sharedPath("data/calib.txt")));
 const heldout = tokenizer.encode(await Deno.readTextFile(sharedPath("data/heldout.txt")));
-console.error(`backend ${backend.name}; ${samples}×${seqLen} calibration; held-out ${windows ?? "all"} windows`);
+console.error(
+  `backend ${backend.name}; ${samples}×${seqLen} calibration; held-out ${windows ?? "all"}${
+    values.spread ? " spread" : ""
+  } windows`,
+);
 
-for (const key of values.setting.split(",")) {
+for (const key of values["table-only"] ? [] : values.setting.split(",")) {
   const setting = SETTINGS[key];
   if (!setting) throw new Error(`unknown setting ${key}; known: ${Object.keys(SETTINGS).join(", ")}`);
   for (const seed of seeds) {
@@ -142,7 +152,7 @@ for (const key of values.setting.split(",")) {
     for (const v of variants) {
       const done = previous.some((r) =>
         r.setting === key && r.variant === v.name && r.seed === seed && r.samples === samples &&
-        r.windows === (windows ?? "all")
+        r.windows === (windows ?? "all") && (r.spread ?? false) === values.spread
       );
       if (done) continue;
       const q = await quantizeModel(model, {
@@ -155,7 +165,7 @@ for (const key of values.setting.split(",")) {
         batch,
         backend,
       });
-      const ppl = (await perplexity(q.model, heldout, { seqLen, batch, windows, backend })).ppl;
+      const ppl = (await perplexity(q.model, heldout, { seqLen, batch, windows, spread: values.spread, backend })).ppl;
       const run: Run = {
         setting: key,
         variant: v.name,
@@ -163,6 +173,7 @@ for (const key of values.setting.split(",")) {
         samples,
         seqLen,
         windows: windows ?? "all",
+        spread: values.spread,
         avg_bits: q.avgBits,
         ppl,
         seconds: q.seconds,
@@ -177,10 +188,16 @@ for (const key of values.setting.split(",")) {
 // The table: every (setting, variant) with its mean and spread over seeds.
 const groups = new Map<string, Run[]>();
 for (const r of previous) {
-  const k = `${r.setting}\u0000${r.variant}`;
+  const k = [r.setting, r.samples, r.windows, r.spread ?? false, r.variant].join("\u0000");
   groups.set(k, [...(groups.get(k) ?? []), r]);
 }
-const rows = [...groups.values()].map((runs) => {
+const settingOrder = Object.keys(SETTINGS), variantOrder = VARIANTS.map((v) => v.name);
+const rank = (r: Run) => [settingOrder.indexOf(r.setting), r.samples, variantOrder.indexOf(r.variant)];
+const sorted = [...groups.values()].sort((a, b) => {
+  const [x, y] = [rank(a[0]), rank(b[0])];
+  return x[0] - y[0] || x[1] - y[1] || x[2] - y[2];
+});
+const rows = sorted.map((runs) => {
   const p = runs.map((r) => r.ppl);
   const mean = p.reduce((a, b) => a + b, 0) / p.length;
   const sd = Math.sqrt(p.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, p.length - 1));
@@ -189,6 +206,7 @@ const rows = [...groups.values()].map((runs) => {
   return [
     s?.label ?? runs[0].setting,
     runs[0].variant,
+    String(runs[0].samples),
     fmt(runs[0].avg_bits),
     fmt(mean, 4),
     runs.length > 1 ? fmt(sd, 2) : "—",
@@ -197,16 +215,32 @@ const rows = [...groups.values()].map((runs) => {
   ];
 });
 const table = markdownTable(
-  ["engine setting", "Hessian", "avg bits", "held-out ppl (mean)", "sd", "per seed", "seconds (calibrate + quantize)"],
+  [
+    "engine setting",
+    "Hessian",
+    "calibration windows",
+    "avg bits",
+    "held-out ppl (mean)",
+    "sd",
+    "per seed",
+    "seconds (calibrate + quantize)",
+  ],
   rows,
 );
-const first = previous[0];
-const note = `llama-12m, ${first?.samples ?? samples} calibration windows of ${
-  first?.seqLen ?? seqLen
-} tokens from calib.txt (seeds ${seeds.join(", ")}), held-out perplexity on ${
-  windows ? `the first ${windows} windows` : "all windows"
-} of ${seqLen} tokens, backend ${backend.name}. Generated by \`deno run -A bench/oac_ablation.ts\`.`;
+const distinct = <T>(f: (r: Run) => T) => [...new Set(previous.map(f))];
+const evalWindows = distinct((r) => `${r.windows === "all" ? "all" : r.windows}${r.spread ? " spread" : " first"}`);
+const note = `llama-12m, ${distinct((r) => r.samples).join(" / ")} calibration windows of ${
+  distinct((r) => r.seqLen).join(" / ")
+} tokens from calib.txt (seeds ${distinct((r) => r.seed).join(", ")}), held-out perplexity on ${
+  evalWindows.map((w) =>
+    w.startsWith("all")
+      ? "all windows"
+      : w.endsWith("spread")
+      ? `${parseInt(w)} windows spread evenly over the text`
+      : `the first ${parseInt(w)} windows`
+  ).join(" / ")
+}, backend ${backend.name}. Generated by \`deno run -A bench/oac_ablation.ts\`.`;
 await writeResults(values.out, previous, `${table}\n\n${note}\n`);
-if (values.readme) await replaceReadmeSection("oac-table", `${table}\n\n${note}`);
+if (values.readme) await replaceReadmeSection(values.section, `${table}\n\n${note}`);
 console.log(`${table}\n\n${note}`);
 backend.dispose?.();

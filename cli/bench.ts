@@ -15,10 +15,9 @@
  */
 
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { FormatError } from "../core/errors.ts";
 import { writeAll, writeFileAtomically } from "../model/checkpoint_files.ts";
-import { failure, numberOption, UsageError } from "./common.ts";
+import { failure, numberOption, parseCommand, UsageError } from "./common.ts";
 import { markdownTable, parseResults, renderPlotSvg, type ResultRow, seriesOf } from "./report.ts";
 
 const USAGE = `Usage: ptq bench --report DIR --results FILE [--results FILE ...] [options]
@@ -54,32 +53,17 @@ async function readResults(file: string): Promise<ResultRow[]> {
 
 /** Runs `ptq bench`; returns the exit status (0 ok, 1 failure, 2 bad command line). */
 export async function benchCommand(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        report: { type: "string" },
-        results: { type: "string", multiple: true },
-        eval: { type: "string" },
-        title: { type: "string" },
-        baseline: { type: "string" },
-        font: { type: "string" },
-        "no-png": { type: "boolean", default: false },
-        json: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (e) {
-    console.error(`ptq bench: ${(e as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const values = parseCommand("bench", USAGE, args, {
+    report: { type: "string" },
+    results: { type: "string", multiple: true },
+    eval: { type: "string" },
+    title: { type: "string" },
+    baseline: { type: "string" },
+    font: { type: "string" },
+    "no-png": { type: "boolean", default: false },
+    json: { type: "boolean", default: false },
+  });
+  if (typeof values === "number") return values;
   try {
     if (!values.report) throw new UsageError("--report DIR is required");
     const files = values.results ?? [];

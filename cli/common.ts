@@ -4,10 +4,45 @@
  * @module
  */
 
+import { parseArgs, type ParseArgsConfig } from "node:util";
 import { PtqError } from "../core/errors.ts";
 
 /** An invalid command line: reported with the usage, exit status 2. */
 export class UsageError extends Error {}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+const HELP = { help: { type: "boolean", short: "h", default: false } } as const;
+/** The parsed flags of a command whose options are `O`, `-h/--help` added. */
+type Values<O extends Options> = ReturnType<
+  typeof parseArgs<{ args: string[]; strict: true; allowPositionals: false; options: O & typeof HELP }>
+>["values"];
+
+/**
+ * Parses a command's flags (strict, no positionals, `-h/--help` added) the way every command does: an unknown or
+ * malformed flag prints the message and the usage and gives exit status 2; `--help` prints the usage and gives 0.
+ *
+ * @returns the flags, or the exit status to return at once.
+ */
+export function parseCommand<const O extends Options>(
+  command: string,
+  usage: string,
+  args: string[],
+  options: O,
+): Values<O> | number {
+  let values: Values<O>;
+  try {
+    values = parseArgs({ args, strict: true, allowPositionals: false, options: { ...options, ...HELP } })
+      .values as Values<O>;
+  } catch (e) {
+    console.error(`ptq ${command}: ${(e as Error).message}\n\n${usage}`);
+    return 2;
+  }
+  if ((values as { help?: boolean }).help) {
+    console.log(usage);
+    return 0;
+  }
+  return values;
+}
 
 /**
  * An integer option: `fallback` when absent.

@@ -13,12 +13,11 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
 import { loadModel } from "../model/load.ts";
 import { perplexity } from "../model/perplexity.ts";
 import { createProgress } from "./progress.ts";
-import { failure, intOption, requirePath, UsageError } from "./common.ts";
+import { failure, intOption, parseCommand, requirePath, UsageError } from "./common.ts";
 
 const USAGE = `Usage: ptq eval --model DIR|FILE --data FILE [options]
 
@@ -42,31 +41,16 @@ Options:
  *   command line.
  */
 export async function evalCommand(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        model: { type: "string" },
-        data: { type: "string" },
-        seqlen: { type: "string" },
-        windows: { type: "string" },
-        batch: { type: "string" },
-        backend: { type: "string" },
-        json: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (e) {
-    console.error(`ptq eval: ${(e as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const values = parseCommand("eval", USAGE, args, {
+    model: { type: "string" },
+    data: { type: "string" },
+    seqlen: { type: "string" },
+    windows: { type: "string" },
+    batch: { type: "string" },
+    backend: { type: "string" },
+    json: { type: "boolean", default: false },
+  });
+  if (typeof values === "number") return values;
   const json = values.json;
   const log = (line: string) => {
     if (!json) console.error(line);

@@ -12,8 +12,8 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { type MethodName, type MethodOptions, METHODS, needsCalibration } from "../algorithms/methods.ts";
+import { OAC_DEFAULT_DAMPING } from "../algorithms/oac.ts";
 import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
 import type { Backend } from "../core/backend.ts";
 import type { LlamaModel } from "../model/llama.ts";
@@ -23,7 +23,7 @@ import type { Tokenizer } from "../model/tokenizer.ts";
 import { sampleWindows } from "../model/windows.ts";
 import { loadModel } from "../model/load.ts";
 import { SAVE_FORMATS, saveQuantized } from "../model/save.ts";
-import { choice, failure, intOption, numberOption, requirePath, UsageError } from "./common.ts";
+import { choice, failure, intOption, numberOption, parseCommand, requirePath, UsageError } from "./common.ts";
 import { createProgress } from "./progress.ts";
 
 const USAGE = `Usage: ptq quantize --model DIR|FILE --method NAME [options]
@@ -42,7 +42,7 @@ Options:
   --static-groups    fit groups before quantizing (GPTQ with act-order)
   --sym              symmetric grid
   --mse              GPTQ's MSE grid search
-  --damping L        relative Hessian damping λ (default 0.01)
+  --damping L        relative Hessian damping λ (default 0.01; 0.1 with --method oac)
   --outlier-threshold T  SpQR's relative outlier threshold τ (default 0.2)
   --stat-bits B      SpQR's bits for scales and zeros (default 3)
   --vector V         VPTQ: vector length along the output dimension (default 4)
@@ -74,60 +74,45 @@ Options:
 
 /** Runs `ptq quantize`; returns the exit status (0 ok, 1 failure, 2 bad command line). */
 export async function quantizeCommand(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        model: { type: "string" },
-        method: { type: "string" },
-        engine: { type: "string" },
-        "oac-labels": { type: "string" },
-        "oac-form": { type: "string" },
-        "oac-refresh": { type: "string" },
-        "oac-mix": { type: "string" },
-        bits: { type: "string" },
-        group: { type: "string" },
-        "act-order": { type: "boolean", default: false },
-        "static-groups": { type: "boolean", default: false },
-        sym: { type: "boolean", default: false },
-        mse: { type: "boolean", default: false },
-        damping: { type: "string" },
-        "outlier-threshold": { type: "string" },
-        "stat-bits": { type: "string" },
-        vector: { type: "string" },
-        codebook: { type: "string" },
-        residual: { type: "string" },
-        outliers: { type: "string" },
-        lowrank: { type: "string" },
-        rank: { type: "string" },
-        smooth: { type: "string" },
-        alpha: { type: "string" },
-        "true-sequential": { type: "boolean", default: false },
-        calib: { type: "string" },
-        samples: { type: "string" },
-        seqlen: { type: "string" },
-        seed: { type: "string" },
-        eval: { type: "string", multiple: true },
-        windows: { type: "string" },
-        batch: { type: "string" },
-        backend: { type: "string" },
-        out: { type: "string" },
-        format: { type: "string" },
-        json: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (e) {
-    console.error(`ptq quantize: ${(e as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const values = parseCommand("quantize", USAGE, args, {
+    model: { type: "string" },
+    method: { type: "string" },
+    engine: { type: "string" },
+    "oac-labels": { type: "string" },
+    "oac-form": { type: "string" },
+    "oac-refresh": { type: "string" },
+    "oac-mix": { type: "string" },
+    bits: { type: "string" },
+    group: { type: "string" },
+    "act-order": { type: "boolean", default: false },
+    "static-groups": { type: "boolean", default: false },
+    sym: { type: "boolean", default: false },
+    mse: { type: "boolean", default: false },
+    damping: { type: "string" },
+    "outlier-threshold": { type: "string" },
+    "stat-bits": { type: "string" },
+    vector: { type: "string" },
+    codebook: { type: "string" },
+    residual: { type: "string" },
+    outliers: { type: "string" },
+    lowrank: { type: "string" },
+    rank: { type: "string" },
+    smooth: { type: "string" },
+    alpha: { type: "string" },
+    "true-sequential": { type: "boolean", default: false },
+    calib: { type: "string" },
+    samples: { type: "string" },
+    seqlen: { type: "string" },
+    seed: { type: "string" },
+    eval: { type: "string", multiple: true },
+    windows: { type: "string" },
+    batch: { type: "string" },
+    backend: { type: "string" },
+    out: { type: "string" },
+    format: { type: "string" },
+    json: { type: "boolean", default: false },
+  });
+  if (typeof values === "number") return values;
   const json = values.json;
   const log = (line: string) => void (json || console.error(line));
   try {
@@ -152,7 +137,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const seed = intOption(values.seed, "seed", 0, 0);
     const batch = intOption(values.batch, "batch", 8, 1);
     const windows = values.windows === undefined ? undefined : intOption(values.windows, "windows", 1, 1);
-    const damping = numberOption(values.damping, "damping", 0.01, 0);
+    const damping = numberOption(values.damping, "damping", method === "oac" ? OAC_DEFAULT_DAMPING : 0.01, 0);
     const backend: Backend = values.backend ? await setBackend(values.backend) : await setBestBackend();
     const lowRankKind = values.lowrank === undefined
       ? undefined

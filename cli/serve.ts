@@ -9,10 +9,9 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { listBackends } from "../backends/registry.ts";
 import { serve } from "../server/deno.ts";
-import { failure, intOption, UsageError } from "./common.ts";
+import { failure, intOption, parseCommand, UsageError } from "./common.ts";
 
 const USAGE = `Usage: ptq serve --root DIR [options]
 
@@ -34,32 +33,17 @@ Options:
 
 /** Runs `ptq serve`; returns the exit status (0 after a signal, 1 on failure, 2 on a bad command line). */
 export async function serveCommand(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        root: { type: "string", multiple: true },
-        port: { type: "string" },
-        host: { type: "string" },
-        token: { type: "string" },
-        "max-jobs": { type: "string" },
-        "max-queue": { type: "string" },
-        "max-upload": { type: "string" },
-        backend: { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (e) {
-    console.error(`ptq serve: ${(e as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
+  const values = parseCommand("serve", USAGE, args, {
+    root: { type: "string", multiple: true },
+    port: { type: "string" },
+    host: { type: "string" },
+    token: { type: "string" },
+    "max-jobs": { type: "string" },
+    "max-queue": { type: "string" },
+    "max-upload": { type: "string" },
+    backend: { type: "string" },
+  });
+  if (typeof values === "number") return values;
   try {
     const roots = values.root ?? [];
     if (roots.length === 0) throw new UsageError("--root is required");

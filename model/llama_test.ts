@@ -171,28 +171,34 @@ Deno.test("lossAndGradients: rejects bad options", async () => {
   await assert.rejects(() => lossAndGradients(model, tokens, { ...opts, targets: new Int32Array(3) }), ShapeError);
 });
 
-Deno.test("perplexity: windows, batches and limits as ALGORITHMS.md defines them", async () => {
+Deno.test("perplexity: windows, batches, limits and spread windows as ALGORITHMS.md defines them", async () => {
   const model = tinyModel();
-  const L = 8, tokens = randomTokens(3 * L + 5, model.config.vocabSize, 7);
-  // By hand: mean cross-entropy of positions 1..L−1 of each of the 3 full windows.
-  let nll = 0;
-  for (let w = 0; w < 3; w++) {
+  const L = 8, tokens = randomTokens(4 * L + 5, model.config.vocabSize, 7);
+  // By hand: the cross-entropy of positions 1..L−1 of each of the 4 full windows.
+  const perWindow: number[] = [];
+  for (let w = 0; w < 4; w++) {
     const ids = tokens.slice(w * L, (w + 1) * L);
     const { logits } = await forward(model, ids, { batch: 1, seqLen: L, backend });
-    nll += crossEntropy(logits, nextTokenTargets(ids, L)).losses.reduce((a, b) => a + b, 0);
+    perWindow.push(crossEntropy(logits, nextTokenTargets(ids, L)).losses.reduce((a, b) => a + b, 0));
   }
+  const nll = perWindow.reduce((a, b) => a + b, 0);
   const progress: number[] = [];
   const r = await perplexity(model, tokens, {
     seqLen: L,
-    batch: 2,
+    batch: 3,
     backend,
     onProgress: (p) => progress.push(p.windows),
   });
-  assert.deepEqual([r.windows, r.tokens], [3, 21]);
-  assert.deepEqual(progress, [2, 3]);
-  assertClose([r.nll, r.ppl], [nll, Math.exp(nll / 21)], { rtol: 1e-6 });
-  const limited = await perplexity(model, tokens, { seqLen: L, windows: 1, backend });
-  assert.equal(limited.windows, 1);
+  assert.deepEqual([r.windows, r.tokens], [4, 28]);
+  assert.deepEqual(progress, [3, 4]);
+  assertClose([r.nll, r.ppl], [nll, Math.exp(nll / 28)], { rtol: 1e-6 });
+  const first = await perplexity(model, tokens, { seqLen: L, windows: 2, backend });
+  assert.equal(first.windows, 2);
+  assertClose([first.nll], [perWindow[0] + perWindow[1]], { rtol: 1e-6 });
+  // Spread: windows ⌊i·4/2⌋ = 0 and 2.
+  const spread = await perplexity(model, tokens, { seqLen: L, windows: 2, spread: true, batch: 2, backend });
+  assert.equal(spread.windows, 2);
+  assertClose([spread.nll], [perWindow[0] + perWindow[2]], { rtol: 1e-6 });
   await assert.rejects(() => perplexity(model, tokens.slice(0, 5), { seqLen: L, backend }), OptionError);
   await assert.rejects(() => perplexity(model, tokens, { seqLen: 1, backend }), OptionError);
 });

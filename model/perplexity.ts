@@ -27,8 +27,13 @@ export interface PerplexityOptions {
   readonly seqLen?: number;
   /** Windows per forward pass; default 1. Larger batches trade memory for fewer kernel calls. */
   readonly batch?: number;
-  /** Evaluate only the first `windows` windows (default all `⌊n/L⌋`). */
+  /** Evaluate only `windows` of the `⌊n/L⌋` windows (default all): the first ones, or spread ones with `spread`. */
   readonly windows?: number;
+  /**
+   * With `windows`: take windows `⌊i·total/windows⌋` (evenly spread over the text) instead of the first ones, so a
+   * subset samples every part of a text that changes subject along its length. Default false.
+   */
+  readonly spread?: boolean;
   /** Defaults to the current backend. */
   readonly backend?: Backend;
   /** Called after each batch. */
@@ -78,11 +83,14 @@ export async function perplexity(
     throw new OptionError(`windows must be a positive integer, got ${limit}`);
   }
   const totalWindows = Math.min(available, limit ?? available);
+  const source = options.spread && totalWindows < available
+    ? spreadWindows(tokens, seqLen, available, totalWindows)
+    : tokens;
 
   let nll = 0;
   for (let w0 = 0; w0 < totalWindows; w0 += batch) {
     const nb = Math.min(batch, totalWindows - w0);
-    const ids = tokens.subarray(w0 * seqLen, (w0 + nb) * seqLen);
+    const ids = source.subarray(w0 * seqLen, (w0 + nb) * seqLen);
     const { logits } = await forward(model, ids, { batch: nb, seqLen, backend });
     // Position t predicts token t+1 of its window: positions 1..L−1 are scored, none across a window boundary.
     const { losses } = await backend.crossEntropy(logits, nextTokenTargets(ids, seqLen));
@@ -93,4 +101,14 @@ export async function perplexity(
   }
   const predicted = totalWindows * (seqLen - 1);
   return { ppl: Math.exp(nll / predicted), windows: totalWindows, tokens: predicted, nll };
+}
+
+/** The windows `⌊i·available/count⌋`, `i < count`, copied one after another. */
+function spreadWindows(tokens: Int32Array, seqLen: number, available: number, count: number): Int32Array {
+  const out = new Int32Array(count * seqLen);
+  for (let i = 0; i < count; i++) {
+    const w = Math.floor(i * available / count);
+    out.set(tokens.subarray(w * seqLen, (w + 1) * seqLen), i * seqLen);
+  }
+  return out;
 }

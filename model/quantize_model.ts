@@ -12,7 +12,7 @@
 
 import { layerQuantizer, type MethodName, type MethodOptions, METHODS } from "../algorithms/methods.ts";
 import { type LowRankKind, withLowRank } from "../algorithms/low_rank.ts";
-import { oacHessianSource, type OacOptions } from "../algorithms/oac.ts";
+import { OAC_DEFAULT_DAMPING, oacHessianSource, type OacOptions } from "../algorithms/oac.ts";
 import type { QuantizedLayer } from "../algorithms/result.ts";
 import type { Backend } from "../core/backend.ts";
 import { OptionError } from "../core/errors.ts";
@@ -31,7 +31,7 @@ export interface ModelQuantizeOptions {
   readonly method: MethodName | "oac";
   /** With "oac": the engine (gptq, spqr, billm); default gptq. */
   readonly engine?: Exclude<MethodName, "rtn">;
-  /** Options of the layer quantizer. */
+  /** Options of the layer quantizer. With "oac", `damping` defaults to {@link OAC_DEFAULT_DAMPING} (0.1). */
   readonly options?: MethodOptions;
   /** With "oac": the variant. */
   readonly oac?: OacVariant;
@@ -80,7 +80,10 @@ export interface ModelQuantizeResult {
  *   without calibration windows.
  */
 export async function quantizeModel(original: LlamaModel, run: ModelQuantizeOptions): Promise<ModelQuantizeResult> {
-  const { method, options = {}, seqLen = 512, batch = 8, onProgress } = run;
+  const { method, seqLen = 512, batch = 8, onProgress } = run;
+  const options: MethodOptions = method === "oac" && run.options?.damping === undefined
+    ? { ...run.options, damping: OAC_DEFAULT_DAMPING }
+    : run.options ?? {};
   const backend = run.backend ?? options.backend ?? getBackend();
   const engine = method === "oac" ? run.engine ?? "gptq" : method;
   if (!(METHODS as readonly string[]).includes(engine) || (method === "oac" && engine === "rtn")) {

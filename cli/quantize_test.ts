@@ -1,0 +1,106 @@
+import assert from "node:assert/strict";
+import { quantizeCommand } from "./quantize.ts";
+
+const data = new URL("../examples/data/", import.meta.url).pathname;
+const model = `${data}stories260K/stories260K.bin`;
+const text = `${data}tinystories/tinystories-valid.txt`;
+
+/** Runs the command with console output captured; returns the status and what went to stdout and stderr. */
+async function run(args: string[]): Promise<{ status: number; out: string[]; err: string[] }> {
+  const out: string[] = [], err: string[] = [];
+  const { log, error } = console;
+  console.log = (...a: unknown[]) => void out.push(a.join(" "));
+  console.error = (...a: unknown[]) => void err.push(a.join(" "));
+  try {
+    return { status: await quantizeCommand(args), out, err };
+  } finally {
+    Object.assign(console, { log, error });
+  }
+}
+
+const small = [
+  "--calib",
+  text,
+  "--samples",
+  "4",
+  "--seqlen",
+  "64",
+  "--eval",
+  text,
+  "--windows",
+  "2",
+  "--backend",
+  "ts",
+];
+
+Deno.test("ptq quantize --json: one JSON line with the method, bits, perplexity per file and seconds", async () => {
+  const { status, out } = await run([
+    "--model",
+    model,
+    "--method",
+    "gptq",
+    "--bits",
+    "3",
+    "--group",
+    "16",
+    ...small,
+    "--json",
+  ]);
+  assert.equal(status, 0);
+  const summary = JSON.parse(out.at(-1)!);
+  assert.equal(summary.method, "gptq");
+  assert.deepEqual([summary.bits, summary.group, summary.act_order], [3, 16, false]);
+  // 3-bit codes plus a 16-bit scale and a 3-bit zero per group of 16 (as GPTQ stores them).
+  assert.ok(Math.abs(summary.avg_bits - (3 + 19 / 16)) < 0.05, `avg_bits ${summary.avg_bits}`);
+  const ppl = summary.ppl["tinystories-valid.txt"];
+  assert.ok(Number.isFinite(ppl) && ppl > 1 && ppl < 512, `ppl ${ppl}`);
+  for (const k of ["calibrate", "quantize", "eval"]) assert.ok(summary.seconds[k] >= 0, k);
+});
+
+Deno.test("ptq quantize --method oac: the engine and variant are reported", async () => {
+  const { status, out } = await run([
+    "--model",
+    model,
+    "--method",
+    "oac",
+    "--engine",
+    "gptq",
+    "--oac-refresh",
+    "once",
+    "--bits",
+    "4",
+    ...small,
+    "--json",
+  ]);
+  assert.equal(status, 0);
+  const summary = JSON.parse(out.at(-1)!);
+  assert.equal(summary.engine, "gptq");
+  assert.deepEqual(summary.oac, { labels: "data", form: "sequence", refresh: "once", mix: 0 });
+});
+
+Deno.test("ptq quantize: bad command lines exit 2 with a message, --help exits 0", async () => {
+  const bad: [string[], RegExp][] = [
+    [["--model", model, "--bogus"], /bogus/],
+    [["--method", "gptq"], /--model is required/],
+    [["--model", model, "--method", "nope"], /method/],
+    [["--model", model, "--method", "oac", "--engine", "rtn", "--calib", text], /--engine/],
+    [["--model", model, "--method", "gptq"], /--calib FILE is required/],
+    [["--model", model, "--method", "gptq", "--bits", "9", "--calib", text], /bits/],
+    [["--model", model, "--method", "gptq", "--calib", "/nonexistent.txt"], /no such file/],
+    [["--model", model, "--method", "rtn", "--format", "gptq"], /--format needs --out/],
+  ];
+  for (const [args, message] of bad) {
+    const { status, err } = await run(args);
+    assert.equal(status, 2, args.join(" "));
+    assert.match(err.join("\n"), message, args.join(" "));
+  }
+  const help = await run(["--help"]);
+  assert.equal(help.status, 0);
+  assert.match(help.out.join("\n"), /Usage: ptq quantize/);
+});
+
+Deno.test("ptq quantize: a missing model is a failure naming the path", async () => {
+  const { status, err } = await run(["--model", "/nonexistent/model", "--method", "rtn"]);
+  assert.notEqual(status, 0);
+  assert.match(err.join("\n"), /\/nonexistent\/model/);
+});

@@ -35,7 +35,7 @@ const SETTINGS: Record<string, EngineSetting> = {
   w2g128: { label: "GPTQ 2-bit g128", engine: "gptq", options: { bits: 2, groupSize: 128 } },
   w3: { label: "GPTQ 3-bit per row", engine: "gptq", options: { bits: 3, groupSize: 0 } },
   spqr2: {
-    label: "SpQR 2-bit g16 τ1 (≈2.3 bits)",
+    label: "SpQR 2-bit g16 τ1",
     engine: "spqr",
     options: { bits: 2, groupSize: 16, outlierThreshold: 1, actOrder: true },
   },
@@ -207,7 +207,7 @@ const rows = sorted.map((runs) => {
     s?.label ?? runs[0].setting,
     runs[0].variant,
     String(runs[0].samples),
-    fmt(runs[0].avg_bits),
+    fmt(runs.reduce((a, r) => a + r.avg_bits, 0) / runs.length),
     fmt(mean, 4),
     runs.length > 1 ? fmt(sd, 2) : "—",
     p.map((x) => fmt(x, 4)).join(", "),

@@ -34,7 +34,7 @@ import {
 /**
  * The engine damping OAC runs with unless told otherwise: `λ = 0.1` of the mean diagonal, ten times GPTQ's 0.01.
  * `H_OAC` is a sum of rank-one (rank ≤ tokens) products of one gradient per sequence, so with few sequences it is far
- * more ill-conditioned than `XᵀX`; on llama-12m at 2-bit group 128 every OAC variant measured worse at 0.01 than at
+ * more ill-conditioned than `XᵀX`; on llama-12m at 2-bit group 128 each OAC variant run at both dampings was worse at 0.01 than at
  * 0.1 (bench/results/oac_ablation.md), and the PyTorch checks of the issue found the same.
  */
 export const OAC_DEFAULT_DAMPING = 0.1;

@@ -33,9 +33,9 @@ import {
 
 /**
  * The engine damping OAC runs with unless told otherwise: `λ = 0.1` of the mean diagonal, ten times GPTQ's 0.01.
- * `H_OAC` is a sum of rank-one (rank ≤ tokens) products of one gradient per sequence, so with few sequences it is far
- * more ill-conditioned than `XᵀX`; on llama-12m at 2-bit group 128 each OAC variant run at both dampings was worse at 0.01 than at
- * 0.1 (bench/results/oac_ablation.md), and the PyTorch checks of the issue found the same.
+ * `H_OAC` averages one gradient product per sequence, so with few sequences it is a far noisier, worse-conditioned
+ * estimate than `XᵀX` over every token. On llama-12m at 2-bit group 128, each OAC variant run at both dampings was
+ * worse at 0.01 than at 0.1 (bench/results/oac_explore.md), as the PyTorch checks of the issue found.
  */
 export const OAC_DEFAULT_DAMPING = 0.1;
 

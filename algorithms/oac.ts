@@ -35,7 +35,7 @@ import {
  * The engine damping OAC runs with unless told otherwise: `λ = 0.1` of the mean diagonal, ten times GPTQ's 0.01.
  * `H_OAC` averages one gradient product per sequence, so with few sequences it is a far noisier, worse-conditioned
  * estimate than `XᵀX` over every token. On llama-12m at 2-bit group 128, each OAC variant run at both dampings was
- * worse at 0.01 than at 0.1 (bench/results/oac_explore.md), as the PyTorch checks of the issue found.
+ * worse at 0.01 than at 0.1 (bench/results/oac_explore.md), as PyTorch checks on the same model found.
  */
 export const OAC_DEFAULT_DAMPING = 0.1;
 

@@ -24,7 +24,7 @@ import { sharedPath } from "../tests/shared.ts";
 import { replaceReadmeSection, writeResults } from "./results.ts";
 import { fmt, markdownTable } from "./timing.ts";
 
-/** An engine setting of the issue: the quantizer and its options. */
+/** An engine setting of the ablation: the quantizer and its options. */
 interface EngineSetting {
   readonly label: string;
   readonly engine: Exclude<MethodName, "rtn">;

@@ -21,6 +21,7 @@ import { createRng } from "../core/random.ts";
 import { type FloatArray, type Matrix, matrix, matrix64 } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
 import type { HessianSource } from "../model/calibrate.ts";
+import { addRelativeDamping } from "./prepare.ts";
 import {
   forward,
   LINEAR_KINDS,
@@ -230,9 +231,7 @@ export async function firstOrderTarget(
   const { beta, damping, tokensPerWindow, trust = Infinity, backend } = options;
   const [rows, cols] = w.shape;
   const hd = matrix64(cols, cols, Float64Array.from(h.data));
-  let mean = 0;
-  for (let i = 0; i < cols; i++) mean += hd.data[i * cols + i] / cols;
-  for (let i = 0; i < cols; i++) hd.data[i * cols + i] += damping * mean;
+  addRelativeDamping(hd, damping);
   const l = await backend.cholesky(hd);
   // X = Ḡ·H⁻¹ ⇔ H·Xᵀ = Ḡᵀ: two triangular solves with L.
   const gt = matrix64(cols, rows);
@@ -336,6 +335,12 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
   if (!(mix >= 0)) throw new OptionError(`OAC: mix must be ≥ 0, got ${mix}`);
   const beta = options.firstOrder ?? 0;
   if (!(beta >= 0)) throw new OptionError(`OAC: firstOrder must be ≥ 0, got ${beta}`);
+  const step = {
+    beta,
+    damping: options.firstOrderDamping ?? 0.1,
+    tokensPerWindow: options.seqLen - 1,
+    trust: options.firstOrderTrust ?? 0.05,
+  };
   let cached: OacStatistics | undefined;
   return async (layer, model, names, { stream, inputHessians }) => {
     let stats: OacStatistics;
@@ -362,12 +367,6 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
     const targets = new Map<string, Matrix>();
     for (const name of beta > 0 ? names : []) {
       const w = linearWeight(model, name);
-      const step = {
-        beta,
-        damping: options.firstOrderDamping ?? 0.1,
-        tokensPerWindow: options.seqLen - 1,
-        trust: options.firstOrderTrust ?? 0.05,
-      };
       const backend = options.backend ?? getBackend();
       targets.set(
         name,

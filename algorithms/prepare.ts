@@ -76,12 +76,19 @@ export async function prepareLayer(
   const permutation = order === true ? actOrder(H) : order === false ? undefined : order;
   const Wp = permutation ? permuteColumns(W, permutation) : W;
   const Hp = permutation ? permuteSymmetric(H, permutation) : H;
-  let mean = 0;
-  for (let j = 0; j < cols; j++) mean += Hp.data[j * cols + j];
-  const damp = damping * mean / Math.max(cols, 1);
-  for (let j = 0; j < cols; j++) Hp.data[j * cols + j] += damp;
+  const damp = addRelativeDamping(Hp, damping);
   const { u, extraDamping } = await inverseUpperFactor(Hp, backend);
   return { deadZeroed: W, w: Wp, h: Hp, u, permutation, damping: damp + extraDamping };
+}
+
+/** Adds `λ·mean(diag H)` to the diagonal of `h` in place; returns the absolute amount added. */
+export function addRelativeDamping(h: Matrix<Float64Array>, lambda: number): number {
+  const n = h.shape[0];
+  let mean = 0;
+  for (let j = 0; j < n; j++) mean += h.data[j * n + j];
+  const damp = lambda * mean / Math.max(n, 1);
+  for (let j = 0; j < n; j++) h.data[j * n + j] += damp;
+  return damp;
 }
 
 /**

@@ -24,7 +24,7 @@ import { type ModelQuantizeOptions, quantizeModel } from "../model/quantize_mode
 import { sampleWindows } from "../model/windows.ts";
 import { sharedPath } from "../tests/shared.ts";
 import { fmt, markdownTable } from "./timing.ts";
-import { replaceReadmeSection, writeResults } from "./results.ts";
+import { openRunLog, replaceReadmeSection, writeResults } from "./results.ts";
 
 /** One row of the table. */
 interface Setting {
@@ -100,26 +100,17 @@ interface Row {
   seconds: { calibrate?: number; quantize?: number; total: number };
 }
 
-const jsonl = `${values.out}.jsonl`;
-const results: Row[] = [];
-try {
-  for (const line of (await Deno.readTextFile(jsonl)).split("\n")) if (line.trim()) results.push(JSON.parse(line));
-} catch (e) {
-  if (!(e instanceof Deno.errors.NotFound)) throw e;
-}
-if (!values.resume && results.length) {
-  console.error(`${jsonl} has ${results.length} settings: pass --resume to add to them, or remove it`);
-  Deno.exit(2);
-}
+const { runs: results, append } = await openRunLog<Row>(values.out, values.resume);
 const sameRun = (r: Row) => r.samples === samples && r.seqLen === seqLen && r.windows === (windows ?? "all");
 const foreign = results.filter((r) => !sameRun(r));
-if (foreign.length) throw new Error(`${jsonl} holds runs with another calibration or window count; remove it`);
+if (foreign.length) {
+  throw new Error(`${values.out}.jsonl holds runs with another calibration or window count; remove it`);
+}
 
 async function record(setting: string, run: () => Promise<Omit<Row, "setting" | "samples" | "seqLen" | "windows">>) {
   if (results.some((r) => r.setting === setting)) return;
   const row: Row = { setting, samples, seqLen, windows: windows ?? "all", ...await run() };
-  results.push(row);
-  await Deno.writeTextFile(jsonl, JSON.stringify(row) + "\n", { append: true });
+  await append(row);
   console.error(`${setting}: ${fmt(row.avg_bits)} bits, ${JSON.stringify(row.ppl)}, ${fmt(row.seconds.total)} s`);
 }
 

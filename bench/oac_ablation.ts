@@ -21,7 +21,7 @@ import { perplexity } from "../model/perplexity.ts";
 import { type OacVariant, quantizeModel } from "../model/quantize_model.ts";
 import { sampleWindows } from "../model/windows.ts";
 import { sharedPath } from "../tests/shared.ts";
-import { replaceReadmeSection, writeResults } from "./results.ts";
+import { openRunLog, replaceReadmeSection, writeResults } from "./results.ts";
 import { fmt, markdownTable } from "./timing.ts";
 
 /** An engine setting of the ablation: the quantizer and its options. */
@@ -122,18 +122,7 @@ interface Run {
   seconds: { calibrate: number; quantize: number };
 }
 
-const jsonl = `${values.out}.jsonl`;
-const previous: Run[] = [];
-try {
-  for (const line of (await Deno.readTextFile(jsonl)).split("\n")) if (line.trim()) previous.push(JSON.parse(line));
-} catch (e) {
-  if (!(e instanceof Deno.errors.NotFound)) throw e;
-}
-if (!values.resume && previous.length) {
-  console.error(`${jsonl} has ${previous.length} runs: pass --resume to add to them, or remove it`);
-  Deno.exit(2);
-}
-await Deno.mkdir(values.out.slice(0, values.out.lastIndexOf("/")) || ".", { recursive: true });
+const { runs: previous, append } = await openRunLog<Run>(values.out, values.resume);
 
 const { model, tokenizer } = await loadModel(sharedPath("models/llama-12m"));
 const calibTokens = tokenizer.encode(await Deno.readTextFile(sharedPath("data/calib.txt")));
@@ -178,8 +167,7 @@ for (const key of values["table-only"] ? [] : values.setting.split(",")) {
         ppl,
         seconds: q.seconds,
       };
-      previous.push(run);
-      await Deno.writeTextFile(jsonl, JSON.stringify(run) + "\n", { append: true });
+      await append(run);
       console.error(`${setting.label} | ${v.name} | seed ${seed}: ppl ${fmt(ppl, 4)} (${fmt(q.seconds.calibrate)} s)`);
     }
   }

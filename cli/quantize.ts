@@ -13,7 +13,6 @@
  */
 
 import { type MethodName, type MethodOptions, METHODS, needsCalibration } from "../algorithms/methods.ts";
-import { OAC_DEFAULT_DAMPING } from "../algorithms/oac.ts";
 import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
 import type { Backend } from "../core/backend.ts";
 import type { LlamaModel } from "../model/llama.ts";
@@ -137,7 +136,8 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const seed = intOption(values.seed, "seed", 0, 0);
     const batch = intOption(values.batch, "batch", 8, 1);
     const windows = values.windows === undefined ? undefined : intOption(values.windows, "windows", 1, 1);
-    const damping = numberOption(values.damping, "damping", method === "oac" ? OAC_DEFAULT_DAMPING : 0.01, 0);
+    // Absent: the engine's default (0.01), or OAC's (quantizeModel applies OAC_DEFAULT_DAMPING).
+    const damping = values.damping === undefined ? undefined : numberOption(values.damping, "damping", 0, 0);
     const backend: Backend = values.backend ? await setBackend(values.backend) : await setBestBackend();
     const lowRankKind = values.lowrank === undefined
       ? undefined

@@ -11,7 +11,7 @@
  * | `engine` | string | `gptq` | with `oac`: `gptq`, `spqr` or `billm` |
  * | `bits`, `group` | integer | 4, 0 (SpQR 16) | grid bits, columns per group |
  * | `act-order`, `static-groups`, `sym`, `mse`, `true-sequential` | boolean | false | as the CLI flags |
- * | `damping`, `outlier-threshold`, `stat-bits` | number | 0.01, 0.2, 3 | as the CLI flags |
+ * | `damping`, `outlier-threshold`, `stat-bits` | number | 0.01 (OAC 0.1), 0.2, 3 | as the CLI flags |
  * | `oac-labels`, `oac-form`, `oac-refresh`, `oac-mix` | | | OAC's variant, as the CLI flags |
  * | `calib` / `calib-text` | string | — | calibration text: a file under the roots, or the text itself |
  * | `samples`, `seqlen`, `seed`, `batch` | integer | 128, 512, 0, 8 | calibration windows, window length, ... |
@@ -49,7 +49,8 @@ export interface JobSpec {
   readonly staticGroups: boolean;
   readonly symmetric: boolean;
   readonly mse: boolean;
-  readonly damping: number;
+  /** Absent: the engine's default, or OAC's. */
+  readonly damping?: number;
   readonly outlierThreshold: number;
   readonly statBits: number;
   readonly trueSequential: boolean;
@@ -252,7 +253,7 @@ export function parseJobSpec(
     staticGroups: bool("static-groups"),
     symmetric: bool("sym"),
     mse: bool("mse"),
-    damping: num("damping", 0.01, 0),
+    damping: o.damping === undefined ? undefined : num("damping", 0, 0),
     outlierThreshold: num("outlier-threshold", 0.2, 0),
     statBits: int("stat-bits", 3, 0, 16),
     trueSequential: bool("true-sequential"),

@@ -2,7 +2,12 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import { createRng, randomNormal } from "../core/random.ts";
 import { eye, matrix, toFloat32 } from "../core/tensor.ts";
 import { assertClose } from "../tests/assert_close.ts";
-import { gptq } from "./gptq.ts";
+import { tsBackend } from "../backends/ts/mod.ts";
+import { NF4 } from "../core/grids/tables.ts";
+import type { FloatArray, Matrix } from "../core/tensor.ts";
+import { gptq, type GptqOptions } from "./gptq.ts";
+import { layerLoss } from "./layer_loss.ts";
+import { prepareLayer } from "./prepare.ts";
 import { hessianOf } from "./hessian.ts";
 import { rtn } from "./rtn.ts";
 import { correlatedInputs } from "../tests/numeric.ts";
@@ -65,4 +70,36 @@ Deno.test("gptq: dead inputs give zero columns and a finite result", async () =>
   const g = await gptq(w, matrix(cols, cols, dead), { bits: 3, groupSize: 16, actOrder: true });
   for (const j of [0, 7, cols - 1]) for (let i = 0; i < rows; i++) equal(g.dequantized.data[i * cols + j], 0);
   ok(Number.isFinite(g.stats.layerLoss));
+});
+
+Deno.test("gptq: the layer loss from the kernel's Σ e² equals tr(E·H·Eᵀ) computed directly", async () => {
+  const deadH = Float32Array.from(h.data);
+  for (const j of [3, 20]) for (let k = 0; k < cols; k++) deadH[j * cols + k] = deadH[k * cols + j] = 0;
+  const cases: [string, Matrix<FloatArray>, GptqOptions][] = [
+    ["3-bit per row", h, { bits: 3 }],
+    ["2-bit g16 act-order", h, { bits: 2, groupSize: 16, actOrder: true }],
+    ["4-bit g8 static, λ = 1", h, { bits: 4, groupSize: 8, actOrder: true, staticGroups: true, damping: 1 }],
+    ["NF4 g16, λ = 0.1", h, { grid: NF4, groupSize: 16, damping: 0.1 }],
+    ["dead columns, act-order", matrix(cols, cols, deadH), { bits: 3, groupSize: 16, actOrder: true }],
+  ];
+  for (const [name, hess, options] of cases) {
+    const g = await gptq(w, hess, options);
+    const direct = await layerLoss(w, g.dequantized, hess, tsBackend);
+    assertClose([g.stats.layerLoss], [direct], { rtol: 1e-5, atol: 0 }, name);
+  }
+});
+
+Deno.test("gptq kernel: Σ e² equals tr(E·H_d·Eᵀ) for the damped Hessian U factors (GPTQ's identity)", async () => {
+  for (const damping of [0.01, 1]) {
+    const prepared = await prepareLayer(w, h, { damping, order: true, backend: tsBackend });
+    const out = await tsBackend.gptqQuantize({
+      w: prepared.w,
+      u: prepared.u,
+      grid: { kind: "uniform", bits: 2 },
+      blockSize: 16,
+      groups: { kind: "dynamic", groupSize: 16 },
+    });
+    const direct = await layerLoss(prepared.w, out.dequantized, prepared.h, tsBackend);
+    assertClose([out.errorEnergy!], [direct], { rtol: 1e-6, atol: 0 }, `λ = ${damping}`);
+  }
 });

@@ -34,7 +34,8 @@ Deno.test("spqr: without outliers and with unquantized statistics it is GPTQ wit
     deepEqual(s.groupIndex, g.groupIndex);
     deepEqual(s.permutation, g.permutation);
     equal(s.outliers.rows.length, 0);
-    equal(s.stats.layerLoss, g.stats.layerLoss);
+    // GPTQ's loss comes from its kernel's Σ e² (an identity), SpQR's from the direct product: equal up to rounding.
+    assertClose([s.stats.layerLoss], [g.stats.layerLoss], { atol: 0, rtol: 1e-6 });
   }
 });
 

@@ -114,6 +114,12 @@ export interface GptqKernelResult {
   readonly codes: Uint8Array;
   /** Grid parameters; for dynamic groups, group `g` covers processed columns `[g·groupSize, (g+1)·groupSize)`. */
   readonly params: GridParams;
+  /**
+   * `Σ e²` over every scaled error `e = (w − q) / U_jj`, summed in float64 column by column in processing order, rows
+   * in order. GPTQ's exact identity makes it `tr((W − Q)·H_d·(W − Q)ᵀ)` for the damped Hessian `H_d = (UᵀU)⁻¹`, so the
+   * layer loss needs no `rows × cols²` product. Backends where a dense product is cheap may leave it undefined.
+   */
+  readonly errorEnergy?: number;
 }
 
 /** Dimensions of a batch of causal self-attention. */

@@ -72,6 +72,7 @@ for (const threads of [1, 2]) {
             deepStrictEqual(got.dequantized.data, want.dequantized.data, `${grid.kind} values`);
             deepStrictEqual(got.params.scale, want.params.scale);
             deepStrictEqual(got.params.zero, want.params.zero);
+            deepStrictEqual(got.errorEnergy, want.errorEnergy, `${grid.kind} Σ e²`);
           }
           // Several blocks, group boundaries inside blocks: the lazy update accumulates in float32 here.
           const many = layer(45, 70, 6);

@@ -247,7 +247,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     }
     return rt.exclusive(async () => {
       if (rows === 0 || cols === 0) {
-        return { dequantized: matrix(rows, cols), codes: new Uint8Array(rows * cols), params };
+        return { dequantized: matrix(rows, cols), codes: new Uint8Array(rows * cols), params, errorEnergy: 0 };
       }
       const pw = rt.put(w.data);
       const wt = rt.alloc(rows * cols * 4);
@@ -266,6 +266,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       const rowThreads = rt.threadsFor(rows * bs * bs * 3, Math.ceil(rows / 32));
       const ework = Array.from({ length: rowThreads }, () => rt.alloc(x.gptqScratchSize() * 8));
       const counter = rt.alloc(4);
+      let energy = 0;
       for (let i1 = 0; i1 < cols; i1 += bs) {
         const i2 = Math.min(i1 + bs, cols), count = i2 - i1;
         if (dynamic) {
@@ -309,6 +310,9 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
           ]]);
         }
         await rt.parallel(parts);
+        // Σ e² in the reference's order (columns, then rows), on this thread so that it does not depend on the split.
+        const f32 = rt.f32();
+        for (let t = e >> 2, end = t + count * rows; t < end; t++) energy += f32[t] * f32[t];
         if (i2 < cols) {
           // Wt[i2:, :] += (−U[i1:i2, i2:])ᵀ · E
           x.gptqNegatedFactor(pu, cols, i1, i2, nf);
@@ -322,6 +326,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         dequantized: matrix(rows, cols, rt.takeF32(dq, rows * cols)),
         codes: rt.u8().slice(codes, codes + rows * cols),
         params,
+        errorEnergy: energy,
       };
     });
   }

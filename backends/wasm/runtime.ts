@@ -153,8 +153,13 @@ class KernelWorker {
     this.#worker.postMessage({ module, memory });
   }
 
-  async run(calls: readonly Call[]): Promise<void> {
-    await this.#ready;
+  /** Settles when the worker has instantiated the module (rejects with a {@link WorkerStartError} if it cannot). */
+  get ready(): Promise<void> {
+    return this.#ready;
+  }
+
+  /** Posts `calls` at once (the worker must be {@link KernelWorker.ready}); settles when the worker has run them. */
+  run(calls: readonly Call[]): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.#pending = { resolve, reject };
       this.#worker.postMessage({ calls });
@@ -339,13 +344,31 @@ export class WasmRuntime {
     this.#idleTimer = undefined;
     const jobs: Promise<void>[] = [];
     try {
+      // Every worker must be ready before any share starts: the shares are posted together, synchronously, and only
+      // then does this thread run its own. (Posting after an `await` would let this thread take every block of a
+      // shared counter before the workers had even received their calls.)
+      const workers: (KernelWorker | undefined)[] = [];
       for (let t = 1; t < perThread.length; t++) {
-        const calls = perThread[t];
+        let worker: KernelWorker | undefined;
+        if (!this.#workersBroken) {
+          try {
+            worker = this.#worker(t - 1);
+            await worker.ready;
+          } catch (e) {
+            if (!(e instanceof WorkerStartError)) throw e;
+            this.#workersBroken = true;
+            worker = undefined;
+          }
+        }
+        workers.push(worker);
+      }
+      for (let t = 1; t < perThread.length; t++) {
+        const calls = perThread[t], worker = workers[t - 1];
         let job: Promise<void>;
         try {
-          job = this.#workersBroken
-            ? Promise.reject(new WorkerStartError("workers unavailable"))
-            : this.#worker(t - 1).run(calls);
+          job = worker && !this.#workersBroken
+            ? worker.run(calls)
+            : Promise.reject(new WorkerStartError("workers unavailable"));
         } catch (e) {
           job = Promise.reject(new WorkerStartError(String(e)));
         }

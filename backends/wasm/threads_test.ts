@@ -10,7 +10,7 @@ import { upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
 import { createRng, randomNormal } from "../../core/random.ts";
 import { eye, matrix, matrix64 } from "../../core/tensor.ts";
 import { createWasmBackend } from "./mod.ts";
-import { threadsSupported } from "./runtime.ts";
+import { threadsSupported, WasmRuntime } from "./runtime.ts";
 
 Deno.test({
   name: "wasm: 1 thread and 3 threads give bit-identical results",
@@ -71,6 +71,36 @@ Deno.test({
       for (let i = 0; i < mats.length; i++) deepStrictEqual(together[i].data, (await wasm.matmul(mats[i], w)).data);
     } finally {
       wasm.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "wasm: the workers' shares run while the calling thread runs its own",
+  ignore: !threadsSupported(),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // This thread's share spins until a worker's share has stored a flag. Were the workers' calls posted only after
+    // this thread's share (an `await` between them), it would give up: every shared-counter kernel would then run on
+    // one thread whatever the thread count.
+    const rt = await WasmRuntime.create(3, undefined, 0);
+    try {
+      for (let round = 0; round < 3; round++) {
+        const seen = await rt.exclusive(async () => {
+          const flags = rt.alloc(16), results = rt.alloc(16);
+          rt.i32().fill(0, flags >> 2, (flags >> 2) + 4);
+          await rt.parallel([
+            [["spinWaitEqual", flags, 1, 2e9, results], ["spinWaitEqual", flags + 4, 1, 2e9, results + 4]],
+            [["atomicStore32", flags, 1]],
+            [["atomicStore32", flags + 4, 1]],
+          ]);
+          return [...rt.i32().subarray(results >> 2, (results >> 2) + 2)];
+        });
+        deepStrictEqual(seen, [1, 1], `round ${round}: flags seen by the calling thread`);
+      }
+    } finally {
+      rt.dispose();
     }
   },
 });

@@ -7,7 +7,7 @@
  *   W1 = W[:, i1:i2]                                  working copy of the block
  *   for column j = i1 + i:
  *     if dynamic groups and j % g == 0: fit the grid on W[:, j:j+g]   (block-start weights, as the reference)
- *     q = quant(W1[:, i]);  e = (W1[:, i] − q) / U[j, j]
+ *     q = quant(W1[:, i]);  e = (W1[:, i] − q) / U[j, j];  energy += Σ e²
  *     W1[:, i:] −= e ⊗ U[j, i1+i : i2]                 error feedback inside the block
  *     E[:, i] = e
  *   W[:, i2:] −= E · U[i1:i2, i2:]                     lazy batch update of the rest
@@ -71,6 +71,7 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
   const codesT = new Uint8Array(cols * rows);
   const scale = new Float32Array(rows), zero = new Float32Array(rows); // current group of every row
   const round = rounder(grid);
+  let energy = 0;
 
   for (let i1 = 0; i1 < cols; i1 += blockSize) {
     const i2 = Math.min(i1 + blockSize, cols), count = i2 - i1;
@@ -103,7 +104,9 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
         const q = round.value(code, scale[r], zero[r]);
         codesT[j * rows + r] = code;
         Qt[j * rows + r] = q;
-        E[col + r] = fround(fround(x - q) / d);
+        const e = fround(fround(x - q) / d);
+        E[col + r] = e;
+        energy += e * e;
       }
       for (let k = i + 1; k < count; k++) {
         const uk = U[j * cols + i1 + k];
@@ -129,6 +132,7 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
     dequantized: transpose(matrix(cols, rows, Qt)),
     codes: transposeCodes(codesT, cols, rows),
     params,
+    errorEnergy: energy,
   };
 }
 

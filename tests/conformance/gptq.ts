@@ -90,6 +90,10 @@ export const gptqCases: ConformanceCase[] = CASES.map(([name, rows, cols, groups
     ok(agreement >= 1 - 0.01 * toleranceScale, `${name}: ${(agreement * 100).toFixed(2)}% of codes agree`);
     const lw = loss(w, want.dequantized, h), lg = loss(w, got.dequantized, h);
     ok(Math.abs(lg - lw) <= 0.01 * toleranceScale * lw, `${name}: layer loss ${lg} vs reference ${lw}`);
+    if (got.errorEnergy !== undefined) {
+      const we = want.errorEnergy!, ge = got.errorEnergy;
+      ok(Math.abs(ge - we) <= 0.01 * toleranceScale * we, `${name}: Σ e² ${ge} vs reference ${we}`);
+    }
     // Every returned value sits on its group's grid: the result is internally consistent.
     ok(got.params.scale.every((s) => s > 0), `${name}: scales are positive`);
   },

@@ -19,3 +19,22 @@
 export function heapBase(): usize {
   return (__heap_base + 63) & ~(63 as usize);
 }
+
+/** Stores `value` at `ptr` atomically: a signal for {@link spinWaitEqual} on another thread. */
+export function atomicStore32(ptr: usize, value: i32): void {
+  atomic.store<i32>(ptr, value);
+}
+
+/**
+ * Spins until the i32 at `ptr` equals `value`, for at most `spins` checks, and stores 1 (seen) or 0 (gave up) at
+ * `result`. With {@link atomicStore32} it shows that the shares of a parallel call really run at the same time.
+ */
+export function spinWaitEqual(ptr: usize, value: i32, spins: i32, result: usize): void {
+  for (let i = 0; i < spins; i++) {
+    if (atomic.load<i32>(ptr) == value) {
+      store<i32>(result, 1);
+      return;
+    }
+  }
+  store<i32>(result, 0);
+}

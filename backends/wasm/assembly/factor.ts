@@ -117,30 +117,41 @@ export function trsmShared(
           0, i1 - i0, 0, w, scratch, 0, -1,
         );
       }
-      for (let ii = 0; ii < i1 - i0; ii++) {
-        const i = lower ? i0 + ii : i1 - 1 - ii;
-        const xi = x + (<usize>(i * k) << 3);
-        const j0 = lower ? i0 : i + 1, j1 = lower ? i : i1;
-        for (let j = j0; j < j1; j++) {
-          const c = load<f64>(t + (<usize>(i * n + j) << 3));
-          if (c == 0) continue;
-          const xj = x + (<usize>(j * k) << 3);
-          const cv = f64x2.splat(c);
-          let p = c0;
-          for (; p + 2 <= ce; p += 2) {
-            const o = <usize>p << 3;
-            v128.store(xi + o, f64x2.sub(v128.load(xi + o), f64x2.mul(cv, v128.load(xj + o))));
-          }
-          if (p < ce) store<f64>(xi + (<usize>p << 3), load<f64>(xi + (<usize>p << 3)) - c * load<f64>(xj + (<usize>p << 3)));
-        }
-        const d = load<f64>(inv + (<usize>i << 3));
-        if (d != 1) {
-          const dv = f64x2.splat(d);
-          let p = c0;
-          for (; p + 2 <= ce; p += 2) v128.store(xi + (<usize>p << 3), f64x2.mul(v128.load(xi + (<usize>p << 3)), dv));
-          if (p < ce) store<f64>(xi + (<usize>p << 3), load<f64>(xi + (<usize>p << 3)) * d);
-        }
+      trsmDiagonalBlock(t, n, x, k, inv, lower, i0, i1, c0, ce);
+    }
+  }
+}
+
+/**
+ * The substitution inside one diagonal block of {@link trsmShared}: rows `[i0, i1)` of X, columns `[c0, ce)`, after the
+ * solved rows' contribution is subtracted. A function of its own so that the engine's optimising tier takes it over
+ * after a few blocks (a long-running caller stays in the baseline tier for the whole call).
+ */
+export function trsmDiagonalBlock(
+  t: usize, n: i32, x: usize, k: i32, inv: usize, lower: i32, i0: i32, i1: i32, c0: i32, ce: i32,
+): void {
+  for (let ii = 0; ii < i1 - i0; ii++) {
+    const i = lower ? i0 + ii : i1 - 1 - ii;
+    const xi = x + (<usize>(i * k) << 3);
+    const j0 = lower ? i0 : i + 1, j1 = lower ? i : i1;
+    for (let j = j0; j < j1; j++) {
+      const c = load<f64>(t + (<usize>(i * n + j) << 3));
+      if (c == 0) continue;
+      const xj = x + (<usize>(j * k) << 3);
+      const cv = f64x2.splat(c);
+      let p = c0;
+      for (; p + 2 <= ce; p += 2) {
+        const o = <usize>p << 3;
+        v128.store(xi + o, f64x2.sub(v128.load(xi + o), f64x2.mul(cv, v128.load(xj + o))));
       }
+      if (p < ce) store<f64>(xi + (<usize>p << 3), load<f64>(xi + (<usize>p << 3)) - c * load<f64>(xj + (<usize>p << 3)));
+    }
+    const d = load<f64>(inv + (<usize>i << 3));
+    if (d != 1) {
+      const dv = f64x2.splat(d);
+      let p = c0;
+      for (; p + 2 <= ce; p += 2) v128.store(xi + (<usize>p << 3), f64x2.mul(v128.load(xi + (<usize>p << 3)), dv));
+      if (p < ce) store<f64>(xi + (<usize>p << 3), load<f64>(xi + (<usize>p << 3)) * d);
     }
   }
 }

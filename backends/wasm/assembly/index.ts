@@ -1,5 +1,5 @@
 // Entry point of the WASM backend's module: re-exports every kernel.
-export { heapBase } from "./common";
+export { atomicStore32, heapBase, spinWaitEqual } from "./common";
 export * from "./gemm";
 export * from "./gram";
 export * from "./gptq";

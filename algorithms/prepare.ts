@@ -91,6 +91,11 @@ export function addRelativeDamping(h: Matrix<Float64Array>, lambda: number): num
   return damp;
 }
 
+/** `J·M·J` (rows and columns in reverse order) of a square matrix: its storage read backwards. */
+function reversed(m: Matrix<Float64Array>): Matrix<Float64Array> {
+  return { data: m.data.slice().reverse(), shape: [m.shape[0], m.shape[1]] };
+}
+
 /**
  * GPTQ's `U` (upper, `H⁻¹ = UᵀU`) through backend kernels: with `J` the order reversal, `J·H·J = L̃·L̃ᵀ` gives
  * `U = J·L̃⁻¹·J`: one factorisation and one triangular solve, and no second factorisation of an ill-conditioned `H⁻¹`.
@@ -101,12 +106,11 @@ export async function inverseUpperFactor(
   backend: Backend,
 ): Promise<{ u: Matrix<Float64Array>; extraDamping: number }> {
   const n = h.shape[0];
-  const reverse = Int32Array.from({ length: n }, (_, i) => n - 1 - i);
   const { factor, damping } = await choleskyWithRetry(
-    permuteSymmetric(h, reverse),
+    reversed(h),
     { initialDamping: 1e-4 },
     (m) => backend.cholesky(m),
   );
   const inv = await backend.triangularSolve(factor, eye(n), { lower: true });
-  return { u: permuteSymmetric(inv, reverse), extraDamping: damping };
+  return { u: reversed(inv), extraDamping: damping };
 }

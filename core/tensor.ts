@@ -163,9 +163,10 @@ export function permuteColumns<A extends FloatArray>(m: Matrix<A>, perm: ArrayLi
   const [r, c] = m.shape;
   if (perm.length !== c) throw new ShapeError(`permutation of length ${perm.length} for ${c} columns`);
   const out = zerosLike(m);
+  const a = m.data, b = out.data;
   for (let i = 0; i < r; i++) {
     const src = i * c;
-    for (let j = 0; j < c; j++) out.data[src + j] = m.data[src + perm[j]];
+    for (let j = 0; j < c; j++) b[src + j] = a[src + perm[j]];
   }
   return out;
 }
@@ -177,9 +178,10 @@ export function permuteSymmetric<A extends FloatArray>(m: Matrix<A>, perm: Array
     throw new ShapeError(`symmetric permutation of length ${perm.length} for ${r}×${c}`);
   }
   const out = zerosLike(m);
+  const a = m.data, b = out.data;
   for (let i = 0; i < r; i++) {
-    const src = perm[i] * c;
-    for (let j = 0; j < c; j++) out.data[i * c + j] = m.data[src + perm[j]];
+    const src = perm[i] * c, dst = i * c;
+    for (let j = 0; j < c; j++) b[dst + j] = a[src + perm[j]];
   }
   return out;
 }

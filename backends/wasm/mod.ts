@@ -38,7 +38,7 @@ import { type AssignFn, kmeans } from "../../core/linalg/kmeans.ts";
 import { svd } from "../../core/linalg/svd.ts";
 import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
 import { rope } from "../../core/nn/rope.ts";
-import { assertShape, eye, type FloatArray, type Matrix, matrix, zerosLike } from "../../core/tensor.ts";
+import { assertShape, eye, type FloatArray, type Matrix, matrix, matrix64, zerosLike } from "../../core/tensor.ts";
 import { type Call, WasmRuntime } from "./runtime.ts";
 
 /** Options of {@link createWasmBackend}. */
@@ -435,6 +435,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
 
   /** A matrix like `like` holding the `n × m` float64 values at `p`. */
   function take<A extends FloatArray>(like: Matrix<A>, p: number, rows: number, cols: number): Matrix<A> {
+    if (like.data instanceof Float64Array) return matrix64(rows, cols, rt.takeF64(p, rows * cols)) as Matrix<A>;
     const out = zerosLike(like, rows, cols);
     out.data.set(rt.f64().subarray(p >> 3, (p >> 3) + rows * cols));
     return out;

@@ -55,6 +55,11 @@ export interface OacOptions {
    * token-diagonal Fisher, `p = 0` GPTQ's unweighted `XᵀX`; in between tempers the heavy tail of a few high-loss tokens.
    */
   readonly tokenPower?: number;
+  /**
+   * `"sequence"`: each window's (or chunk's) `G_nᵀG_n` divided by its trace `‖G_n‖²`, so that every window weighs the
+   * same in each layer's Hessian instead of a few high-loss windows dominating it; default `"none"`.
+   */
+  readonly normalize?: "none" | "sequence";
   /** Weight `α` of GPTQ's Hessian mixed in (both normalised by their mean diagonal); default 0 (pure OAC). */
   readonly mix?: number;
   /**
@@ -140,6 +145,10 @@ export async function oacStatistics(
   }
   if (labels !== "data" && labels !== "sampled") throw new OptionError(`OAC: unknown labels "${labels}"`);
   if (form !== "sequence" && form !== "token-diagonal") throw new OptionError(`OAC: unknown form "${form}"`);
+  const normalize = options.normalize ?? "none";
+  if (normalize !== "none" && normalize !== "sequence") {
+    throw new OptionError(`OAC: unknown normalisation "${normalize}"`);
+  }
   const windows = tokens.length / seqLen;
   const wanted = new Set(names ?? allLinearNames(model));
   const hessians = new Map<string, Matrix<FloatArray>>();
@@ -192,17 +201,24 @@ export async function oacStatistics(
           len = Math.min(size, seqLen - (r % seqLen), rows - r); // a chunk never crosses into the next window
           const xn: Matrix = { data: x.data.subarray(r * cols, (r + len) * cols), shape: [len, cols] };
           const gn: Matrix = { data: gamma.data.subarray(r * out, (r + len) * out), shape: [len, out] };
-          // The factor route below pays an eigendecomposition of len×len: worth it only well below `out` rows.
-          if (form === "sequence" && 4 * len > out) {
+          // The rows whose Gram is this window's term: the factor route pays an eigendecomposition of len×len, worth
+          // it only well below `out` rows.
+          const samples = form === "sequence" && 4 * len > out
             // G_n = Γ_nᵀ X_n, then H += G_nᵀ G_n / N: the rows of G_n are the "samples" of a Gram accumulation.
-            await backend.gramAccumulate(h, await backend.matmul(gn, xn, { transA: true }), scale);
-          } else if (form === "sequence") {
-            // Far fewer tokens than outputs: G_nᵀG_n = X_nᵀ·K·X_n with K = Γ_nΓ_nᵀ [len, len]; with K = FᵀF, the Gram of
-            // the `len` rows of F·X_n is the same matrix at `len/out` of the cost.
-            await backend.gramAccumulate(h, await backend.matmul(await gramFactor(gn, backend), xn), scale);
-          } else {
-            await backend.gramAccumulate(h, rowsScaledByNorm(xn, gn, options.tokenPower ?? 1), scale);
+            ? await backend.matmul(gn, xn, { transA: true })
+            : form === "sequence"
+            // Far fewer tokens than outputs: G_nᵀG_n = X_nᵀ·K·X_n with K = Γ_nΓ_nᵀ [len, len]; with K = FᵀF, the Gram
+            // of the `len` rows of F·X_n is the same matrix at `len/out` of the cost.
+            ? await backend.matmul(await gramFactor(gn, backend), xn)
+            : rowsScaledByNorm(xn, gn, options.tokenPower ?? 1);
+          let weight = scale;
+          if (normalize === "sequence") {
+            // The trace of the term is the sum of squares of its samples.
+            let trace = 0;
+            for (const v of samples.data) trace += v * v;
+            weight = trace > 0 ? scale / trace : 0;
           }
+          await backend.gramAccumulate(h, samples, weight);
         }
       },
     });

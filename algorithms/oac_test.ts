@@ -43,6 +43,30 @@ Deno.test("OAC: H = mean over sequences of G_nᵀG_n, each G_n the gradient of t
   }
 });
 
+Deno.test("OAC: per-sequence normalisation averages G_nᵀG_n / ‖G_n‖² (unit trace)", async () => {
+  const want = new Map<string, Matrix<Float64Array>>();
+  for (let w = 0; w < windows; w++) {
+    const one = tokens.subarray(w * seqLen, (w + 1) * seqLen);
+    const { gradients } = await lossAndGradients(model, one, { batch: 1, seqLen, gradients: names });
+    for (const n of names) {
+      const g = gradients.get(n)!;
+      let norm2 = 0;
+      for (const v of g.data) norm2 += v * v;
+      const h = want.get(n) ?? matrix64(g.shape[1], g.shape[1]);
+      gramAccumulate(h, g, 1 / (windows * norm2));
+      want.set(n, h);
+    }
+  }
+  const got = await oacHessians(model, tokens, { seqLen, batch: 2, normalize: "sequence" }, names);
+  for (const n of names) {
+    const h = got.get(n)!, d = h.shape[0];
+    let trace = 0;
+    for (let j = 0; j < d; j++) trace += h.data[j * d + j];
+    assertClose([trace], [1], { atol: 0, rtol: 1e-4 }, `${n}: trace`);
+    assertClose(h.data, want.get(n)!.data, { atol: 1e-9, rtol: 1e-3 }, n);
+  }
+});
+
 Deno.test("OAC: the token-diagonal form is Σ_t ‖γ_t‖² x_t x_tᵀ / N", async () => {
   const name = linearName(1, "o_proj");
   const d = model.config.numHeads * model.config.headDim; // o_proj reads the attention output

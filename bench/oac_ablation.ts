@@ -69,6 +69,8 @@ const VARIANTS: Variant[] = [
   { name: "oac first-order trust0.02 λ0.1", damping: 0.1, oac: { firstOrder: 1, firstOrderTrust: 0.02 } },
   { name: "oac first-order trust0.1 λ0.1", damping: 0.1, oac: { firstOrder: 1, firstOrderTrust: 0.1 } },
   { name: "oac mix1 first-order trust0.05 λ0.1", damping: 0.1, oac: { mix: 1, firstOrder: 1 } },
+  { name: "oac norm λ0.1", damping: 0.1, oac: { normalize: "sequence" } },
+  { name: "oac norm λ1", damping: 1, oac: { normalize: "sequence" } },
 ];
 
 const { values } = parseArgs({

@@ -172,10 +172,11 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     const mark = rt.mark();
     const pa = typeof a === "number" ? a : rt.put(a), pb = typeof b === "number" ? b : rt.put(b);
     const packed = rt.alloc(x.packedASize(m, k) * 4);
-    x.packA(pa, transA ? m : k, transA ? 1 : 0, m, k, packed);
+    const lda = transA ? m : k, ta = transA ? 1 : 0;
     const ldb = transB ? k : n, tb = transB ? 1 : 0, up = upper ? 1 : 0, b1 = beta1 ? 1 : 0;
     const threads = rt.threadsFor(upper ? m * n * k : 2 * m * n * k);
     if (threads === 1) {
+      x.packA(pa, lda, ta, m, k, packed);
       const scratch = rt.alloc(scratchBytes);
       x.gemm(m, n, k, packed, pb, ldb, tb, c, n, 0, m, 0, n, scratch, up, b1);
       rt.release(mark);
@@ -186,14 +187,16 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     const cb = Math.min(256, Math.max(16, roundUp(Math.ceil(n / (4 * threads)), 16)));
     const rowBlocks = Math.ceil(((upper ? 16 : 8) * threads) / Math.ceil(n / cb));
     const rb = Math.max(ROW_BLOCK, roundUp(Math.ceil(m / rowBlocks), ROW_BLOCK));
-    const counter = rt.alloc(4);
-    rt.i32()[counter >> 2] = 0;
-    const parts: Call[][] = [];
+    const counters = rt.alloc(8);
+    rt.i32().fill(0, counters >> 2, (counters >> 2) + 2);
+    // A is packed first, by every thread (strips claimed from a counter), then the blocks of C.
+    const packing: Call[][] = [], parts: Call[][] = [];
     for (let t = 0; t < threads; t++) {
       const scratch = rt.alloc(scratchBytes);
-      parts.push([["gemmShared", counter, rb, cb, m, n, k, packed, pb, ldb, tb, c, n, scratch, up, b1]]);
+      packing.push([["packAShared", counters, pa, lda, ta, m, k, packed]]);
+      parts.push([["gemmShared", counters + 4, rb, cb, m, n, k, packed, pb, ldb, tb, c, n, scratch, up, b1]]);
     }
-    return rt.parallel(parts).finally(() => rt.release(mark));
+    return rt.parallel(packing).then(() => rt.parallel(parts)).finally(() => rt.release(mark));
   }
 
   /**

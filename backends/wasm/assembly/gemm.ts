@@ -38,10 +38,31 @@ export function gemmScratchSize(): i32 {
  * @param a op(A)'s storage: `[m, k]` with row stride `lda`, or `[k, m]` when `transA`.
  */
 export function packA(a: usize, lda: i32, transA: i32, m: i32, k: i32, dst: usize): void {
+  packAStrips(a, lda, transA, m, k, dst, 0, (m + MR - 1) / MR);
+}
+
+/** Strips a thread packs at a time in {@link packAShared}. */
+const PACK_STRIPS: i32 = 16;
+
+/**
+ * {@link packA} shared between threads: each claims {@link PACK_STRIPS} strips at a time from `counter` (an i32 the
+ * caller zeroes) and packs them for every KC block. Strips are disjoint, so the result is the same for any split.
+ */
+export function packAShared(counter: usize, a: usize, lda: i32, transA: i32, m: i32, k: i32, dst: usize): void {
+  const strips = (m + MR - 1) / MR;
+  while (true) {
+    const s0 = atomic.add<i32>(counter, 1) * PACK_STRIPS;
+    if (s0 >= strips) break;
+    packAStrips(a, lda, transA, m, k, dst, s0, min(strips, s0 + PACK_STRIPS));
+  }
+}
+
+/** {@link packA} for strips `[s0, s1)` (rows `[s0·MR, s1·MR)`) of every KC block. */
+function packAStrips(a: usize, lda: i32, transA: i32, m: i32, k: i32, dst: usize, s0: i32, s1: i32): void {
   const mPad = ((m + MR - 1) / MR) * MR;
   for (let p0 = 0; p0 < k; p0 += KC) {
     const kc = min(KC, k - p0);
-    for (let i0 = 0; i0 < mPad; i0 += MR) {
+    for (let i0 = s0 * MR; i0 < s1 * MR; i0 += MR) {
       let d = dst + (<usize>(p0 * mPad + i0 * kc) << 2);
       const rows = min(MR, m - i0);
       if (transA) {

@@ -1,6 +1,7 @@
 // Float64 factorisations and solves: blocked right-looking Cholesky (diagonal block and panel here, trailing update
 // by `dgemm`) and blocked triangular solves over column ranges of the right-hand side (threads take disjoint ranges).
 
+import { madd64 } from "./common";
 import { dgemm, dpackA, KC, MR } from "./dgemm";
 
 /** Columns of X per chunk of the blocked solve. */
@@ -33,14 +34,25 @@ export function cholDiag(a: usize, n: i32, k0: i32, k1: i32, inv: usize, bad: us
   return -1;
 }
 
-/** `Σ_{p ∈ [p0, p1)} x[p]·y[p]` over two f64 rows, two lanes then the tail. */
+/**
+ * `Σ_{p ∈ [p0, p1)} x[p]·y[p]` over two f64 rows: four independent two-lane sums (one sum would wait on the latency of
+ * each addition), then the tail.
+ */
 // @ts-ignore: decorator
 @inline function dot(x: usize, y: usize, p0: i32, p1: i32): f64 {
-  let acc = f64x2.splat(0);
+  let a0 = f64x2.splat(0), a1 = f64x2.splat(0), a2 = f64x2.splat(0), a3 = f64x2.splat(0);
   let p = p0;
-  for (; p + 2 <= p1; p += 2) {
-    acc = f64x2.add(acc, f64x2.mul(v128.load(x + (<usize>p << 3)), v128.load(y + (<usize>p << 3))));
+  for (; p + 8 <= p1; p += 8) {
+    const px = x + (<usize>p << 3), py = y + (<usize>p << 3);
+    a0 = f64x2.add(a0, f64x2.mul(v128.load(px), v128.load(py)));
+    a1 = f64x2.add(a1, f64x2.mul(v128.load(px, 16), v128.load(py, 16)));
+    a2 = f64x2.add(a2, f64x2.mul(v128.load(px, 32), v128.load(py, 32)));
+    a3 = f64x2.add(a3, f64x2.mul(v128.load(px, 48), v128.load(py, 48)));
   }
+  for (; p + 2 <= p1; p += 2) {
+    a0 = f64x2.add(a0, f64x2.mul(v128.load(x + (<usize>p << 3)), v128.load(y + (<usize>p << 3))));
+  }
+  const acc = f64x2.add(f64x2.add(a0, a1), f64x2.add(a2, a3));
   let s = f64x2.extract_lane(acc, 0) + f64x2.extract_lane(acc, 1);
   if (p < p1) s += load<f64>(x + (<usize>p << 3)) * load<f64>(y + (<usize>p << 3));
   return s;
@@ -134,24 +146,34 @@ export function trsmDiagonalBlock(
     const i = lower ? i0 + ii : i1 - 1 - ii;
     const xi = x + (<usize>(i * k) << 3);
     const j0 = lower ? i0 : i + 1, j1 = lower ? i : i1;
-    for (let j = j0; j < j1; j++) {
-      const c = load<f64>(t + (<usize>(i * n + j) << 3));
-      if (c == 0) continue;
-      const xj = x + (<usize>(j * k) << 3);
-      const cv = f64x2.splat(c);
-      let p = c0;
-      for (; p + 2 <= ce; p += 2) {
-        const o = <usize>p << 3;
-        v128.store(xi + o, f64x2.sub(v128.load(xi + o), f64x2.mul(cv, v128.load(xj + o))));
-      }
-      if (p < ce) store<f64>(xi + (<usize>p << 3), load<f64>(xi + (<usize>p << 3)) - c * load<f64>(xj + (<usize>p << 3)));
-    }
+    const ti = t + (<usize>(i * n) << 3);
     const d = load<f64>(inv + (<usize>i << 3));
-    if (d != 1) {
-      const dv = f64x2.splat(d);
-      let p = c0;
-      for (; p + 2 <= ce; p += 2) v128.store(xi + (<usize>p << 3), f64x2.mul(v128.load(xi + (<usize>p << 3)), dv));
-      if (p < ce) store<f64>(xi + (<usize>p << 3), load<f64>(xi + (<usize>p << 3)) * d);
+    const dv = f64x2.splat(d);
+    // X[i, p:p+8] = (X[i, p:p+8] − Σ_j T[i][j]·X[j, p:p+8]) · inv[i]: the sums in registers, one store per chunk.
+    let p = c0;
+    for (; p + 8 <= ce; p += 8) {
+      const o = <usize>p << 3;
+      let s0 = f64x2.splat(0), s1 = f64x2.splat(0), s2 = f64x2.splat(0), s3 = f64x2.splat(0);
+      for (let j = j0; j < j1; j++) {
+        const c = load<f64>(ti + (<usize>j << 3));
+        if (c == 0) continue;
+        const cv = f64x2.splat(c);
+        const xj = x + (<usize>(j * k) << 3) + o;
+        s0 = madd64(cv, v128.load(xj), s0);
+        s1 = madd64(cv, v128.load(xj, 16), s1);
+        s2 = madd64(cv, v128.load(xj, 32), s2);
+        s3 = madd64(cv, v128.load(xj, 48), s3);
+      }
+      v128.store(xi + o, f64x2.mul(f64x2.sub(v128.load(xi + o), s0), dv));
+      v128.store(xi + o, f64x2.mul(f64x2.sub(v128.load(xi + o, 16), s1), dv), 16);
+      v128.store(xi + o, f64x2.mul(f64x2.sub(v128.load(xi + o, 32), s2), dv), 32);
+      v128.store(xi + o, f64x2.mul(f64x2.sub(v128.load(xi + o, 48), s3), dv), 48);
+    }
+    for (; p < ce; p++) {
+      let s: f64 = 0;
+      for (let j = j0; j < j1; j++) s += load<f64>(ti + (<usize>j << 3)) * load<f64>(x + (<usize>(j * k + p) << 3));
+      const q = xi + (<usize>p << 3);
+      store<f64>(q, (load<f64>(q) - s) * d);
     }
   }
 }

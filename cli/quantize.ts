@@ -15,6 +15,7 @@
 import { type MethodName, type MethodOptions, METHODS, needsCalibration } from "../algorithms/methods.ts";
 import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
 import type { Backend } from "../core/backend.ts";
+import { calibrationSteps } from "../model/calibrate.ts";
 import type { LlamaModel } from "../model/llama.ts";
 import { quantizeModel } from "../model/quantize_model.ts";
 import { perplexity } from "../model/perplexity.ts";
@@ -188,9 +189,10 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       calibration = sampleWindows(calibTokens, samples, seqLen, seed);
       log(`calibration: ${samples} windows of ${seqLen} tokens from ${values.calib} (seed ${seed})`);
     }
-    // One bar over the calibration driver's steps: two passes over the windows and seven linear layers per layer.
+    // One bar over the calibration driver's steps: passes over the windows and seven linear layers per layer.
     const bar = createProgress(calibrated ? "calibrate+quantize" : "quantize", { silent: json, unit: "steps" });
-    const totalSteps = model.config.numLayers * ((calibrated ? 2 * samples : 0) + 7);
+    const decoderLayers = model.config.numLayers;
+    const totalSteps = calibrated ? calibrationSteps(decoderLayers, samples) : 7 * decoderLayers;
     let steps = 0;
     const result = await quantizeModel(model, {
       method: method as MethodName | "oac",

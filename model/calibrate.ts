@@ -62,7 +62,10 @@ export type HessianSource = (
 
 /** Progress of {@link quantizeSequential}. */
 export interface CalibrationProgress {
-  /** "hessian": step 1 over windows; "quantize": step 2, one linear layer done; "propagate": step 3 over windows. */
+  /**
+   * "hessian": step 1 over windows; "quantize": step 2, one linear layer done; "propagate": step 3 over windows (not
+   * after the last layer, whose outputs nothing reads).
+   */
   readonly stage: "hessian" | "quantize" | "propagate";
   readonly layer: number;
   readonly layers: number;
@@ -71,6 +74,14 @@ export interface CalibrationProgress {
   /** Units done and in all within the stage (windows, or linear layers of this layer). */
   readonly done: number;
   readonly total: number;
+}
+
+/**
+ * Units of progress {@link quantizeSequential} reports in all with GPTQ's input Hessians: every window once per layer
+ * for the Hessians and once per layer but the last to propagate, and each layer's seven linear layers.
+ */
+export function calibrationSteps(layers: number, windows: number): number {
+  return layers * (windows + 7) + Math.max(0, layers - 1) * windows;
 }
 
 /** Options of {@link quantizeSequential}. */
@@ -177,7 +188,8 @@ export async function quantizeSequential<R extends { dequantized: Matrix }>(
       }
       current = withLinearWeights(current, replaced);
     }
-    stream = (await runLayer(l, current, "propagate"))!;
+    // The last layer's outputs are read by nothing: its propagation pass is skipped.
+    if (l + 1 < layers) stream = (await runLayer(l, current, "propagate"))!;
   }
   return { model: current, layers: results };
 }

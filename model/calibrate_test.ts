@@ -4,7 +4,7 @@ import { rtn } from "../algorithms/rtn.ts";
 import type { Matrix } from "../core/tensor.ts";
 import { assertClose } from "../tests/assert_close.ts";
 import { randomTokens, tinyModel } from "../tests/tiny_llama.ts";
-import { quantizeSequential } from "./calibrate.ts";
+import { calibrationSteps, quantizeSequential } from "./calibrate.ts";
 import { forward, linearNames, linearWeight, type LlamaModel, withLinearWeights } from "./llama.ts";
 
 const model = tinyModel({ layers: 3 });
@@ -87,4 +87,23 @@ Deno.test("quantizeSequential: an aborted signal stops the work with its reason"
   });
   await assert.rejects(work, (e) => e === reason);
   equal(calls, 3);
+});
+
+Deno.test("quantizeSequential: progress adds up to calibrationSteps, with no propagation after the last layer", async () => {
+  const passes: string[] = [];
+  let units = 0, last = 0;
+  await quantizeSequential(model, tokens, {
+    seqLen,
+    batch: 2,
+    quantize: (_, w, h) => rtn(w, h, { bits: 4 }),
+    onProgress: (p) => {
+      // Window stages report running counts that restart every pass; linear layers come one at a time.
+      if (p.stage === "quantize") units++;
+      else units += p.done - last;
+      last = p.stage === "quantize" || p.done === p.total ? 0 : p.done;
+      if (p.stage !== "quantize" && p.done === p.total) passes.push(`${p.stage} ${p.layer}`);
+    },
+  });
+  deepEqual(passes, ["hessian 0", "propagate 0", "hessian 1", "propagate 1", "hessian 2"]);
+  equal(units, calibrationSteps(model.config.numLayers, windows));
 });

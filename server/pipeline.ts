@@ -16,6 +16,7 @@ import type { MethodName, MethodOptions } from "../algorithms/methods.ts";
 import type { QuantizedLayer } from "../algorithms/result.ts";
 import { getBackend, loadBackend } from "../backends/registry.ts";
 import { FormatError, OptionError } from "../core/errors.ts";
+import { calibrationSteps } from "../model/calibrate.ts";
 import { parseHfConfig } from "../model/config.ts";
 import { llamaFromWeights, type LlamaModel, type WeightTensor } from "../model/llama.ts";
 import { parseLlama2cCheckpoint, parseLlama2cTokenizer } from "../model/llama2c.ts";
@@ -178,7 +179,7 @@ export async function executeJob(input: JobInput, io: JobIo, hooks: JobHooks): P
   // Progress in units of "one decoder layer over one window": a calibration step is one, an eval window is a whole
   // model's worth (numLayers), so the overall fraction moves at roughly the pace of the work.
   const layersN = model.config.numLayers;
-  const quantizeTotal = layersN * ((calibration ? 2 * spec.samples : 0) + 7);
+  const quantizeTotal = calibration ? calibrationSteps(layersN, spec.samples) : 7 * layersN;
   const evalWindows = evalTokens.reduce((n, e) => n + e.windows, 0);
   const grand = quantizeTotal + layersN * evalWindows * (spec.baseline ? 2 : 1);
   let base = 0;

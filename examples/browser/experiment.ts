@@ -8,6 +8,7 @@
  */
 
 import type { Backend } from "../../core/backend.ts";
+import { calibrationSteps } from "../../model/calibrate.ts";
 import { llamaFromWeights, type LlamaModel } from "../../model/llama.ts";
 import { parseLlama2cCheckpoint, parseLlama2cTokenizer } from "../../model/llama2c.ts";
 import { perplexity } from "../../model/perplexity.ts";
@@ -90,7 +91,7 @@ export async function runExperiment(
   const layers = model.config.numLayers;
   const calibrated = settings.method !== "rtn";
   // Work in units of one decoder layer over one window: an eval window is `layers` units, a calibration step one.
-  const quantizeUnits = layers * ((calibrated ? 2 * settings.samples : 0) + 7);
+  const quantizeUnits = calibrated ? calibrationSteps(layers, settings.samples) : 7 * layers;
   const total = 2 * windows * layers + quantizeUnits;
   const ppl = async (m: LlamaModel, phase: "before" | "after", offset: number) =>
     (await perplexity(m, evalTokens, {

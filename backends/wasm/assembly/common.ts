@@ -15,6 +15,29 @@
   return f64x2.add(f64x2.mul(a, b), c);
 }
 
+/**
+ * `eˣ` per lane in float32 (Cephes' `expf`): `x = n·ln 2 + r` with `|r| ≤ ½ ln 2` (ln 2 split in two so that `n·ln 2`
+ * is exact), a degree-6 polynomial for `eʳ`, and `2ⁿ` built in the exponent bits. Within 2 ulp of `eˣ` for `x` in
+ * `[−87.3, 88.3]`; below that range the result is 0 (`eˣ` would be denormal), above it `e^88.3`; NaN stays NaN.
+ */
+// @ts-ignore: decorator
+@inline export function exp4(x: v128): v128 {
+  const underflow = f32x4.lt(x, f32x4.splat(-87.3));
+  x = f32x4.min(f32x4.max(x, f32x4.splat(-87.3)), f32x4.splat(88.3));
+  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.4426950408889634)));
+  let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693359375)));
+  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4)));
+  let p = f32x4.splat(1.9875691500e-4);
+  p = madd(p, r, f32x4.splat(1.3981999507e-3));
+  p = madd(p, r, f32x4.splat(8.3334519073e-3));
+  p = madd(p, r, f32x4.splat(4.1665795894e-2));
+  p = madd(p, r, f32x4.splat(1.6666665459e-1));
+  p = madd(p, r, f32x4.splat(5.0000001201e-1));
+  const y = f32x4.add(madd(f32x4.mul(p, r), r, r), f32x4.splat(1));
+  const pow2n = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
+  return v128.andnot(f32x4.mul(y, pow2n), underflow);
+}
+
 /** Start of the memory the JS side may use (above the module's static data), 64-byte aligned. */
 export function heapBase(): usize {
   return (__heap_base + 63) & ~(63 as usize);

@@ -1,3 +1,4 @@
+import { exp4 } from "./common";
 import { gemm, gemmScratchSize, packA } from "./gemm";
 
 // Transformer building blocks in float32 with float64 reductions where rows are long: causal attention (forward and
@@ -22,16 +23,24 @@ export function attentionScratchSize(S: i32, hd: i32): i32 {
 
 /**
  * Softmax of the causal rows `i0 + r` (`r < rb`) of `P` (`[rb, S]`, scores on entry): keys `0..i0 + r`, exponentials
- * summed in float64, masked keys set to 0 up to `i1`.
+ * ({@link exp4}, four keys at a time) summed in float64, masked keys set to 0 up to `i1`.
  */
 function causalSoftmax(P: usize, S: i32, i0: i32, rb: i32, i1: i32): void {
   for (let r = 0; r < rb; r++) {
     const row = P + (<usize>(r * S) << 2), last = i0 + r;
     let mx = -Infinity as f32;
     for (let j = 0; j <= last; j++) mx = max(mx, load<f32>(row + (<usize>j << 2)));
-    let sum: f64 = 0;
-    for (let j = 0; j <= last; j++) {
-      const e = Mathf.exp(load<f32>(row + (<usize>j << 2)) - mx);
+    const mv = f32x4.splat(mx);
+    let sum2 = f64x2.splat(0);
+    let j = 0;
+    for (; j + 4 <= last + 1; j += 4) {
+      const e = exp4(f32x4.sub(v128.load(row + (<usize>j << 2)), mv));
+      v128.store(row + (<usize>j << 2), e);
+      sum2 = f64x2.add(sum2, f64x2.add(f64x2.promote_low_f32x4(e), f64x2.promote_low_f32x4(i32x4.shuffle(e, e, 2, 3, 0, 1))));
+    }
+    let sum = f64x2.extract_lane(sum2, 0) + f64x2.extract_lane(sum2, 1);
+    for (; j <= last; j++) {
+      const e = f32x4.extract_lane(exp4(f32x4.splat(load<f32>(row + (<usize>j << 2)) - mx)), 0);
       store<f32>(row + (<usize>j << 2), e);
       sum += e;
     }
@@ -154,29 +163,57 @@ export function attentionBackward(
   }
 }
 
+/**
+ * The logistic function per lane, float32: `1 / (1 + e^−g)` for `g ≥ 0`, `e^g / (1 + e^g)` below (the exponential is
+ * always of `−|g|`, so it cannot overflow).
+ */
 // @ts-ignore: decorator
-@inline function sigmoid(g: f64): f64 {
-  if (g >= 0) return 1 / (1 + Math.exp(-g));
-  const e = Math.exp(g);
-  return e / (1 + e);
+@inline function sigmoid4(g: v128): v128 {
+  const e = exp4(f32x4.neg(f32x4.abs(g)));
+  const d = f32x4.div(f32x4.splat(1), f32x4.add(f32x4.splat(1), e));
+  return v128.bitselect(d, f32x4.mul(e, d), f32x4.ge(g, f32x4.splat(0)));
 }
 
-/** `y = silu(gate) · up` over `[i0, i1)`, in float64 as the reference. */
+/** `y = silu(gate) · up` over `[i0, i1)`, four at a time (the last few through a zero-padded vector). */
 export function swigluRange(gate: usize, up: usize, y: usize, i0: i32, i1: i32): void {
-  for (let i = i0; i < i1; i++) {
+  let i = i0;
+  for (; i + 4 <= i1; i += 4) {
     const o = <usize>i << 2;
-    const g = <f64>load<f32>(gate + o);
-    store<f32>(y + o, <f32>(g * sigmoid(g) * <f64>load<f32>(up + o)));
+    const g = v128.load(gate + o);
+    v128.store(y + o, f32x4.mul(f32x4.mul(g, sigmoid4(g)), v128.load(up + o)));
+  }
+  for (; i < i1; i++) {
+    const o = <usize>i << 2;
+    const g = f32x4.splat(load<f32>(gate + o));
+    store<f32>(y + o, f32x4.extract_lane(f32x4.mul(f32x4.mul(g, sigmoid4(g)), f32x4.splat(load<f32>(up + o))), 0));
   }
 }
 
-/** Gradients of {@link swigluRange} over `[i0, i1)`. */
+/** Gradients of {@link swigluRange} over `[i0, i1)`: `dup = dy·g·s`, `dgate = dy·up·s·(1 + g·(1 − s))`. */
 export function swigluBackwardRange(gate: usize, up: usize, dy: usize, dgate: usize, dup: usize, i0: i32, i1: i32): void {
-  for (let i = i0; i < i1; i++) {
+  let i = i0;
+  for (; i + 4 <= i1; i += 4) {
     const o = <usize>i << 2;
-    const g = <f64>load<f32>(gate + o), s = sigmoid(g), d = <f64>load<f32>(dy + o);
-    store<f32>(dup + o, <f32>(d * g * s));
-    store<f32>(dgate + o, <f32>(d * <f64>load<f32>(up + o) * s * (1 + g * (1 - s))));
+    swigluBackward4(v128.load(gate + o), v128.load(up + o), v128.load(dy + o), dgate + o, dup + o, 4);
+  }
+  for (; i < i1; i++) {
+    const o = <usize>i << 2;
+    const g = f32x4.splat(load<f32>(gate + o)), u = f32x4.splat(load<f32>(up + o)), d = f32x4.splat(load<f32>(dy + o));
+    swigluBackward4(g, u, d, dgate + o, dup + o, 1);
+  }
+}
+
+// @ts-ignore: decorator
+@inline function swigluBackward4(g: v128, u: v128, d: v128, dgate: usize, dup: usize, lanes: i32): void {
+  const s = sigmoid4(g);
+  const vu = f32x4.mul(f32x4.mul(d, g), s);
+  const vg = f32x4.mul(f32x4.mul(f32x4.mul(d, u), s), f32x4.add(f32x4.splat(1), f32x4.mul(g, f32x4.sub(f32x4.splat(1), s))));
+  if (lanes == 4) {
+    v128.store(dup, vu);
+    v128.store(dgate, vg);
+  } else {
+    store<f32>(dup, f32x4.extract_lane(vu, 0));
+    store<f32>(dgate, f32x4.extract_lane(vg, 0));
   }
 }
 

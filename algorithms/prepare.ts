@@ -15,7 +15,6 @@ import { choleskyWithRetry } from "../core/linalg/cholesky.ts";
 import {
   clone,
   diagonal,
-  eye,
   type FloatArray,
   type Matrix,
   permuteColumns,
@@ -91,26 +90,19 @@ export function addRelativeDamping(h: Matrix<Float64Array>, lambda: number): num
   return damp;
 }
 
-/** `J·M·J` (rows and columns in reverse order) of a square matrix: its storage read backwards. */
-function reversed(m: Matrix<Float64Array>): Matrix<Float64Array> {
-  return { data: m.data.slice().reverse(), shape: [m.shape[0], m.shape[1]] };
-}
-
 /**
- * GPTQ's `U` (upper, `H⁻¹ = UᵀU`) through backend kernels: with `J` the order reversal, `J·H·J = L̃·L̃ᵀ` gives
- * `U = J·L̃⁻¹·J`: one factorisation and one triangular solve, and no second factorisation of an ill-conditioned `H⁻¹`.
- * If `H` is not positive definite even after GPTQ's damping, more damping is added (and reported).
+ * GPTQ's `U` (upper, `H⁻¹ = UᵀU`) through the backend's kernel (one factorisation and one triangular inverse, no
+ * second factorisation of an ill-conditioned `H⁻¹`). If `H` is not positive definite even after GPTQ's damping, more
+ * damping is added (and reported).
  */
 export async function inverseUpperFactor(
   h: Matrix<Float64Array>,
   backend: Backend,
 ): Promise<{ u: Matrix<Float64Array>; extraDamping: number }> {
-  const n = h.shape[0];
   const { factor, damping } = await choleskyWithRetry(
-    reversed(h),
+    h,
     { initialDamping: 1e-4 },
-    (m) => backend.cholesky(m),
+    (m) => backend.upperCholeskyOfInverse(m),
   );
-  const inv = await backend.triangularSolve(factor, eye(n), { lower: true });
-  return { u: reversed(inv), extraDamping: damping };
+  return { u: factor, extraDamping: damping };
 }

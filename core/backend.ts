@@ -173,6 +173,12 @@ export interface Backend {
   ): Promise<Matrix<A>>;
   /** `(L·Lᵀ)⁻¹` from the lower Cholesky factor `L`. */
   choleskyInverse<A extends FloatArray>(l: Matrix<A>): Promise<Matrix<A>>;
+  /**
+   * GPTQ's `U`: upper triangular with `H⁻¹ = UᵀU` (`core/linalg/cholesky.ts`'s `upperCholeskyOfInverse`, one Cholesky
+   * factorisation and one triangular inverse). One kernel so that a backend keeps the factor in its own memory.
+   * @throws {NotPositiveDefiniteError} when `h` is not positive definite.
+   */
+  upperCholeskyOfInverse<A extends FloatArray>(h: Matrix<A>): Promise<Matrix<A>>;
   /** Symmetric eigendecomposition. @throws {ConvergenceError} if the solver does not converge. */
   eigh<A extends FloatArray>(a: Matrix<A>): Promise<EighResult<A>>;
   /** Singular value decomposition, full or truncated. */
@@ -242,6 +248,7 @@ export const KERNEL_NAMES = [
   "cholesky",
   "triangularSolve",
   "choleskyInverse",
+  "upperCholeskyOfInverse",
   "eigh",
   "svd",
   "kmeans",

@@ -41,6 +41,12 @@ import { rope } from "../../core/nn/rope.ts";
 import { assertShape, eye, type FloatArray, type Matrix, matrix, matrix64, zerosLike } from "../../core/tensor.ts";
 import { type Call, WasmRuntime } from "./runtime.ts";
 
+/** Where a triangular solve's result stays zero (see `zeroStructure` in {@link createWasmBackend}). */
+interface ZeroStructure {
+  readonly hi: Int32Array;
+  readonly lo: Int32Array;
+}
+
 /** Options of {@link createWasmBackend}. */
 export interface WasmBackendOptions {
   /**
@@ -380,19 +386,11 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
   }
 
   /**
-   * Solves `T·X = B` in place at `px` (`[n, k]` float64), `T` at `pt` lower or upper (not transposed), `inv` its
-   * reciprocal diagonal; `bRows` is B, to find the columns that stay zero. Threads take disjoint column ranges.
+   * Where the solution of `T·X = B` stays zero, from B (`[n, k]`): `hi[i]` is one past the last non-zero column of the
+   * rows row `i` depends on; the rows of column `c` of X that can be non-zero start at `lo[c]` (lower) or end before it
+   * (upper).
    */
-  async function solveAt(
-    pt: number,
-    n: number,
-    px: number,
-    k: number,
-    inv: number,
-    lower: boolean,
-    bRows: ArrayLike<number>,
-  ): Promise<void> {
-    // hi[i]: one past the last non-zero column of the rows row i depends on (prefix or suffix maximum).
+  function zeroStructure(bRows: ArrayLike<number>, n: number, k: number, lower: boolean): ZeroStructure {
     const hi = new Int32Array(n);
     for (let i = 0; i < n; i++) {
       let last = 0;
@@ -413,6 +411,27 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         if (bRows[i * k + p] !== 0) lo[p] = lower ? Math.min(lo[p], i) : i + 1;
       }
     }
+    return { hi, lo };
+  }
+
+  /** The {@link zeroStructure} of the `n × n` identity under a lower solve (its inverse is lower triangular). */
+  function identityStructure(n: number): ZeroStructure {
+    return { hi: Int32Array.from({ length: n }, (_, i) => i + 1), lo: Int32Array.from({ length: n }, (_, c) => c) };
+  }
+
+  /**
+   * Solves `T·X = B` in place at `px` (`[n, k]` float64), `T` at `pt` lower or upper (not transposed), `inv` its
+   * reciprocal diagonal; `zeros` says where X stays zero (its blocks are skipped). Threads take disjoint column ranges.
+   */
+  async function solveAt(
+    pt: number,
+    n: number,
+    px: number,
+    k: number,
+    inv: number,
+    lower: boolean,
+    { hi, lo }: ZeroStructure,
+  ): Promise<void> {
     const phi = rt.put(hi), plo = rt.put(lo);
     const threads = rt.threadsFor(n * n * k, Math.ceil(k / 128));
     // Lower solves over many column chunks share one packing of T's row blocks.
@@ -550,7 +569,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
           pt = tt;
         }
         const px = put64(b.data), inv = rt.put(invDiag);
-        await solveAt(pt, n, px, k, inv, lower !== transpose, b.data);
+        await solveAt(pt, n, px, k, inv, lower !== transpose, zeroStructure(b.data, n, k, lower !== transpose));
         return take(b, px, n, k);
       });
     },
@@ -567,7 +586,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         if (n === 0) return zerosLike(l);
         // Y = L⁻¹ (lower), then (L·Lᵀ)⁻¹ = Yᵀ·Y: its lower triangle, mirrored so the result is exactly symmetric.
         const pl = put64(l.data), py = rt.put(eye(n).data), inv = rt.put(invDiag);
-        await solveAt(pl, n, py, n, inv, true, eye(n).data);
+        await solveAt(pl, n, py, n, inv, true, identityStructure(n));
         const pr = rt.alloc(n * n * 8);
         const mark = rt.mark();
         const packed = rt.alloc(x.dpackedASize(n, n) * 8);
@@ -603,6 +622,34 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         const o = out.data;
         for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) o[j * n + i] = o[i * n + j];
         return out;
+      });
+    },
+
+    upperCholeskyOfInverse<A extends FloatArray>(h: Matrix<A>): Promise<Matrix<A>> {
+      return rt.exclusive(async () => {
+        const n = squareSize(h, "upperCholeskyOfInverse");
+        if (n === 0) return zerosLike(h);
+        // Everything stays in WASM memory: J·H·J (storage reversed), its factor L̃ in place, X = L̃⁻¹ from the
+        // identity, and U = J·X·J reversed in place again; one copy in, one out.
+        const pa = put64(h.data);
+        x.reverse64(pa, n * n);
+        try {
+          await choleskyAt(pa, n);
+        } catch (err) {
+          if (err instanceof NotPositiveDefiniteError) {
+            throw new NotPositiveDefiniteError(n, n - 1 - err.pivot, err.value);
+          }
+          throw err;
+        }
+        const f64 = rt.f64(), invDiag = new Float64Array(n);
+        for (let i = 0; i < n; i++) invDiag[i] = 1 / f64[(pa >> 3) + i * n + i];
+        const px = rt.alloc(n * n * 8), inv = rt.put(invDiag);
+        const xs = rt.f64();
+        xs.fill(0, px >> 3, (px >> 3) + n * n);
+        for (let i = 0; i < n; i++) xs[(px >> 3) + i * n + i] = 1;
+        await solveAt(pa, n, px, n, inv, true, identityStructure(n));
+        x.reverse64(px, n * n);
+        return take(h, px, n, n);
       });
     },
 

@@ -14,6 +14,7 @@
 
 import type { Backend } from "../../core/backend.ts";
 import type { FloatArray, Matrix } from "../../core/tensor.ts";
+import { upperCholeskyOfInverseWith } from "../../core/linalg/cholesky.ts";
 import { tsBackend } from "../ts/mod.ts";
 import { type AdapterChoice, openGpu } from "./adapter.ts";
 import type { GpuContext } from "./context.ts";
@@ -74,6 +75,12 @@ export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): P
     cholesky: (a) => gpuCholesky(ctx, a),
     triangularSolve: (t, b, o) => gpuTriangularSolve(ctx, t, b, o),
     choleskyInverse: (l) => gpuCholeskyInverse(ctx, l),
+    // Composed from the two kernels above (each uploads and reads back once).
+    upperCholeskyOfInverse: (h) =>
+      upperCholeskyOfInverseWith(h, {
+        cholesky: (a) => gpuCholesky(ctx, a),
+        triangularSolve: (t, b, o) => gpuTriangularSolve(ctx, t, b, o),
+      }),
     // Delegated: iterative Jacobi/QR sweeps with data-dependent convergence; rare and small (d ≤ a few thousand).
     eigh: (a) => ts.eigh(a),
     // Delegated: as eigh, used on small matrices (LoRC/QERA ranks), not on the hot path.

@@ -10,6 +10,7 @@
  * @module
  */
 
+import type { Backend } from "../backend.ts";
 import { NonFiniteError, NotPositiveDefiniteError, ShapeError } from "../errors.ts";
 import { type FloatArray, type Matrix, zerosLike } from "../tensor.ts";
 import { invertLowerTransposed64 } from "./triangular.ts";
@@ -321,4 +322,28 @@ export function gramOfUpperRows64(y: Float64Array, n: number): Float64Array {
   // Mirror: the result is exactly symmetric.
   for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) r[j * n + i] = r[i * n + j];
   return r;
+}
+
+/**
+ * {@link upperCholeskyOfInverse} through a backend's own `cholesky` and `triangularSolve` (for backends without a fused
+ * kernel): `J·H·J` is `H`'s storage read backwards, so `U = J·L̃⁻¹·J` takes one factorisation, one solve against the
+ * identity and two reversals.
+ * @throws {NotPositiveDefiniteError} as {@link upperCholeskyOfInverse}, with the pivot given as an index of `h`.
+ */
+export async function upperCholeskyOfInverseWith<A extends FloatArray>(
+  h: Matrix<A>,
+  kernels: Pick<Backend, "cholesky" | "triangularSolve">,
+): Promise<Matrix<A>> {
+  const n = squareSize(h, "upperCholeskyOfInverse");
+  const reversed = (m: Matrix<A>): Matrix<A> => ({ data: m.data.slice().reverse() as A, shape: [n, n] });
+  let factor: Matrix<A>;
+  try {
+    factor = await kernels.cholesky(reversed(h));
+  } catch (err) {
+    if (err instanceof NotPositiveDefiniteError) throw new NotPositiveDefiniteError(n, n - 1 - err.pivot, err.value);
+    throw err;
+  }
+  const identity = zerosLike(h);
+  for (let i = 0; i < n; i++) identity.data[i * n + i] = 1;
+  return reversed(await kernels.triangularSolve(factor, identity, { lower: true }));
 }

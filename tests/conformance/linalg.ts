@@ -1,6 +1,7 @@
 /**
  * Conformance of the linear-algebra kernels against the float64 TS references in `core/linalg/`: `cholesky`,
- * `triangularSolve` (all eight flag combinations), `choleskyInverse`, `eigh`, `svd` (full and top-k) and `kmeans`,
+ * `triangularSolve` (all eight flag combinations), `choleskyInverse`, `upperCholeskyOfInverse`, `eigh`, `svd` (full and
+ * top-k) and `kmeans`,
  * each on float32 and float64 inputs (the output must keep the input's element type), on sizes that include 1, odd
  * sizes and sizes that are not multiples of a tile.
  *
@@ -12,6 +13,8 @@
  * - `triangularSolve`: `|X − X_ref| ≤ 16·√n·u·ts·max|X_ref|` and residual `‖op(T)X − B‖ ≤ 8·√n·u·ts·‖T‖‖X‖` (max norms);
  *   with `unitDiagonal` the stored diagonal (not 1) must be ignored.
  * - `choleskyInverse`: `|X − X_ref| ≤ 16·√n·u·ts·max|X_ref|`, symmetric to the same tolerance.
+ * - `upperCholeskyOfInverse`: `|U − U_ref| ≤ 16·√n·u·ts·max|U_ref|`, zero below the diagonal, and an indefinite
+ *   matrix throws {@link NotPositiveDefiniteError} naming the failing pivot as an index of `H`.
  * - `eigh`: eigenvalues ascending and `|λ − λ_ref| ≤ 8·√n·u·ts·‖A‖` (Weyl); `‖A − VΛVᵀ‖_F/‖A‖_F` and `max|VᵀV − I|`
  *   `≤ 8·√n·u·ts`. Vectors are compared through these, never directly (signs and bases of repeated eigenvalues are
  *   free).
@@ -26,7 +29,7 @@
 
 import { AssertionError } from "node:assert/strict";
 import { NotPositiveDefiniteError } from "../../core/errors.ts";
-import { cholesky, choleskyInverse } from "../../core/linalg/cholesky.ts";
+import { cholesky, choleskyInverse, upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
 import { eigh } from "../../core/linalg/eigh.ts";
 import { kmeans } from "../../core/linalg/kmeans.ts";
 import { svd } from "../../core/linalg/svd.ts";
@@ -304,6 +307,39 @@ export const linalgCases: ConformanceCase[] = [
           }
         }
       }
+    },
+  },
+  {
+    name: "upperCholeskyOfInverse: GPTQ's U against the reference (sizes 1, 7, 64, 129, 300) and the failing pivot",
+    async run({ backend, toleranceScale: ts }) {
+      const rng = createRng(205);
+      for (const n of [1, 7, 64, 129, 300]) {
+        const h64 = randomSpd(n, rng);
+        for (const dtype of DTYPES) {
+          const h = as(dtype, h64);
+          const what = `upperCholeskyOfInverse ${dtype} n=${n}`;
+          const got = await backend.upperCholeskyOfInverse(h);
+          checkType(dtype, got, n, n, what);
+          const ref = upperCholeskyOfInverse(h);
+          closeAbs(got.data, ref.data, 16 * Math.sqrt(n) * U * ts * maxAbs(ref.data), what);
+          for (let i = 1; i < n; i++) {
+            for (let j = 0; j < i; j++) check(got.data[i * n + j] === 0, () => `${what}: U[${i}][${j}] ≠ 0`);
+          }
+        }
+      }
+      // An indefinite matrix: the error names the failing pivot as an index of H (the last row whose trailing block is
+      // not positive definite, since the elimination runs from the end).
+      const a = matrix64(5, 5);
+      [1, -2, 3, 4, 5].forEach((v, i) => a.data[i * 5 + i] = v);
+      let thrown: unknown;
+      try {
+        await backend.upperCholeskyOfInverse(a);
+      } catch (e) {
+        thrown = e;
+      }
+      check(thrown instanceof NotPositiveDefiniteError, () => "expected NotPositiveDefiniteError");
+      const e = thrown as NotPositiveDefiniteError;
+      check(e.pivot === 1 && e.size === 5, () => `pivot ${e.pivot} of size ${e.size}, expected 1 of 5`);
     },
   },
   {

@@ -218,3 +218,15 @@ export function transpose64(src: usize, n: i32, dst: usize): void {
 export function zeroUpper64(a: usize, n: i32): void {
   for (let i = 0; i < n; i++) memory.fill(a + (<usize>(i * n + i + 1) << 3), 0, <usize>(n - i - 1) << 3);
 }
+
+/** Reverses `count` f64s at `a` in place: `J·M·J` of a square matrix is its storage read backwards. */
+export function reverse64(a: usize, count: i32): void {
+  let i: usize = a, j: usize = a + (<usize>(count - 1) << 3);
+  while (i < j) {
+    const t = load<f64>(i);
+    store<f64>(i, load<f64>(j));
+    store<f64>(j, t);
+    i += 8;
+    j -= 8;
+  }
+}

@@ -9,6 +9,7 @@
 import { gptq } from "../algorithms/gptq.ts";
 import { createHessianAccumulator } from "../algorithms/hessian.ts";
 import type { Backend } from "../core/backend.ts";
+import { loadBackend } from "../backends/registry.ts";
 import { createRng } from "../core/random.ts";
 import { type Matrix, matrix } from "../core/tensor.ts";
 
@@ -50,4 +51,29 @@ export async function benchGptqLayer(
   t = performance.now();
   const q = await gptq(w, h, { bits: 4, groupSize: 128, actOrder: true, backend });
   return { hessian, gptq: (performance.now() - t) / 1000, loss: q.stats.layerLoss };
+}
+
+/**
+ * {@link benchGptqLayer} in a fresh process, so that what ran before in the caller's process (other backends' garbage,
+ * functions the engine has seen with other array types) does not weigh on the measurement.
+ */
+export async function benchGptqLayerIsolated(
+  backend: string,
+  out: number,
+  inputs: number,
+  rows: number,
+): Promise<{ hessian: number; gptq: number; loss: number }> {
+  const args = ["run", "-A", new URL(import.meta.url).pathname, backend, String(out), String(inputs), String(rows)];
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), { args, stderr: "piped" }).output();
+  const text = new TextDecoder().decode(stdout).trim();
+  if (code !== 0) throw new Error(`GPTQ layer benchmark (${backend}) failed: ${new TextDecoder().decode(stderr)}`);
+  return JSON.parse(text.slice(text.lastIndexOf("\n") + 1));
+}
+
+if (import.meta.main) {
+  // `deno run -A bench/gptq_layer.ts BACKEND OUT IN ROWS`: one measurement, printed as JSON on the last line.
+  const [name, out, inputs, rows] = Deno.args;
+  const backend = await loadBackend(name);
+  console.log(JSON.stringify(await benchGptqLayer(backend, Number(out), Number(inputs), Number(rows))));
+  backend.dispose?.();
 }

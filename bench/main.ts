@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import type { Backend } from "../core/backend.ts";
 import { listBackends, loadBackend } from "../backends/registry.ts";
 import { benchGram, benchMatmul, type DenseResult } from "./dense.ts";
-import { benchGptqLayer } from "./gptq_layer.ts";
+import { benchGptqLayerIsolated } from "./gptq_layer.ts";
 import { fmt, markdownTable } from "./timing.ts";
 
 const { values } = parseArgs({
@@ -56,7 +56,7 @@ const gptqSeconds = new Map<string, number>();
 for (const b of backends) {
   const sizes = (b.name === "ts" ? values["ts-gptq"] : values.gptq).split(",").filter(Boolean).map(Number);
   for (const d of values.quick ? sizes.filter((s) => s <= 1024) : sizes) {
-    const r = await benchGptqLayer(b, d, d, 8192);
+    const r = await benchGptqLayerIsolated(b.name, d, d, 8192);
     gptqSeconds.set(`${b.name}:${d}`, r.gptq);
     const base = gptqSeconds.get(`ts:${d}`);
     gptqRows.push([`${d}×${d}`, b.name, fmt(r.hessian), fmt(r.gptq), base ? fmt(base / r.gptq) : "—"]);

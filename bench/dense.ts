@@ -23,7 +23,7 @@ export interface DenseResult {
 export async function benchMatmul(backend: Backend, n: number, repeats = 3): Promise<DenseResult> {
   const rng = createRng(n);
   const a = matrix(n, n, randomNormal(rng, n * n)), b = matrix(n, n, randomNormal(rng, n * n));
-  const seconds = await bestSeconds(() => backend.matmul(a, b), { repeats, warmup: 1 });
+  const seconds = await bestSeconds(() => backend.matmul(a, b), { repeats, warmup: 1, minSeconds: 2 });
   return { kernel: "matmul", size: `${n}³`, backend: backend.name, seconds, gflops: (2 * n ** 3) / seconds / 1e9 };
 }
 
@@ -32,7 +32,7 @@ export async function benchGram(backend: Backend, rows: number, d: number, repea
   const rng = createRng(rows + d);
   const x = matrix(rows, d, randomNormal(rng, rows * d));
   const acc = matrix(d, d);
-  const seconds = await bestSeconds(() => backend.gramAccumulate(acc, x, 1), { repeats, warmup: 1 });
+  const seconds = await bestSeconds(() => backend.gramAccumulate(acc, x, 1), { repeats, warmup: 1, minSeconds: 2 });
   return {
     kernel: "gram",
     size: `${rows}×${d}`,

@@ -50,7 +50,8 @@ for (const b of backends) {
   }
 }
 
-// Whole-layer GPTQ: 4-bit, group 128, act-order, Hessian of 8192 correlated rows (accumulation timed apart).
+// Whole-layer GPTQ: 4-bit, group 128, act-order, Hessian of 8192 correlated rows (accumulation timed apart), best of
+// two in a fresh process per backend and size.
 const gptqRows: (string | number)[][] = [];
 const gptqSeconds = new Map<string, number>();
 for (const b of backends) {
@@ -75,7 +76,7 @@ console.log(markdownTable(
   }),
 ));
 
-console.log("\n## GPTQ of one layer (4-bit, group 128, act-order; Hessian of 8192 correlated rows)\n");
+console.log("\n## GPTQ of one layer (4-bit, group 128, act-order; Hessian of 8192 correlated rows; best of 2)\n");
 console.log(markdownTable(["layer", "backend", "Hessian s", "GPTQ s", "× TS"], gptqRows));
 console.log(
   "\nBackends: " +

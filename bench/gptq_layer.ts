@@ -75,7 +75,7 @@ if (import.meta.main) {
   // printed as JSON on the last line.
   const [name, out, inputs, rows] = Deno.args;
   const backend = await loadBackend(name);
-  const runs = [];
+  const runs: { hessian: number; gptq: number; loss: number }[] = [];
   for (let i = 0; i < 2; i++) runs.push(await benchGptqLayer(backend, Number(out), Number(inputs), Number(rows)));
   const best = (k: "hessian" | "gptq") => Math.min(...runs.map((r) => r[k]));
   console.log(JSON.stringify({ hessian: best("hessian"), gptq: best("gptq"), loss: runs[0].loss }));

@@ -25,7 +25,13 @@ export { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./core/dtype.ts";
 export { BINARY, FP4_E2M1, FP8_E4M3, FP8_E5M2, minifloatGrid, NF4, TERNARY } from "./core/grids/tables.ts";
 export { fitGrid, groupIndex, quantizeGrid } from "./core/grids/fit.ts";
 export { packBits, packInt32, unpackBits, unpackInt32 } from "./core/grids/pack.ts";
-export { cholesky, choleskyInverse, choleskyWithRetry, upperCholeskyOfInverse } from "./core/linalg/cholesky.ts";
+export {
+  cholesky,
+  choleskyInverse,
+  choleskyWithRetry,
+  upperCholeskyOfInverse,
+  upperCholeskyOfInverseWith,
+} from "./core/linalg/cholesky.ts";
 export { eigh } from "./core/linalg/eigh.ts";
 export { kmeans, nearestCentroids } from "./core/linalg/kmeans.ts";
 export { invSqrtSpd, sqrtSpd } from "./core/linalg/spd.ts";

@@ -9,7 +9,7 @@
  * H += λ·mean(diag H)·I;   U = upper Cholesky factor of H⁻¹
  * error-feedback loop over 128-column blocks          (Backend.gptqQuantize)
  * undo the permutation
- * layer loss = Σ e² − damping·‖W − Q‖²                  (GPTQ's identity; no rows × cols² product)
+ * layer loss = Σ e² − δ·‖W − Q‖² − ‖(W − Q)_dead‖²      (GPTQ's identity; no rows × cols² product)
  * ```
  *
  * @module

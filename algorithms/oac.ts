@@ -57,7 +57,8 @@ export interface OacOptions {
   readonly tokenPower?: number;
   /**
    * `"sequence"`: each window's (or chunk's) `G_nᵀG_n` divided by its trace `‖G_n‖²`, so that every window weighs the
-   * same in each layer's Hessian instead of a few high-loss windows dominating it; default `"none"`.
+   * same in each layer's Hessian instead of a few high-loss windows dominating it (not with `firstOrder`, whose step
+   * needs `H` at the gradients' scale); default `"none"`.
    */
   readonly normalize?: "none" | "sequence";
   /** Weight `α` of GPTQ's Hessian mixed in (both normalised by their mean diagonal); default 0 (pure OAC). */
@@ -351,6 +352,10 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
   if (!(mix >= 0)) throw new OptionError(`OAC: mix must be ≥ 0, got ${mix}`);
   const beta = options.firstOrder ?? 0;
   if (!(beta >= 0)) throw new OptionError(`OAC: firstOrder must be ≥ 0, got ${beta}`);
+  if (beta > 0 && (options.normalize ?? "none") !== "none") {
+    // The step Ḡ·H⁻¹ needs H at the gradient's own scale; a normalised H has unit trace whatever Ḡ's size.
+    throw new OptionError("OAC: the first-order term needs unnormalised Hessians (normalize: \"none\")");
+  }
   const step = {
     beta,
     damping: options.firstOrderDamping ?? 0.1,

@@ -1,4 +1,5 @@
-import { deepEqual, notDeepEqual, ok } from "node:assert/strict";
+import { deepEqual, notDeepEqual, ok, throws } from "node:assert/strict";
+import { OptionError } from "../core/errors.ts";
 import { tsBackend } from "../backends/ts/mod.ts";
 import { gramAccumulate } from "../core/linalg/gram.ts";
 import { matmul } from "../core/linalg/matmul.ts";
@@ -269,4 +270,9 @@ Deno.test("OAC through quantizeModel: damping defaults to OAC_DEFAULT_DAMPING, a
   const byDefault = await weights();
   deepEqual(byDefault, await weights(OAC_DEFAULT_DAMPING));
   notDeepEqual(byDefault, await weights(0.0001));
+});
+
+Deno.test("OAC: bad option combinations are refused up front", () => {
+  throws(() => oacHessianSource(tokens, { seqLen, firstOrder: 1, normalize: "sequence" }), OptionError);
+  throws(() => oacHessianSource(tokens, { seqLen, mix: -1 }), OptionError);
 });

@@ -63,7 +63,7 @@ export async function benchGptqLayerIsolated(
   inputs: number,
   rows: number,
 ): Promise<{ hessian: number; gptq: number; loss: number }> {
-  const args = ["run", "-A", new URL(import.meta.url).pathname, backend, String(out), String(inputs), String(rows)];
+  const args = ["run", "-A", import.meta.url, backend, String(out), String(inputs), String(rows)];
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), { args, stderr: "piped" }).output();
   const text = new TextDecoder().decode(stdout).trim();
   if (code !== 0) throw new Error(`GPTQ layer benchmark (${backend}) failed: ${new TextDecoder().decode(stderr)}`);

@@ -15,9 +15,8 @@
 import { type MethodName, type MethodOptions, METHODS, needsCalibration } from "../algorithms/methods.ts";
 import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
 import type { Backend } from "../core/backend.ts";
-import { calibrationSteps } from "../model/calibrate.ts";
 import type { LlamaModel } from "../model/llama.ts";
-import { quantizeModel } from "../model/quantize_model.ts";
+import { type ModelQuantizeOptions, quantizeModel, quantizeProgressTotal } from "../model/quantize_model.ts";
 import { perplexity } from "../model/perplexity.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { sampleWindows } from "../model/windows.ts";
@@ -191,10 +190,8 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     }
     // One bar over the calibration driver's steps: passes over the windows and seven linear layers per layer.
     const bar = createProgress(calibrated ? "calibrate+quantize" : "quantize", { silent: json, unit: "steps" });
-    const decoderLayers = model.config.numLayers;
-    const totalSteps = calibrated ? calibrationSteps(decoderLayers, samples) : 7 * decoderLayers;
-    let steps = 0;
-    const result = await quantizeModel(model, {
+    let steps = 0, lastDone = 0;
+    const run: ModelQuantizeOptions = {
       method: method as MethodName | "oac",
       engine: engine as Exclude<MethodName, "rtn">,
       options,
@@ -211,10 +208,14 @@ export async function quantizeCommand(args: string[]): Promise<number> {
         },
       backend,
       onProgress: (p) => {
-        steps += p.stage === "quantize" ? 1 : Math.min(batch, p.total - (p.done - Math.min(batch, p.done)));
+        // Window stages report a running count that restarts at every pass; linear layers report one at a time.
+        steps += p.stage === "quantize" ? 1 : p.done > lastDone ? p.done - lastDone : p.done;
+        lastDone = p.stage === "quantize" ? 0 : p.done;
         bar.update(Math.min(steps, totalSteps), totalSteps, `layer ${p.layer + 1}/${p.layers} ${p.name ?? p.stage}`);
       },
-    });
+    };
+    const totalSteps = quantizeProgressTotal(model.config.numLayers, run);
+    const result = await quantizeModel(model, run);
     bar.finish();
     const { model: quantized, layers, avgBits } = result;
     log(`quantized ${layers.size} linear layers: ${avgBits.toFixed(3)} bits per weight on average`);

@@ -175,7 +175,9 @@ export interface Backend {
   choleskyInverse<A extends FloatArray>(l: Matrix<A>): Promise<Matrix<A>>;
   /**
    * GPTQ's `U`: upper triangular with `H⁻¹ = UᵀU` (`core/linalg/cholesky.ts`'s `upperCholeskyOfInverse`, one Cholesky
-   * factorisation and one triangular inverse). One kernel so that a backend keeps the factor in its own memory.
+   * factorisation and one triangular inverse). One kernel so that a backend keeps the factor in its own memory; a
+   * backend without one can compose it with `upperCholeskyOfInverseWith`. `h` must be symmetric: which triangle is
+   * read is the backend's choice.
    * @throws {NotPositiveDefiniteError} when `h` is not positive definite.
    */
   upperCholeskyOfInverse<A extends FloatArray>(h: Matrix<A>): Promise<Matrix<A>>;

@@ -77,11 +77,12 @@ export interface CalibrationProgress {
 }
 
 /**
- * Units of progress {@link quantizeSequential} reports in all with GPTQ's input Hessians: every window once per layer
- * for the Hessians and once per layer but the last to propagate, and each layer's seven linear layers.
+ * Units of progress {@link quantizeSequential} reports in all: every window once per input-Hessian pass
+ * (`hessianPasses` per layer: 1, 4 with true-sequential groups, 0 when a Hessian source needs none) and once per
+ * layer but the last to propagate, and each layer's seven linear layers.
  */
-export function calibrationSteps(layers: number, windows: number): number {
-  return layers * (windows + 7) + Math.max(0, layers - 1) * windows;
+export function calibrationSteps(layers: number, windows: number, hessianPasses = 1): number {
+  return layers * (hessianPasses * windows + 7) + Math.max(0, layers - 1) * windows;
 }
 
 /** Options of {@link quantizeSequential}. */

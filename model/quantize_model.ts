@@ -18,7 +18,7 @@ import type { Backend } from "../core/backend.ts";
 import { OptionError } from "../core/errors.ts";
 import type { FloatArray, Matrix } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
-import { type CalibrationProgress, quantizeSequential } from "./calibrate.ts";
+import { type CalibrationProgress, calibrationSteps, quantizeSequential } from "./calibrate.ts";
 import { linearNames, linearWeight, type LlamaModel, withLinearWeights } from "./llama.ts";
 import { type SiteReport, smoothModel } from "./smooth.ts";
 
@@ -170,4 +170,19 @@ export function averageBits(layers: ReadonlyMap<string, QuantizedLayer>): number
     count += n;
   }
   return count ? bits / count : 0;
+}
+
+/**
+ * Units of progress {@link quantizeModel} reports in all for `run` on a model of `layers` decoder layers (what a
+ * progress bar counts to): one per linear layer quantized, and one per window in every pass over the calibration
+ * windows ({@link calibrationSteps}).
+ */
+export function quantizeProgressTotal(layers: number, run: ModelQuantizeOptions): number {
+  const engine = run.method === "oac" ? run.engine ?? "gptq" : run.method;
+  if (engine === "rtn" && !run.lowRank?.kind.startsWith("qera")) return 7 * layers;
+  const windows = (run.calibration?.length ?? 0) / (run.seqLen ?? 512);
+  const groups = run.trueSequential ? 4 : 1;
+  // OAC brings its own Hessians (its gradient passes report nothing); GPTQ's input pass runs only to mix them in.
+  const passes = run.method === "oac" && !((run.oac?.mix ?? 0) > 0) ? 0 : groups;
+  return calibrationSteps(layers, windows, passes);
 }

@@ -16,12 +16,11 @@ import type { MethodName, MethodOptions } from "../algorithms/methods.ts";
 import type { QuantizedLayer } from "../algorithms/result.ts";
 import { getBackend, loadBackend } from "../backends/registry.ts";
 import { FormatError, OptionError } from "../core/errors.ts";
-import { calibrationSteps } from "../model/calibrate.ts";
 import { parseHfConfig } from "../model/config.ts";
 import { llamaFromWeights, type LlamaModel, type WeightTensor } from "../model/llama.ts";
 import { parseLlama2cCheckpoint, parseLlama2cTokenizer } from "../model/llama2c.ts";
 import { perplexity } from "../model/perplexity.ts";
-import { quantizeModel } from "../model/quantize_model.ts";
+import { quantizeModel, quantizeProgressTotal } from "../model/quantize_model.ts";
 import { memorySource, openSafetensorsSource } from "../model/safetensors.ts";
 import { HfTokenizer, type Tokenizer } from "../model/tokenizer.ts";
 import { sampleWindows } from "../model/windows.ts";
@@ -179,7 +178,14 @@ export async function executeJob(input: JobInput, io: JobIo, hooks: JobHooks): P
   // Progress in units of "one decoder layer over one window": a calibration step is one, an eval window is a whole
   // model's worth (numLayers), so the overall fraction moves at roughly the pace of the work.
   const layersN = model.config.numLayers;
-  const quantizeTotal = calibration ? calibrationSteps(layersN, spec.samples) : 7 * layersN;
+  const quantizeTotal = quantizeProgressTotal(layersN, {
+    method: spec.method as MethodName | "oac",
+    engine: spec.engine === "rtn" ? undefined : spec.engine,
+    oac: spec.oac,
+    calibration,
+    seqLen: spec.seqLen,
+    trueSequential: spec.trueSequential,
+  });
   const evalWindows = evalTokens.reduce((n, e) => n + e.windows, 0);
   const grand = quantizeTotal + layersN * evalWindows * (spec.baseline ? 2 : 1);
   let base = 0;

@@ -78,6 +78,8 @@ export interface WasmBackend extends Backend {
 const SPLIT_ALIGN = 16;
 /** Row blocks of C shared between threads are multiples of this: whole register tiles (6 rows) and L2 blocks (96). */
 const ROW_BLOCK = 96;
+/** Strips of A one thread claims at a time in `packAShared` (`PACK_STRIPS` in `assembly/gemm.ts`). */
+const PACK_STRIPS = 16;
 
 function roundUp(v: number, to: number): number {
   return Math.ceil(v / to) * to;
@@ -195,14 +197,22 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     const rb = Math.max(ROW_BLOCK, roundUp(Math.ceil(m / rowBlocks), ROW_BLOCK));
     const counters = rt.alloc(8);
     rt.i32().fill(0, counters >> 2, (counters >> 2) + 2);
-    // A is packed first, by every thread (strips claimed from a counter), then the blocks of C.
+    // A is packed first, by every thread (strips claimed from a counter) unless it is a single claim of strips, then
+    // the blocks of C.
     const packing: Call[][] = [], parts: Call[][] = [];
     for (let t = 0; t < threads; t++) {
       const scratch = rt.alloc(scratchBytes);
       packing.push([["packAShared", counters, pa, lda, ta, m, k, packed]]);
       parts.push([["gemmShared", counters + 4, rb, cb, m, n, k, packed, pb, ldb, tb, c, n, scratch, up, b1]]);
     }
-    return rt.parallel(packing).then(() => rt.parallel(parts)).finally(() => rt.release(mark));
+    let packing1: Promise<void>;
+    if (Math.ceil(m / x.gemmTileRows()) <= PACK_STRIPS) {
+      x.packA(pa, lda, ta, m, k, packed);
+      packing1 = Promise.resolve();
+    } else {
+      packing1 = rt.parallel(packing);
+    }
+    return packing1.then(() => rt.parallel(parts)).finally(() => rt.release(mark));
   }
 
   /**

@@ -347,20 +347,16 @@ export class WasmRuntime {
       // Every worker must be ready before any share starts: the shares are posted together, synchronously, and only
       // then does this thread run its own. (Posting after an `await` would let this thread take every block of a
       // shared counter before the workers had even received their calls.)
-      const workers: (KernelWorker | undefined)[] = [];
-      for (let t = 1; t < perThread.length; t++) {
-        let worker: KernelWorker | undefined;
-        if (!this.#workersBroken) {
-          try {
-            worker = this.#worker(t - 1);
-            await worker.ready;
-          } catch (e) {
-            if (!(e instanceof WorkerStartError)) throw e;
-            this.#workersBroken = true;
-            worker = undefined;
-          }
+      const workers: KernelWorker[] = [];
+      if (!this.#workersBroken) {
+        try {
+          for (let t = 1; t < perThread.length; t++) workers.push(this.#worker(t - 1));
+        } catch {
+          this.#workersBroken = true; // `new Worker` itself refused (a blocked blob URL, no module workers, ...)
         }
-        workers.push(worker);
+        // Started together; a worker that cannot start leaves every share to this thread, now and later.
+        const started = await Promise.allSettled(workers.map((w) => w.ready));
+        if (started.some((s) => s.status === "rejected")) this.#workersBroken = true;
       }
       for (let t = 1; t < perThread.length; t++) {
         const calls = perThread[t], worker = workers[t - 1];

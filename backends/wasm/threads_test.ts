@@ -104,3 +104,35 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "wasm: where workers cannot be created, every share runs on the calling thread with the same result",
+  ignore: !threadsSupported(),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const rng = createRng(8);
+    const a = matrix(200, 150, randomNormal(rng, 200 * 150)), b = matrix(150, 120, randomNormal(rng, 150 * 120));
+    const one = await createWasmBackend({ threads: 1 });
+    const want = (await one.matmul(a, b)).data;
+    one.dispose();
+    const realWorker = globalThis.Worker;
+    // As a page whose content security policy blocks blob workers: the constructor throws.
+    globalThis.Worker = class {
+      constructor() {
+        throw new DOMException("blob workers are blocked", "SecurityError");
+      }
+    } as unknown as typeof Worker;
+    try {
+      const many = await createWasmBackend({ threads: 3, parallelThreshold: 0 });
+      try {
+        deepStrictEqual((await many.matmul(a, b)).data, want);
+        deepStrictEqual((await many.matmul(a, b)).data, want, "and again, once workers are known to be unavailable");
+      } finally {
+        many.dispose();
+      }
+    } finally {
+      globalThis.Worker = realWorker;
+    }
+  },
+});

@@ -8,11 +8,10 @@
  */
 
 import type { Backend } from "../../core/backend.ts";
-import { calibrationSteps } from "../../model/calibrate.ts";
 import { llamaFromWeights, type LlamaModel } from "../../model/llama.ts";
 import { parseLlama2cCheckpoint, parseLlama2cTokenizer } from "../../model/llama2c.ts";
 import { perplexity } from "../../model/perplexity.ts";
-import { quantizeModel } from "../../model/quantize_model.ts";
+import { quantizeModel, quantizeProgressTotal } from "../../model/quantize_model.ts";
 import { sampleWindows } from "../../model/windows.ts";
 import type { ExperimentSettings } from "./settings.ts";
 
@@ -91,7 +90,8 @@ export async function runExperiment(
   const layers = model.config.numLayers;
   const calibrated = settings.method !== "rtn";
   // Work in units of one decoder layer over one window: an eval window is `layers` units, a calibration step one.
-  const quantizeUnits = calibrated ? calibrationSteps(layers, settings.samples) : 7 * layers;
+  const calibration = calibrated ? sampleWindows(calibTokens, settings.samples, seqLen, settings.seed) : undefined;
+  const quantizeUnits = quantizeProgressTotal(layers, { method: settings.method, calibration, seqLen });
   const total = 2 * windows * layers + quantizeUnits;
   const ppl = async (m: LlamaModel, phase: "before" | "after", offset: number) =>
     (await perplexity(m, evalTokens, {
@@ -116,7 +116,7 @@ export async function runExperiment(
   const q = await quantizeModel(model, {
     method: settings.method,
     options: { bits: settings.bits, groupSize: settings.group, actOrder: settings.actOrder, backend },
-    calibration: calibrated ? sampleWindows(calibTokens, settings.samples, seqLen, settings.seed) : undefined,
+    calibration,
     seqLen,
     batch: 4,
     backend,

@@ -1,0 +1,36 @@
+import { equal } from "node:assert/strict";
+import { randomTokens, tinyModel } from "../tests/tiny_llama.ts";
+import { type ModelQuantizeOptions, quantizeModel, quantizeProgressTotal } from "./quantize_model.ts";
+
+const model = tinyModel({ layers: 2 });
+const seqLen = 6, windows = 5;
+const calibration = randomTokens(seqLen * windows, model.config.vocabSize, 4);
+
+Deno.test("quantizeProgressTotal: the units quantizeModel reports, in every mode", async () => {
+  const runs: [string, ModelQuantizeOptions][] = [
+    ["rtn", { method: "rtn", options: { bits: 4 } }],
+    ["gptq", { method: "gptq", options: { bits: 4 }, calibration, seqLen, batch: 2 }],
+    ["gptq true-sequential", { method: "gptq", options: { bits: 4 }, calibration, seqLen, trueSequential: true }],
+    ["oac", { method: "oac", options: { bits: 4 }, calibration, seqLen, batch: 2 }],
+    ["oac mix", { method: "oac", options: { bits: 4 }, oac: { mix: 1 }, calibration, seqLen, batch: 2 }],
+    ["rtn + qera", {
+      method: "rtn",
+      options: { bits: 4 },
+      lowRank: { kind: "qera-approx", rank: 2 },
+      calibration,
+      seqLen,
+    }],
+  ];
+  for (const [name, run] of runs) {
+    // Window stages report a running count that restarts at every pass; linear layers come one at a time.
+    let units = 0, last = 0;
+    await quantizeModel(model, {
+      ...run,
+      onProgress: (p) => {
+        units += p.stage === "quantize" ? 1 : p.done - last;
+        last = p.stage === "quantize" || p.done === p.total ? 0 : p.done;
+      },
+    });
+    equal(units, quantizeProgressTotal(model.config.numLayers, run), name);
+  }
+});

@@ -354,7 +354,7 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
   if (!(beta >= 0)) throw new OptionError(`OAC: firstOrder must be ≥ 0, got ${beta}`);
   if (beta > 0 && (options.normalize ?? "none") !== "none") {
     // The step Ḡ·H⁻¹ needs H at the gradient's own scale; a normalised H has unit trace whatever Ḡ's size.
-    throw new OptionError("OAC: the first-order term needs unnormalised Hessians (normalize: \"none\")");
+    throw new OptionError('OAC: the first-order term needs unnormalised Hessians (normalize: "none")');
   }
   const step = {
     beta,

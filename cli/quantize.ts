@@ -16,7 +16,12 @@ import { type MethodName, type MethodOptions, METHODS, needsCalibration } from "
 import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
 import type { Backend } from "../core/backend.ts";
 import type { LlamaModel } from "../model/llama.ts";
-import { type ModelQuantizeOptions, quantizeModel, quantizeProgressTotal } from "../model/quantize_model.ts";
+import {
+  type ModelQuantizeOptions,
+  progressCounter,
+  quantizeModel,
+  quantizeProgressTotal,
+} from "../model/quantize_model.ts";
 import { perplexity } from "../model/perplexity.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { sampleWindows } from "../model/windows.ts";
@@ -190,7 +195,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     }
     // One bar over the calibration driver's steps: passes over the windows and seven linear layers per layer.
     const bar = createProgress(calibrated ? "calibrate+quantize" : "quantize", { silent: json, unit: "steps" });
-    let steps = 0, lastDone = 0;
+    const count = progressCounter();
     const run: ModelQuantizeOptions = {
       method: method as MethodName | "oac",
       engine: engine as Exclude<MethodName, "rtn">,
@@ -208,10 +213,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
         },
       backend,
       onProgress: (p) => {
-        // Window stages report a running count that restarts at every pass; linear layers report one at a time.
-        steps += p.stage === "quantize" ? 1 : p.done > lastDone ? p.done - lastDone : p.done;
-        lastDone = p.stage === "quantize" ? 0 : p.done;
-        bar.update(Math.min(steps, totalSteps), totalSteps, `layer ${p.layer + 1}/${p.layers} ${p.name ?? p.stage}`);
+        bar.update(Math.min(count(p), totalSteps), totalSteps, `layer ${p.layer + 1}/${p.layers} ${p.name ?? p.stage}`);
       },
     };
     const totalSteps = quantizeProgressTotal(model.config.numLayers, run);

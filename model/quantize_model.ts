@@ -186,3 +186,17 @@ export function quantizeProgressTotal(layers: number, run: ModelQuantizeOptions)
   const passes = run.method === "oac" && !((run.oac?.mix ?? 0) > 0) ? 0 : groups;
   return calibrationSteps(layers, windows, passes);
 }
+
+/**
+ * A running count of the units of {@link quantizeProgressTotal}: call it with every progress event of
+ * {@link quantizeModel}; it returns the units done so far.
+ */
+export function progressCounter(): (p: CalibrationProgress) => number {
+  let units = 0, lastDone = 0;
+  return (p) => {
+    // Window stages report a running count that restarts at every pass; linear layers report one at a time.
+    units += p.stage === "quantize" ? 1 : p.done > lastDone ? p.done - lastDone : p.done;
+    lastDone = p.stage === "quantize" ? 0 : p.done;
+    return units;
+  };
+}

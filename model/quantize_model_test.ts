@@ -1,12 +1,12 @@
 import { equal } from "node:assert/strict";
 import { randomTokens, tinyModel } from "../tests/tiny_llama.ts";
-import { type ModelQuantizeOptions, quantizeModel, quantizeProgressTotal } from "./quantize_model.ts";
+import { type ModelQuantizeOptions, progressCounter, quantizeModel, quantizeProgressTotal } from "./quantize_model.ts";
 
 const model = tinyModel({ layers: 2 });
 const seqLen = 6, windows = 5;
 const calibration = randomTokens(seqLen * windows, model.config.vocabSize, 4);
 
-Deno.test("quantizeProgressTotal: the units quantizeModel reports, in every mode", async () => {
+Deno.test("quantizeProgressTotal and progressCounter: the units quantizeModel reports, in every mode", async () => {
   const runs: [string, ModelQuantizeOptions][] = [
     ["rtn", { method: "rtn", options: { bits: 4 } }],
     ["gptq", { method: "gptq", options: { bits: 4 }, calibration, seqLen, batch: 2 }],
@@ -23,14 +23,17 @@ Deno.test("quantizeProgressTotal: the units quantizeModel reports, in every mode
   ];
   for (const [name, run] of runs) {
     // Window stages report a running count that restarts at every pass; linear layers come one at a time.
-    let units = 0, last = 0;
+    let units = 0, last = 0, counted = 0;
+    const count = progressCounter();
     await quantizeModel(model, {
       ...run,
       onProgress: (p) => {
         units += p.stage === "quantize" ? 1 : p.done - last;
         last = p.stage === "quantize" || p.done === p.total ? 0 : p.done;
+        counted = count(p);
       },
     });
     equal(units, quantizeProgressTotal(model.config.numLayers, run), name);
+    equal(counted, units, `${name}: progressCounter`);
   }
 });

@@ -20,7 +20,7 @@ import { parseHfConfig } from "../model/config.ts";
 import { llamaFromWeights, type LlamaModel, type WeightTensor } from "../model/llama.ts";
 import { parseLlama2cCheckpoint, parseLlama2cTokenizer } from "../model/llama2c.ts";
 import { perplexity } from "../model/perplexity.ts";
-import { quantizeModel, quantizeProgressTotal } from "../model/quantize_model.ts";
+import { progressCounter, quantizeModel, quantizeProgressTotal } from "../model/quantize_model.ts";
 import { memorySource, openSafetensorsSource } from "../model/safetensors.ts";
 import { HfTokenizer, type Tokenizer } from "../model/tokenizer.ts";
 import { sampleWindows } from "../model/windows.ts";
@@ -233,7 +233,7 @@ export async function executeJob(input: JobInput, io: JobIo, hooks: JobHooks): P
     statBits: spec.statBits,
     backend,
   };
-  let steps = 0, lastDone = 0;
+  const count = progressCounter();
   const result = await quantizeModel(model, {
     method: spec.method as MethodName | "oac",
     engine: spec.engine === "rtn" ? undefined : spec.engine,
@@ -245,11 +245,7 @@ export async function executeJob(input: JobInput, io: JobIo, hooks: JobHooks): P
     trueSequential: spec.trueSequential,
     backend,
     onProgress: (p) => {
-      // Window stages report a running count that restarts at every pass; linear layers report one at a time.
-      if (p.stage === "quantize") steps++;
-      else steps += p.done > lastDone ? p.done - lastDone : p.done;
-      lastDone = p.stage === "quantize" ? 0 : p.done;
-      const done = Math.min(steps, quantizeTotal);
+      const done = Math.min(count(p), quantizeTotal);
       report("quantize", done, quantizeTotal, done, `layer ${p.layer + 1}/${p.layers} ${p.name ?? p.stage}`);
     },
   });

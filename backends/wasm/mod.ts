@@ -38,7 +38,7 @@ import { type AssignFn, kmeans } from "../../core/linalg/kmeans.ts";
 import { svd } from "../../core/linalg/svd.ts";
 import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
 import { rope } from "../../core/nn/rope.ts";
-import { assertShape, eye, type FloatArray, type Matrix, matrix, matrix64, zerosLike } from "../../core/tensor.ts";
+import { assertShape, type FloatArray, type Matrix, matrix, matrix64, zerosLike } from "../../core/tensor.ts";
 import { type Call, WasmRuntime } from "./runtime.ts";
 
 /** Where a triangular solve's result stays zero (see `zeroStructure` in {@link createWasmBackend}). */
@@ -197,22 +197,16 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     const rb = Math.max(ROW_BLOCK, roundUp(Math.ceil(m / rowBlocks), ROW_BLOCK));
     const counters = rt.alloc(8);
     rt.i32().fill(0, counters >> 2, (counters >> 2) + 2);
-    // A is packed first, by every thread (strips claimed from a counter) unless it is a single claim of strips, then
-    // the blocks of C.
-    const packing: Call[][] = [], parts: Call[][] = [];
+    const parts: Call[][] = [];
     for (let t = 0; t < threads; t++) {
       const scratch = rt.alloc(scratchBytes);
-      packing.push([["packAShared", counters, pa, lda, ta, m, k, packed]]);
       parts.push([["gemmShared", counters + 4, rb, cb, m, n, k, packed, pb, ldb, tb, c, n, scratch, up, b1]]);
     }
-    let packing1: Promise<void>;
-    if (Math.ceil(m / x.gemmTileRows()) <= PACK_STRIPS) {
-      x.packA(pa, lda, ta, m, k, packed);
-      packing1 = Promise.resolve();
-    } else {
-      packing1 = rt.parallel(packing);
-    }
-    return packing1.then(() => rt.parallel(parts)).finally(() => rt.release(mark));
+    // A is packed first: by every thread (strips claimed from a counter), or here when it is a single claim of strips.
+    const packing = Math.ceil(m / x.gemmTileRows()) <= PACK_STRIPS
+      ? Promise.resolve(x.packA(pa, lda, ta, m, k, packed))
+      : rt.parallel(Array.from({ length: threads }, () => [["packAShared", counters, pa, lda, ta, m, k, packed]]));
+    return packing.then(() => rt.parallel(parts)).finally(() => rt.release(mark));
   }
 
   /**
@@ -460,6 +454,18 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     await rt.parallel(parts);
   }
 
+  /**
+   * `L⁻¹` of the lower factor at `pl` (`n × n` float64, `inv` its reciprocal diagonal), solved against an identity
+   * laid out in WASM memory; returns the byte offset of the result.
+   */
+  async function lowerInverseAt(pl: number, n: number, inv: number): Promise<number> {
+    const px = rt.alloc(n * n * 8), f64 = rt.f64();
+    f64.fill(0, px >> 3, (px >> 3) + n * n);
+    for (let i = 0; i < n; i++) f64[(px >> 3) + i * n + i] = 1;
+    await solveAt(pl, n, px, n, inv, true, identityStructure(n));
+    return px;
+  }
+
   /** A float64 copy of `data` in WASM memory. */
   function put64(data: FloatArray): number {
     return rt.put(data instanceof Float64Array ? data : Float64Array.from(data));
@@ -595,8 +601,8 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         }
         if (n === 0) return zerosLike(l);
         // Y = L⁻¹ (lower), then (L·Lᵀ)⁻¹ = Yᵀ·Y: its lower triangle, mirrored so the result is exactly symmetric.
-        const pl = put64(l.data), py = rt.put(eye(n).data), inv = rt.put(invDiag);
-        await solveAt(pl, n, py, n, inv, true, identityStructure(n));
+        const pl = put64(l.data), inv = rt.put(invDiag);
+        const py = await lowerInverseAt(pl, n, inv);
         const pr = rt.alloc(n * n * 8);
         const mark = rt.mark();
         const packed = rt.alloc(x.dpackedASize(n, n) * 8);
@@ -653,11 +659,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         }
         const f64 = rt.f64(), invDiag = new Float64Array(n);
         for (let i = 0; i < n; i++) invDiag[i] = 1 / f64[(pa >> 3) + i * n + i];
-        const px = rt.alloc(n * n * 8), inv = rt.put(invDiag);
-        const xs = rt.f64();
-        xs.fill(0, px >> 3, (px >> 3) + n * n);
-        for (let i = 0; i < n; i++) xs[(px >> 3) + i * n + i] = 1;
-        await solveAt(pa, n, px, n, inv, true, identityStructure(n));
+        const px = await lowerInverseAt(pa, n, rt.put(invDiag));
         x.reverse64(px, n * n);
         return take(h, px, n, n);
       });

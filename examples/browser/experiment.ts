@@ -11,7 +11,7 @@ import type { Backend } from "../../core/backend.ts";
 import { llamaFromWeights, type LlamaModel } from "../../model/llama.ts";
 import { parseLlama2cCheckpoint, parseLlama2cTokenizer } from "../../model/llama2c.ts";
 import { perplexity } from "../../model/perplexity.ts";
-import { quantizeModel, quantizeProgressTotal } from "../../model/quantize_model.ts";
+import { progressCounter, quantizeModel, quantizeProgressTotal } from "../../model/quantize_model.ts";
 import { sampleWindows } from "../../model/windows.ts";
 import type { ExperimentSettings } from "./settings.ts";
 
@@ -112,7 +112,7 @@ export async function runExperiment(
   const before = (performance.now() - t) / 1000;
 
   t = performance.now();
-  let units = 0, lastDone = 0;
+  const count = progressCounter();
   const q = await quantizeModel(model, {
     method: settings.method,
     options: { bits: settings.bits, groupSize: settings.group, actOrder: settings.actOrder, backend },
@@ -121,12 +121,9 @@ export async function runExperiment(
     batch: 4,
     backend,
     onProgress: (p) => {
-      // Window stages report a running count that restarts every pass; linear layers come one at a time.
-      units += p.stage === "quantize" ? 1 : p.done > lastDone ? p.done - lastDone : p.done;
-      lastDone = p.stage === "quantize" ? 0 : p.done;
       onProgress({
         phase: "quantize",
-        fraction: (windows * layers + Math.min(units, quantizeUnits)) / total,
+        fraction: (windows * layers + Math.min(count(p), quantizeUnits)) / total,
         note: `layer ${p.layer + 1}/${p.layers}: ${p.name?.replace(/^model\.layers\.\d+\./, "") ?? p.stage}`,
       });
     },

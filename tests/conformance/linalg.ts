@@ -89,6 +89,22 @@ function closeAbs(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: n
 }
 
 /** `X·Xᵀ/n + I`: SPD with condition number ≈ 5 or less. */
+/** Checks that `result` rejects with a {@link NotPositiveDefiniteError} at `pivot` of a matrix of `size`. */
+async function failsAtPivot(result: Promise<unknown>, pivot: number, size: number, what: string): Promise<void> {
+  let thrown: unknown;
+  try {
+    await result;
+  } catch (e) {
+    thrown = e;
+  }
+  check(thrown instanceof NotPositiveDefiniteError, () => `${what}: expected NotPositiveDefiniteError`);
+  const e = thrown as NotPositiveDefiniteError;
+  check(
+    e.pivot === pivot && e.size === size,
+    () => `${what}: pivot ${e.pivot} of size ${e.size}, expected ${pivot} of ${size}`,
+  );
+}
+
 function randomSpd(n: number, rng: Rng): Matrix<Float64Array> {
   const x = Float64Array.from({ length: n * n }, () => rng.normal());
   const a = matrix64(n, n);
@@ -251,15 +267,7 @@ export const linalgCases: ConformanceCase[] = [
         const a = matrix64(6, 6);
         [2, 1, -3, 4, 1, 1].forEach((v, i) => a.data[i * 6 + i] = v);
         a.data[1 * 6 + 0] = a.data[0 * 6 + 1] = 0.5;
-        let thrown: unknown;
-        try {
-          await backend.cholesky(as(dtype, a));
-        } catch (e) {
-          thrown = e;
-        }
-        check(thrown instanceof NotPositiveDefiniteError, () => `${dtype}: expected NotPositiveDefiniteError`);
-        const e = thrown as NotPositiveDefiniteError;
-        check(e.pivot === 2 && e.size === 6, () => `${dtype}: pivot ${e.pivot} of size ${e.size}, expected 2 of 6`);
+        await failsAtPivot(backend.cholesky(as(dtype, a)), 2, 6, dtype);
       }
     },
   },
@@ -331,15 +339,7 @@ export const linalgCases: ConformanceCase[] = [
       // not positive definite, since the elimination runs from the end).
       const a = matrix64(5, 5);
       [1, -2, 3, 4, 5].forEach((v, i) => a.data[i * 5 + i] = v);
-      let thrown: unknown;
-      try {
-        await backend.upperCholeskyOfInverse(a);
-      } catch (e) {
-        thrown = e;
-      }
-      check(thrown instanceof NotPositiveDefiniteError, () => "expected NotPositiveDefiniteError");
-      const e = thrown as NotPositiveDefiniteError;
-      check(e.pivot === 1 && e.size === 5, () => `pivot ${e.pivot} of size ${e.size}, expected 1 of 5`);
+      await failsAtPivot(backend.upperCholeskyOfInverse(a), 1, 5, "upperCholeskyOfInverse");
     },
   },
   {

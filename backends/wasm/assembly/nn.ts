@@ -174,19 +174,22 @@ export function attentionBackward(
   return v128.bitselect(d, f32x4.mul(e, d), f32x4.ge(g, f32x4.splat(0)));
 }
 
-/** `y = silu(gate) · up` over `[i0, i1)`, four at a time (the last few through a zero-padded vector). */
+/** `y = silu(gate) · up` over `[i0, i1)`, four at a time (the last few one lane of a vector each). */
 export function swigluRange(gate: usize, up: usize, y: usize, i0: i32, i1: i32): void {
   let i = i0;
   for (; i + 4 <= i1; i += 4) {
     const o = <usize>i << 2;
-    const g = v128.load(gate + o);
-    v128.store(y + o, f32x4.mul(f32x4.mul(g, sigmoid4(g)), v128.load(up + o)));
+    v128.store(y + o, swiglu4(v128.load(gate + o), v128.load(up + o)));
   }
   for (; i < i1; i++) {
     const o = <usize>i << 2;
-    const g = f32x4.splat(load<f32>(gate + o));
-    store<f32>(y + o, f32x4.extract_lane(f32x4.mul(f32x4.mul(g, sigmoid4(g)), f32x4.splat(load<f32>(up + o))), 0));
+    store<f32>(y + o, f32x4.extract_lane(swiglu4(f32x4.splat(load<f32>(gate + o)), f32x4.splat(load<f32>(up + o))), 0));
   }
+}
+
+// @ts-ignore: decorator
+@inline function swiglu4(g: v128, u: v128): v128 {
+  return f32x4.mul(f32x4.mul(g, sigmoid4(g)), u);
 }
 
 /** Gradients of {@link swigluRange} over `[i0, i1)`: `dup = dy·g·s`, `dgate = dy·up·s·(1 + g·(1 − s))`. */

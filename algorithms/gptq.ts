@@ -45,6 +45,11 @@ export interface GptqOptions {
   readonly damping?: number;
   /** Columns per lazy-update block; default 128. */
   readonly blockSize?: number;
+  /**
+   * Precision of the factorisation of `H` into `U`: "f64" (default) or "f32", the reference GPTQ's, which halves that
+   * step's cost on the WASM backend.
+   */
+  readonly factorPrecision?: "f64" | "f32";
   /** Kernels; default the current backend. */
   readonly backend?: Backend;
 }
@@ -76,6 +81,7 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
     staticGroups = false,
     damping = 0.01,
     blockSize = 128,
+    factorPrecision = "f64",
     backend = getBackend(),
   } = options;
   const grid: GridSpec = options.grid ??
@@ -91,7 +97,7 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
   // Per-row grids are fitted on the weights as given, before dead columns are zeroed (the reference's order).
   const perRow = groupSize === 0 ? fitGrid(w, grid, 0) : undefined;
 
-  const prepared = await prepareLayer(w, h, { damping, order: actOrder, backend });
+  const prepared = await prepareLayer(w, h, { damping, order: actOrder, factorPrecision, backend });
   const { w: Wp, u, permutation: perm } = prepared;
   // Static groups are fitted on the dead-zeroed weights in their original order, before any permutation.
   const staticParams = staticGroups && groupSize > 0 ? fitGrid(prepared.deadZeroed, grid, groupSize) : undefined;

@@ -16,9 +16,11 @@ import {
   clone,
   diagonal,
   type FloatArray,
+  invertPermutation,
   type Matrix,
   permuteColumns,
   permuteSymmetric,
+  toFloat32,
   toFloat64,
 } from "../core/tensor.ts";
 
@@ -30,8 +32,8 @@ export interface PreparedLayer {
   readonly w: Matrix;
   /** `[cols, cols]` damped Hessian in processing order. */
   readonly h: Matrix<Float64Array>;
-  /** `[cols, cols]` upper factor with `H⁻¹ = UᵀU`, processing order. */
-  readonly u: Matrix<Float64Array>;
+  /** `[cols, cols]` upper factor with `H⁻¹ = UᵀU`, processing order, in the requested `factorPrecision`. */
+  readonly u: Matrix<FloatArray>;
   /** `permutation[k]` is the original column processed `k`-th; undefined for the identity. */
   readonly permutation?: Int32Array;
   /** Absolute damping added to the diagonal: the requested `λ·mean(diag H)` plus any retry. */
@@ -44,13 +46,26 @@ export interface PrepareOptions {
   readonly damping: number;
   /** `true`: act-order (descending diagonal, ties in column order); or an explicit processing order. */
   readonly order?: boolean | Int32Array;
+  /**
+   * Precision of the factorisation that gives `U`: "f64" (default), or "f32" as the reference GPTQ computes it, which
+   * halves its cost on the WASM backend (a float32 Hessian is factored in float32 there).
+   */
+  readonly factorPrecision?: "f64" | "f32";
   readonly backend: Backend;
 }
 
 /** Columns by descending `diag(H)`; equal diagonals keep their column order, so the result is deterministic. */
 export function actOrder(h: Matrix<FloatArray>): Int32Array {
-  const d = diagonal(h);
+  return orderByDiagonal(diagonal(h));
+}
+
+function orderByDiagonal(d: ArrayLike<number>): Int32Array {
   return Int32Array.from({ length: d.length }, (_, j) => j).sort((a, b) => d[b] - d[a] || a - b);
+}
+
+/** `h` itself when it is float64 (read only), else a float64 copy. */
+function toFloat64View(h: Matrix<FloatArray>): Matrix<Float64Array> {
+  return h.data instanceof Float64Array ? h as Matrix<Float64Array> : toFloat64(h);
 }
 
 /**
@@ -61,22 +76,30 @@ export function actOrder(h: Matrix<FloatArray>): Int32Array {
 export async function prepareLayer(
   w: Matrix,
   h: Matrix<FloatArray>,
-  { damping, order = false, backend }: PrepareOptions,
+  { damping, order = false, factorPrecision = "f64", backend }: PrepareOptions,
 ): Promise<PreparedLayer> {
   const [rows, cols] = w.shape;
   const W = clone(w);
-  const H = toFloat64(h);
+  const diag = diagonal(h);
+  const dead: number[] = [];
   for (let j = 0; j < cols; j++) {
-    if (H.data[j * cols + j] === 0) {
-      H.data[j * cols + j] = 1;
+    if (diag[j] === 0) {
+      dead.push(j);
+      diag[j] = 1;
       for (let i = 0; i < rows; i++) W.data[i * cols + j] = 0;
     }
   }
-  const permutation = order === true ? actOrder(H) : order === false ? undefined : order;
+  const permutation = order === true ? orderByDiagonal(diag) : order === false ? undefined : order;
   const Wp = permutation ? permuteColumns(W, permutation) : W;
-  const Hp = permutation ? permuteSymmetric(H, permutation) : H;
+  // H is copied once: by the permutation, or here (float64 either way); dead columns get H_jj = 1 in the copy.
+  const Hp = permutation ? permuteSymmetric(toFloat64View(h), permutation) : toFloat64(h);
+  const position = permutation ? invertPermutation(permutation) : undefined;
+  for (const j of dead) {
+    const k = position ? position[j] : j;
+    Hp.data[k * cols + k] = 1;
+  }
   const damp = addRelativeDamping(Hp, damping);
-  const { u, extraDamping } = await inverseUpperFactor(Hp, backend);
+  const { u, extraDamping } = await inverseUpperFactor(Hp, backend, factorPrecision);
   return { deadZeroed: W, w: Wp, h: Hp, u, permutation, damping: damp + extraDamping };
 }
 
@@ -92,17 +115,18 @@ export function addRelativeDamping(h: Matrix<Float64Array>, lambda: number): num
 
 /**
  * GPTQ's `U` (upper, `H⁻¹ = UᵀU`) through the backend's kernel (one factorisation and one triangular inverse, no
- * second factorisation of an ill-conditioned `H⁻¹`). If `H` is not positive definite even after GPTQ's damping, more
- * damping is added (and reported).
+ * second factorisation of an ill-conditioned `H⁻¹`), from `H` rounded to float32 when `precision` is "f32". If `H`
+ * is not positive definite even after GPTQ's damping, more damping is added (and reported).
  */
 export async function inverseUpperFactor(
   h: Matrix<Float64Array>,
   backend: Backend,
-): Promise<{ u: Matrix<Float64Array>; extraDamping: number }> {
-  const { factor, damping } = await choleskyWithRetry(
+  precision: "f64" | "f32" = "f64",
+): Promise<{ u: Matrix<FloatArray>; extraDamping: number }> {
+  const { factor, damping } = await choleskyWithRetry<FloatArray>(
     h,
     { initialDamping: 1e-4 },
-    (m) => backend.upperCholeskyOfInverse(m),
+    (m) => backend.upperCholeskyOfInverse(precision === "f32" ? toFloat32(m) : m),
   );
   return { u: factor, extraDamping: damping };
 }

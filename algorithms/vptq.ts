@@ -367,7 +367,7 @@ interface Pass {
  */
 async function errorFeedbackLoop(
   w: Matrix,
-  u: Matrix<Float64Array>,
+  u: Matrix<FloatArray>,
   v: number,
   bookAt: (p: number) => Matrix,
   residual: Matrix | undefined,

@@ -29,12 +29,13 @@ export function correlatedRows(rows: number, cols: number, seed = 1, rho = 0.9):
   return x;
 }
 
-/** Seconds of the Hessian and of GPTQ for one layer on `backend`. */
+/** Seconds of the Hessian and of GPTQ for one layer on `backend`, factoring `H` in `factorPrecision`. */
 export async function benchGptqLayer(
   backend: Backend,
   out: number,
   inputs: number,
   rows: number,
+  factorPrecision: "f64" | "f32" = "f64",
 ): Promise<{ hessian: number; gptq: number; loss: number }> {
   const x = correlatedRows(rows, inputs);
   const rng = createRng(7);
@@ -49,7 +50,7 @@ export async function benchGptqLayer(
   const h = acc.finish();
   const hessian = (performance.now() - t) / 1000;
   t = performance.now();
-  const q = await gptq(w, h, { bits: 4, groupSize: 128, actOrder: true, backend });
+  const q = await gptq(w, h, { bits: 4, groupSize: 128, actOrder: true, factorPrecision, backend });
   return { hessian, gptq: (performance.now() - t) / 1000, loss: q.stats.layerLoss };
 }
 
@@ -62,8 +63,9 @@ export async function benchGptqLayerIsolated(
   out: number,
   inputs: number,
   rows: number,
+  factorPrecision: "f64" | "f32" = "f64",
 ): Promise<{ hessian: number; gptq: number; loss: number }> {
-  const args = ["run", "-A", import.meta.url, backend, String(out), String(inputs), String(rows)];
+  const args = ["run", "-A", import.meta.url, backend, String(out), String(inputs), String(rows), factorPrecision];
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), { args, stderr: "piped" }).output();
   const text = new TextDecoder().decode(stdout).trim();
   if (code !== 0) throw new Error(`GPTQ layer benchmark (${backend}) failed: ${new TextDecoder().decode(stderr)}`);
@@ -71,12 +73,15 @@ export async function benchGptqLayerIsolated(
 }
 
 if (import.meta.main) {
-  // `deno run -A bench/gptq_layer.ts BACKEND OUT IN ROWS`: the best of two measurements (Hessian and GPTQ each),
-  // printed as JSON on the last line.
-  const [name, out, inputs, rows] = Deno.args;
+  // `deno run -A bench/gptq_layer.ts BACKEND OUT IN ROWS [f64|f32]`: the best of two measurements (Hessian and GPTQ
+  // each), printed as JSON on the last line.
+  const [name, out, inputs, rows, precision = "f64"] = Deno.args;
+  if (precision !== "f64" && precision !== "f32") throw new Error(`factor precision f64 or f32, got ${precision}`);
   const backend = await loadBackend(name);
   const runs: { hessian: number; gptq: number; loss: number }[] = [];
-  for (let i = 0; i < 2; i++) runs.push(await benchGptqLayer(backend, Number(out), Number(inputs), Number(rows)));
+  for (let i = 0; i < 2; i++) {
+    runs.push(await benchGptqLayer(backend, Number(out), Number(inputs), Number(rows), precision));
+  }
   const best = (k: "hessian" | "gptq") => Math.min(...runs.map((r) => r[k]));
   console.log(JSON.stringify({ hessian: best("hessian"), gptq: best("gptq"), loss: runs[0].loss }));
   backend.dispose?.();

@@ -56,12 +56,15 @@ const gptqRows: (string | number)[][] = [];
 const gptqSeconds = new Map<string, number>();
 for (const b of backends) {
   const sizes = (b.name === "ts" ? values["ts-gptq"] : values.gptq).split(",").filter(Boolean).map(Number);
-  for (const d of values.quick ? sizes.filter((s) => s <= 1024) : sizes) {
-    const r = await benchGptqLayerIsolated(b.name, d, d, 8192);
-    gptqSeconds.set(`${b.name}:${d}`, r.gptq);
-    const base = gptqSeconds.get(`ts:${d}`);
-    gptqRows.push([`${d}×${d}`, b.name, fmt(r.hessian), fmt(r.gptq), base ? fmt(base / r.gptq) : "—"]);
-    console.error(`${b.name} gptq ${d}: hessian ${fmt(r.hessian)} s, gptq ${fmt(r.gptq)} s`);
+  // The TS reference factors in float64 whatever it is given: its float32 row would repeat the float64 one.
+  for (const precision of b.name === "ts" ? ["f64"] as const : ["f64", "f32"] as const) {
+    for (const d of values.quick ? sizes.filter((s) => s <= 1024) : sizes) {
+      const r = await benchGptqLayerIsolated(b.name, d, d, 8192, precision);
+      const base = precision === "f64" ? gptqSeconds.get(`ts:${d}`) : undefined;
+      if (precision === "f64") gptqSeconds.set(`${b.name}:${d}`, r.gptq);
+      gptqRows.push([`${d}×${d}`, b.name, precision, fmt(r.hessian), fmt(r.gptq), base ? fmt(base / r.gptq) : "—"]);
+      console.error(`${b.name} gptq ${d} (${precision} factor): hessian ${fmt(r.hessian)} s, gptq ${fmt(r.gptq)} s`);
+    }
   }
 }
 
@@ -76,8 +79,11 @@ console.log(markdownTable(
   }),
 ));
 
-console.log("\n## GPTQ of one layer (4-bit, group 128, act-order; Hessian of 8192 correlated rows; best of 2)\n");
-console.log(markdownTable(["layer", "backend", "Hessian s", "GPTQ s", "× TS"], gptqRows));
+console.log(
+  "\n## GPTQ of one layer (4-bit, group 128, act-order; Hessian of 8192 correlated rows; best of 2; H factored in" +
+    " float64 or float32)\n",
+);
+console.log(markdownTable(["layer", "backend", "factor", "Hessian s", "GPTQ s", "× TS"], gptqRows));
 console.log(
   "\nBackends: " +
     backends.map((b) => {

@@ -108,12 +108,12 @@ export function clone<A extends FloatArray>(m: Matrix<A>): Matrix<A> {
 
 /** The same values in float64 (a copy). */
 export function toFloat64(m: Matrix<FloatArray>): Matrix<Float64Array> {
-  return { data: Float64Array.from(m.data), shape: [m.shape[0], m.shape[1]] };
+  return { data: new Float64Array(m.data), shape: [m.shape[0], m.shape[1]] };
 }
 
 /** The same values rounded to float32 (a copy). */
 export function toFloat32(m: Matrix<FloatArray>): Matrix {
-  return { data: Float32Array.from(m.data), shape: [m.shape[0], m.shape[1]] };
+  return { data: new Float32Array(m.data), shape: [m.shape[0], m.shape[1]] };
 }
 
 /** Rows `[r0, r1)` as a view sharing storage: free, since rows are contiguous. */

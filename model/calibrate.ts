@@ -21,7 +21,9 @@ import { createHessianAccumulator, type HessianAccumulator } from "../algorithms
 import { getBackend } from "../backends/registry.ts";
 import {
   decoderLayerForward,
+  decoderLayerInputs,
   embedTokens,
+  LINEAR_KINDS,
   type LinearKind,
   linearName,
   linearWeight,
@@ -145,12 +147,16 @@ export async function quantizeSequential<R extends { dequantized: Matrix }>(
   // The residual stream entering the current layer, for every window: [windows·seqLen, hidden].
   let stream: Matrix = embedTokens(model, tokens);
 
-  /** Runs layer `l` of `m` over all windows; `hook` sees linear inputs; returns the outputs when `keep`. */
+  /**
+   * Runs layer `l` of `m` over all windows. "propagate": returns the outputs. "hessian": `hook` sees the linear inputs
+   * up to those of `last`, and the rest of the layer is skipped.
+   */
   const runLayer = async (
     l: number,
     m: LlamaModel,
     stage: "hessian" | "propagate",
     hook?: (name: string, x: Matrix) => Promise<void>,
+    last?: LinearKind,
   ): Promise<Matrix | undefined> => {
     const out = stage === "propagate" ? new Float32Array(stream.data.length) : undefined;
     for (let b0 = 0; b0 < windows; b0 += batch) {
@@ -160,8 +166,13 @@ export async function quantizeSequential<R extends { dequantized: Matrix }>(
         data: stream.data.subarray(b0 * seqLen * hidden, (b0 * seqLen + rows) * hidden),
         shape: [rows, hidden],
       };
-      const y = await decoderLayerForward(backend, m.config, l, m.weights.layers[l], x, { batch: nb, seqLen }, hook);
-      out?.set(y.data, b0 * seqLen * hidden);
+      const shape = { batch: nb, seqLen };
+      if (out) {
+        out.set(
+          (await decoderLayerForward(backend, m.config, l, m.weights.layers[l], x, shape)).data,
+          b0 * seqLen * hidden,
+        );
+      } else await decoderLayerInputs(backend, m.config, l, m.weights.layers[l], x, shape, hook ?? (() => {}), last);
       onProgress?.({ stage, layer: l, layers, done: b0 + nb, total: windows });
       signal?.throwIfAborted();
     }
@@ -216,6 +227,7 @@ async function inputHessians(
     m: LlamaModel,
     stage: "hessian",
     hook: (name: string, x: Matrix) => Promise<void>,
+    last: LinearKind,
   ) => Promise<Matrix | undefined>,
   precision: "f32" | "f64",
   backend: Backend,
@@ -225,6 +237,8 @@ async function inputHessians(
   // activation is observed only the first time it is seen.
   const accumulators = new Map<string, HessianAccumulator>();
   const lastSeen = new Map<string, Matrix>();
+  // The pass stops after the input of the latest of these layers (in forward order).
+  const last = LINEAR_KINDS.findLast((k) => names.some((n) => kindOf.get(n) === k))!;
   await runLayer(l, model, "hessian", async (name, x) => {
     const kind = kindOf.get(name);
     if (!kind) return;
@@ -234,7 +248,7 @@ async function inputHessians(
     let acc = accumulators.get(input);
     if (!acc) accumulators.set(input, acc = createHessianAccumulator(x.shape[1], { precision, backend }));
     await acc.observe(x);
-  });
+  }, last);
   const finished = new Map<string, Matrix<FloatArray>>();
   for (const [input, acc] of accumulators) finished.set(input, acc.finish());
   return new Map(names.map((n) => [n, finished.get(INPUT_OF[kindOf.get(n)!])!]));

@@ -274,26 +274,28 @@ async function layerForwardImpl(
   x: Matrix,
   shape: BatchShape,
   onLinearInput?: LinearInputHook,
-): Promise<{ out: Matrix; acts: LayerActivations }> {
+  stopAfter?: LinearKind,
+): Promise<{ out: Matrix; acts: LayerActivations } | undefined> {
   const eps = config.rmsNormEps;
+  /** Reports a shared input to each of `kinds`; true when the pass ends there. */
+  const report = async (kinds: readonly LinearKind[], input: Matrix): Promise<boolean> => {
+    if (onLinearInput) { for (const kind of kinds) await onLinearInput(linearName(index, kind), input); }
+    return stopAfter !== undefined && kinds.includes(stopAfter);
+  };
   const xn = await backend.rmsNorm(x, w.inputNorm, eps);
-  if (onLinearInput) {
-    for (const kind of ["q_proj", "k_proj", "v_proj"] as const) await onLinearInput(linearName(index, kind), xn);
-  }
+  if (await report(["q_proj", "k_proj", "v_proj"], xn)) return undefined;
   const rope = ropeOptions(config, shape.seqLen);
   const q = await backend.rope(await linear(backend, xn, w.q), rope);
   const k = await backend.rope(await linear(backend, xn, w.k), rope);
   const v = await linear(backend, xn, w.v);
   const attn = await backend.attention(q, k, v, attentionShape(config, shape));
-  if (onLinearInput) await onLinearInput(linearName(index, "o_proj"), attn);
+  if (await report(["o_proj"], attn)) return undefined;
   const h = add(x, await linear(backend, attn, w.o));
   const hn = await backend.rmsNorm(h, w.postAttentionNorm, eps);
-  if (onLinearInput) {
-    for (const kind of ["gate_proj", "up_proj"] as const) await onLinearInput(linearName(index, kind), hn);
-  }
+  if (await report(["gate_proj", "up_proj"], hn)) return undefined;
   const gate = await linear(backend, hn, w.gate), up = await linear(backend, hn, w.up);
   const act = await backend.swiglu(gate, up);
-  if (onLinearInput) await onLinearInput(linearName(index, "down_proj"), act);
+  if (await report(["down_proj"], act)) return undefined;
   const out = add(h, await linear(backend, act, w.down));
   return { out, acts: { x, q, k, v, attn, h, gate, up } };
 }
@@ -314,7 +316,31 @@ export async function decoderLayerForward(
   shape: BatchShape,
   onLinearInput?: LinearInputHook,
 ): Promise<Matrix> {
-  return (await layerForwardImpl(backend, config, layer, weights, x, shape, onLinearInput)).out;
+  return (await layerForwardImpl(backend, config, layer, weights, x, shape, onLinearInput))!.out;
+}
+
+/**
+ * The part of {@link decoderLayerForward} that produces the inputs of the decoder linear layers up to `last`
+ * (in the order q/k/v, o, gate/up, down), each reported to `onLinearInput`; the rest of the layer, whose output
+ * nobody reads (a Hessian pass), is not computed.
+ *
+ * @example
+ * ```ts ignore
+ * // The attention input only: one RMSNorm, no matmul.
+ * await decoderLayerInputs(backend, config, 0, weights, x, { batch: 1, seqLen }, (name, xn) => {}, "v_proj");
+ * ```
+ */
+export async function decoderLayerInputs(
+  backend: Backend,
+  config: LlamaConfig,
+  layer: number,
+  weights: LlamaLayerWeights,
+  x: Matrix,
+  shape: BatchShape,
+  onLinearInput: LinearInputHook,
+  last: LinearKind = "down_proj",
+): Promise<void> {
+  await layerForwardImpl(backend, config, layer, weights, x, shape, onLinearInput, last);
 }
 
 /** Final RMSNorm and classifier: `{ hidden: norm(x), logits: norm(x)·lm_headᵀ }`. */
@@ -512,7 +538,7 @@ export async function lossAndGradients(
       ? { data: start.hidden.data.subarray(r0 * hiddenSize, r1 * hiddenSize), shape: [r1 - r0, hiddenSize] as const }
       : embedTokens(model, passTokens);
     for (let l = firstLayer; l < model.weights.layers.length; l++) {
-      const r = await layerForwardImpl(backend, model.config, l, model.weights.layers[l], x, shape);
+      const r = (await layerForwardImpl(backend, model.config, l, model.weights.layers[l], x, shape))!;
       acts[l] = r.acts;
       x = r.out;
     }

@@ -7,7 +7,11 @@ import { type Matrix, matrix } from "../core/tensor.ts";
 import { assertClose, maxRelativeError } from "../tests/assert_close.ts";
 import { randomTokens, tinyConfig, tinyModel, tinyWeights } from "../tests/tiny_llama.ts";
 import {
+  decoderLayerForward,
+  decoderLayerInputs,
+  embedTokens,
   forward,
+  LINEAR_KINDS,
   linearNames,
   linearWeight,
   llamaFromWeights,
@@ -48,6 +52,36 @@ Deno.test("forward: windows of a batch are independent and causal", async () => 
   assertClose(prefix.logits.data, logits.data.subarray(0, 3 * V), { atol: 1e-6 });
   await assert.rejects(() => forward(model, tokens, { batch: 2, seqLen: L, backend }), ShapeError);
   await assert.rejects(() => forward(model, new Int32Array([V]), { batch: 1, seqLen: 1, backend }), OptionError);
+});
+
+Deno.test("decoderLayerInputs: the full pass's linear inputs up to `last`, and no kernel past them", async () => {
+  const model = tinyModel();
+  const L = 5, shape = { batch: 2, seqLen: L };
+  const x = embedTokens(model, randomTokens(2 * L, model.config.vocabSize));
+  const full: [string, Matrix][] = [];
+  await decoderLayerForward(backend, model.config, 1, model.weights.layers[1], x, shape, (n, m) => {
+    full.push([n, m]);
+  });
+  assert.deepEqual(full.map(([n]) => n.slice(n.lastIndexOf(".") + 1)), [...LINEAR_KINDS]);
+  // Counts the backend's matmuls: stopping at the attention input needs none, at down_proj's input all but one.
+  let matmuls = 0;
+  const counting = {
+    ...backend,
+    matmul: (...a: Parameters<typeof backend.matmul>) => (matmuls++, backend.matmul(...a)),
+  };
+  const expectedMatmuls = [0, 0, 0, 3, 4, 4, 6];
+  for (const [i, last] of LINEAR_KINDS.entries()) {
+    const seen: [string, Matrix][] = [];
+    matmuls = 0;
+    await decoderLayerInputs(counting, model.config, 1, model.weights.layers[1], x, shape, (n, m) => {
+      seen.push([n, m]);
+    }, last);
+    // A group of layers sharing an input is reported whole.
+    const upTo = [2, 2, 2, 3, 5, 5, 6][i];
+    assert.deepEqual(seen.map(([n]) => n), full.slice(0, upTo + 1).map(([n]) => n));
+    for (const [j, [, m]] of seen.entries()) assert.deepEqual(m.data, full[j][1].data);
+    assert.equal(matmuls, expectedMatmuls[i], `matmuls stopping after ${last}`);
+  }
 });
 
 Deno.test("forward: interleaved pairing equals half pairing with q/k rows permuted", async () => {

@@ -18,6 +18,9 @@ import { createRng, randomNormal } from "../../core/random.ts";
 import { matrix, matrix64 } from "../../core/tensor.ts";
 import { assertClose } from "../../tests/assert_close.ts";
 import { createWasmBackend } from "./mod.ts";
+import { gptq } from "../../algorithms/gptq.ts";
+import { hessianOf } from "../../algorithms/hessian.ts";
+import { correlatedInputs } from "../../tests/numeric.ts";
 
 /** A random layer and the U factor of a random well-conditioned Hessian. */
 function layer(rows: number, cols: number, seed: number) {
@@ -118,4 +121,28 @@ Deno.test("wasm gptqQuantize rejects bad arguments as the reference does", async
     OptionError,
   );
   wasm.dispose();
+});
+
+Deno.test({
+  name: "gptq with factorPrecision f32 on wasm: the float64 result to float32 accuracy (few codes differ, same loss)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const wasm = await createWasmBackend({ threads: 2, parallelThreshold: 0 });
+    try {
+      // 300 columns: three of the float32 path's 120-column blocks, with act-order and correlated inputs.
+      const rows = 64, cols = 300;
+      const w = matrix(rows, cols, randomNormal(createRng(31), rows * cols, 0.1));
+      const h = await hessianOf(correlatedInputs(1200, cols, 32));
+      const options = { bits: 3, groupSize: 32, actOrder: true, backend: wasm } as const;
+      const f64 = await gptq(w, h, options);
+      const f32 = await gptq(w, h, { ...options, factorPrecision: "f32" });
+      let differ = 0;
+      for (let i = 0; i < rows * cols; i++) if (f64.codes![i] !== f32.codes![i]) differ++;
+      ok(differ < 0.01 * rows * cols, `${differ} of ${rows * cols} codes differ`);
+      assertClose([f32.stats.layerLoss], [f64.stats.layerLoss], { rtol: 1e-3, atol: 0 }, "layer loss");
+    } finally {
+      wasm.dispose();
+    }
+  },
 });

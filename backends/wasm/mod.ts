@@ -346,6 +346,8 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
 
   /** Rows of the diagonal blocks of the blocked Cholesky and triangular solves. */
   const NB = 128;
+  /** Rows of the float32 path's diagonal blocks: a multiple of the gemm tile's 6 rows. */
+  const NB32 = 120;
   const dScratchBytes = x.dgemmScratchSize() * 8;
 
   /** `C[m, n] −= A·Bᵀ` on the lower tiles, float64, A and B rows `k` long with row stride `ld` (Cholesky update). */
@@ -387,6 +389,65 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       await dsyrkLower(pa + (k1 * n + k0) * 8, n - k1, k1 - k0, n, pa + (k1 * n + k1) * 8);
     }
     x.zeroUpper64(pa, n);
+  }
+
+  /** Runs the task loop `call(counter)` on `threads` threads, which claim tasks from one zeroed counter. */
+  function tasks(threads: number, call: (counter: number) => Call): Promise<void> {
+    const counter = rt.alloc(4);
+    rt.i32()[counter >> 2] = 0;
+    return rt.parallel(Array.from({ length: threads }, () => [call(counter)]));
+  }
+
+  /**
+   * GPTQ's `U` in float32 (`upperCholeskyOfInverse` of a float32 Hessian): `R̃` the upper Cholesky factor of `J·H·J`
+   * (storage reversed), `X = R̃⁻¹`, and `U = J·Xᵀ·J`, so that `H⁻¹ = UᵀU`; panels, trailing updates and the inverse's
+   * off-diagonal blocks run on the float32 gemm. Returns the byte offset of U.
+   */
+  async function upperCholeskyOfInverse32(h: Float32Array, n: number): Promise<number> {
+    const pa = rt.put(h);
+    x.reverse32(pa, n * n);
+    const at = (i: number, j: number) => pa + (i * n + j) * 4;
+    const bad = rt.alloc(8), xkk = rt.alloc(NB32 * NB32 * 4);
+    const perThread = (floats: number) => () => rt.alloc(floats * 4);
+    const tmp = perThread(NB32 * Math.max(NB32, 256)),
+      packed = perThread(x.packedASize(NB32, n)),
+      gs = perThread(scratchBytes / 4);
+    for (let k0 = 0; k0 < n; k0 += NB32) {
+      const k1 = Math.min(k0 + NB32, n), nb = k1 - k0;
+      const r = x.cholDiagUpper32(pa, n, k0, k1, bad);
+      if (r >= 0) throw new NotPositiveDefiniteError(n, n - 1 - r, rt.f64()[bad >> 3]);
+      if (k1 === n) break;
+      const mark = rt.mark();
+      const m = n - k1;
+      // The row panel R[k0:k1, k1:n] = R_kk⁻ᵀ·A[k0:k1, k1:n].
+      rt.f32().fill(0, xkk >> 2, (xkk >> 2) + nb * nb);
+      x.invUpperBlock32(at(k0, k0), n, xkk, nb, nb);
+      const threads = rt.threadsFor(2 * nb * nb * m, Math.ceil(m / 256));
+      await tasks(threads, (c) => ["cholPanel32", pa, n, k0, k1, xkk, c, tmp(), packed(), gs()]);
+      // The trailing update A[k1:, k1:] −= R_panelᵀ·R_panel (upper tiles), as += (−R_panel)ᵀ·R_panel.
+      const pp = rt.alloc(x.packedASize(m, nb) * 4);
+      const shared = rt.threadsFor(m * m * nb, Math.ceil(m / SPLIT_ALIGN));
+      await tasks(shared, (c) => ["packAShared", c, at(k0, k1), n, 1, m, nb, pp]);
+      x.negate32(pp, x.packedASize(m, nb));
+      const cb = Math.min(256, Math.max(16, roundUp(Math.ceil(m / (4 * shared)), 16)));
+      const rb = Math.max(ROW_BLOCK, roundUp(Math.ceil(m / Math.ceil((16 * shared) / Math.ceil(m / cb))), ROW_BLOCK));
+      await tasks(shared, (c) => ["gemmShared", c, rb, cb, m, m, nb, pp, at(k0, k1), n, 0, at(k1, k1), n, gs(), 1, 1]);
+      rt.release(mark);
+    }
+    // X = R̃⁻¹ by block columns: the diagonal block directly, the blocks above it from the columns before.
+    const px = rt.alloc(n * n * 4);
+    rt.f32().fill(0, px >> 2, (px >> 2) + n * n);
+    for (let j0 = 0; j0 < n; j0 += NB32) {
+      const j1 = Math.min(j0 + NB32, n);
+      x.invUpperBlock32(at(j0, j0), n, px + (j0 * n + j0) * 4, n, j1 - j0);
+      if (j0 === 0) continue;
+      const mark = rt.mark();
+      const threads = rt.threadsFor(j0 * j0 * (j1 - j0), j0 / NB32);
+      await tasks(threads, (c) => ["invUpperColumn32", pa, px, n, NB32, j0, j1, c, tmp(), packed(), gs()]);
+      rt.release(mark);
+    }
+    x.antiTranspose32(px, n, pa);
+    return pa;
   }
 
   /**
@@ -645,6 +706,10 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       return rt.exclusive(async () => {
         const n = squareSize(h, "upperCholeskyOfInverse");
         if (n === 0) return zerosLike(h);
+        // A float32 Hessian is factored in float32, as the reference GPTQ does: half the cost of the float64 path.
+        if (h.data instanceof Float32Array) {
+          return matrix(n, n, rt.takeF32(await upperCholeskyOfInverse32(h.data, n), n * n)) as Matrix<A>;
+        }
         // Everything stays in WASM memory: J·H·J (storage reversed), its factor L̃ in place, X = L̃⁻¹ from the
         // identity, and U = J·X·J reversed in place again; one copy in, one out.
         const pa = put64(h.data);

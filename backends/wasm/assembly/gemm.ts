@@ -272,3 +272,12 @@ export function gemmShared(
     gemm(m, n, k, pa, b, ldb, transB, c, ldc, r0, min(m, r0 + rb), c0, c1, scratch, upper, beta1);
   }
 }
+
+/** `C[m, n] (+)= op(A)·op(B)` on one thread: A packed into `packed`, `gs` the gemm scratch. */
+export function gemmSingle(
+  a: usize, lda: i32, transA: i32, b: usize, ldb: i32, transB: i32, c: usize, ldc: i32, m: i32, n: i32, k: i32,
+  accumulate: i32, packed: usize, gs: usize,
+): void {
+  packA(a, lda, transA, m, k, packed);
+  gemm(m, n, k, packed, b, ldb, transB, c, ldc, 0, m, 0, n, gs, 0, accumulate);
+}

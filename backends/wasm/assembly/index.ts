@@ -5,4 +5,5 @@ export * from "./gram";
 export * from "./gptq";
 export * from "./dgemm";
 export * from "./factor";
+export * from "./factor32";
 export * from "./nn";

@@ -1,5 +1,5 @@
 import { exp4 } from "./common";
-import { gemm, gemmScratchSize, packA } from "./gemm";
+import { gemmScratchSize, gemmSingle as mm } from "./gemm";
 
 // Transformer building blocks in float32 with float64 reductions where rows are long: causal attention (forward and
 // backward, tasks per (batch, head) or (batch, kv head) claimed from a shared counter), SwiGLU and softmax
@@ -48,15 +48,6 @@ function causalSoftmax(P: usize, S: i32, i0: i32, rb: i32, i1: i32): void {
     for (let j = 0; j <= last; j++) store<f32>(row + (<usize>j << 2), load<f32>(row + (<usize>j << 2)) * inv);
     for (let j = last + 1; j < i1; j++) store<f32>(row + (<usize>j << 2), 0);
   }
-}
-
-/** `C[m, n] (+)= op(A)·op(B)` through `gemm.ts` on one thread: A packed into `packed`, `gs` the gemm scratch. */
-function mm(
-  a: usize, lda: i32, transA: i32, b: usize, ldb: i32, transB: i32, c: usize, ldc: i32, m: i32, n: i32, k: i32,
-  accumulate: i32, packed: usize, gs: usize,
-): void {
-  packA(a, lda, transA, m, k, packed);
-  gemm(m, n, k, packed, b, ldb, transB, c, ldc, 0, m, 0, n, gs, 0, accumulate);
 }
 
 /**

@@ -33,7 +33,7 @@ import type { Backend } from "../core/backend.ts";
 import { OptionError, ShapeError } from "../core/errors.ts";
 import { assertFinite, type FloatArray, type Matrix, matrix } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
-import { prepareLayer } from "./prepare.ts";
+import { type FactorPrecision, prepareLayer } from "./prepare.ts";
 import { layerLoss } from "./layer_loss.ts";
 import type { QuantizedLayer } from "./result.ts";
 
@@ -57,6 +57,8 @@ export interface BillmOptions {
   readonly feedback?: "column" | "block";
   /** Relative damping `λ`: `H += λ·mean(diag H)·I`; default 0.01. */
   readonly damping?: number;
+  /** Precision of the factorisation of `H` into `U` ({@link FactorPrecision}); default "f64". */
+  readonly factorPrecision?: FactorPrecision;
   /** Kernels; default the current backend. */
   readonly backend?: Backend;
 }
@@ -163,7 +165,7 @@ export async function billm(w: Matrix, h: Matrix<FloatArray>, options: BillmOpti
   assertFinite(w, "billm weights");
   assertFinite(h, "billm Hessian");
 
-  const prepared = await prepareLayer(w, h, { damping, backend });
+  const prepared = await prepareLayer(w, h, { damping, factorPrecision: options.factorPrecision, backend });
   const W = prepared.w; // [rows, cols], a copy: updated in place by the error feedback
   const { u } = prepared;
   const U = u.data; // [cols, cols], upper

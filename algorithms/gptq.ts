@@ -22,7 +22,7 @@ import type { GridParams, GridSpec } from "../core/grids/types.ts";
 import { assertFinite, type FloatArray, invertPermutation, type Matrix, permuteColumns } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
 import { layerLoss } from "./layer_loss.ts";
-import { type PreparedLayer, prepareLayer } from "./prepare.ts";
+import { type FactorPrecision, type PreparedLayer, prepareLayer } from "./prepare.ts";
 import { type QuantizedLayer, statsBitsPerWeight } from "./result.ts";
 
 /** Options of {@link gptq}. Defaults follow the reference implementation. */
@@ -45,11 +45,8 @@ export interface GptqOptions {
   readonly damping?: number;
   /** Columns per lazy-update block; default 128. */
   readonly blockSize?: number;
-  /**
-   * Precision of the factorisation of `H` into `U`: "f64" (default) or "f32", the reference GPTQ's, which halves that
-   * step's cost on the WASM backend.
-   */
-  readonly factorPrecision?: "f64" | "f32";
+  /** Precision of the factorisation of `H` into `U` ({@link FactorPrecision}); default "f64". */
+  readonly factorPrecision?: FactorPrecision;
   /** Kernels; default the current backend. */
   readonly backend?: Backend;
 }

@@ -9,6 +9,7 @@ import type { Backend } from "../core/backend.ts";
 import { OptionError } from "../core/errors.ts";
 import type { FloatArray, Matrix } from "../core/tensor.ts";
 import { billm } from "./billm.ts";
+import type { FactorPrecision } from "./prepare.ts";
 import { gptq } from "./gptq.ts";
 import type { QuantizedLayer } from "./result.ts";
 import { rtn } from "./rtn.ts";
@@ -37,6 +38,8 @@ export interface MethodOptions {
   readonly mse?: boolean;
   /** Relative Hessian damping; default 0.01. */
   readonly damping?: number;
+  /** Precision of the factorisation of `H` (GPTQ, SpQR, BiLLM, VPTQ; {@link FactorPrecision}); default "f64". */
+  readonly factorPrecision?: FactorPrecision;
   /** SpQR: relative outlier threshold τ; default 0.2. */
   readonly outlierThreshold?: number;
   /** SpQR: bits of the quantized scales and zeros; default 3. */

@@ -24,6 +24,12 @@ import {
   toFloat64,
 } from "../core/tensor.ts";
 
+/**
+ * Precision of the factorisation of `H` into GPTQ's `U`: "f64", or "f32" as the reference GPTQ computes it (half the
+ * cost on the WASM backend, which factors a float32 Hessian in float32).
+ */
+export type FactorPrecision = "f64" | "f32";
+
 /** A layer ready for error feedback, in processing order. */
 export interface PreparedLayer {
   /** `[rows, cols]` weights with dead columns zeroed, original column order. */
@@ -46,11 +52,8 @@ export interface PrepareOptions {
   readonly damping: number;
   /** `true`: act-order (descending diagonal, ties in column order); or an explicit processing order. */
   readonly order?: boolean | Int32Array;
-  /**
-   * Precision of the factorisation that gives `U`: "f64" (default), or "f32" as the reference GPTQ computes it, which
-   * halves its cost on the WASM backend (a float32 Hessian is factored in float32 there).
-   */
-  readonly factorPrecision?: "f64" | "f32";
+  /** Precision of the factorisation that gives `U` ({@link FactorPrecision}); default "f64". */
+  readonly factorPrecision?: FactorPrecision;
   readonly backend: Backend;
 }
 
@@ -121,7 +124,7 @@ export function addRelativeDamping(h: Matrix<Float64Array>, lambda: number): num
 export async function inverseUpperFactor(
   h: Matrix<Float64Array>,
   backend: Backend,
-  precision: "f64" | "f32" = "f64",
+  precision: FactorPrecision = "f64",
 ): Promise<{ u: Matrix<FloatArray>; extraDamping: number }> {
   const { factor, damping } = await choleskyWithRetry<FloatArray>(
     h,

@@ -33,7 +33,7 @@ import { roundHalfEven, uniformCode, uniformValue } from "../core/grids/uniform.
 import type { GridParams, UniformGrid } from "../core/grids/types.ts";
 import { assertFinite, type FloatArray, invertPermutation, type Matrix, matrix, transpose } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
-import { prepareLayer } from "./prepare.ts";
+import { type FactorPrecision, prepareLayer } from "./prepare.ts";
 import { layerLoss } from "./layer_loss.ts";
 import type { Outliers, QuantizedLayer } from "./result.ts";
 
@@ -70,6 +70,8 @@ export interface SpqrOptions {
   readonly actOrder?: boolean;
   /** Relative damping `λ`: `H += λ·mean(diag H)·I`; default 0.01. */
   readonly damping?: number;
+  /** Precision of the factorisation of `H` into `U` ({@link FactorPrecision}); default "f64". */
+  readonly factorPrecision?: FactorPrecision;
   /** Columns per lazy-update block; default 128. */
   readonly blockSize?: number;
   /** Kernels; default the current backend. */
@@ -156,7 +158,12 @@ export async function spqr(w: Matrix, h: Matrix<FloatArray>, options: SpqrOption
   const groups = Math.ceil(cols / g);
 
   // Dead columns, act-order and damping exactly as gptq.ts, so that SpQR without its extras is GPTQ.
-  const prepared = await prepareLayer(w, h, { damping, order: actOrder, backend });
+  const prepared = await prepareLayer(w, h, {
+    damping,
+    order: actOrder,
+    factorPrecision: options.factorPrecision,
+    backend,
+  });
   const { w: Wp, u, permutation: perm } = prepared;
   const U = u.data; // [cols, cols], upper
   const Ud = Float64Array.from({ length: cols }, (_, j) => U[j * cols + j]);

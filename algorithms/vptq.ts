@@ -31,7 +31,7 @@ import { OptionError, ShapeError } from "../core/errors.ts";
 import { packBits, unpackBits } from "../core/grids/pack.ts";
 import { assertFinite, diagonal, type FloatArray, type Matrix, matrix } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
-import { prepareLayer } from "./prepare.ts";
+import { type FactorPrecision, prepareLayer } from "./prepare.ts";
 import { layerLoss } from "./layer_loss.ts";
 import type { QuantizedLayer } from "./result.ts";
 
@@ -51,6 +51,8 @@ export interface VptqOptions {
   readonly actOrder?: boolean;
   /** Relative damping `λ`: `H += λ·mean(diag H)·I`; default 0.01. */
   readonly damping?: number;
+  /** Precision of the factorisation of `H` into `U` ({@link FactorPrecision}); default "f64". */
+  readonly factorPrecision?: FactorPrecision;
   /** Columns per lazy-update block; default 128. */
   readonly blockSize?: number;
   /** Seed of the k-means++ initialisations (main `seed`, outliers `seed + 1`, residual `seed + 2`); default 0. */
@@ -162,7 +164,12 @@ export async function vptq(w: Matrix, h: Matrix<FloatArray>, options: VptqOption
   const outlierCols = byDiag.slice(0, nOut);
   const perm = Int32Array.from([...outlierCols, ...rest]); // perm[p] = original column processed p-th
   // Dead columns, the processing order, damping and GPTQ's U, as every Hessian-based method.
-  const prepared = await prepareLayer(w, h, { damping, order: perm, backend });
+  const prepared = await prepareLayer(w, h, {
+    damping,
+    order: perm,
+    factorPrecision: options.factorPrecision,
+    backend,
+  });
   const W = prepared.deadZeroed; // [rows, cols]
 
   // Codebooks from Hessian-weighted k-means of the (dead-zeroed) original vectors.

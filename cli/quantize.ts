@@ -7,7 +7,7 @@
  * ```
  *
  * With `--json` the last stdout line is one JSON object
- * `{"method", "bits", "group", "act_order", "avg_bits", "ppl": {"<file name>": …}, "seconds": {"calibrate", "quantize", "eval"}}`.
+ * `{"method", "bits", "group", "act_order", "factor_precision", "avg_bits", "ppl": {"<file name>": …}, "seconds": {"calibrate", "quantize", "eval"}}`.
  *
  * @module
  */
@@ -47,6 +47,7 @@ Options:
   --sym              symmetric grid
   --mse              GPTQ's MSE grid search
   --damping L        relative Hessian damping λ (default 0.01; 0.1 with --method oac)
+  --factor-precision P  f64 | f32: precision of H's factorisation (default f64; f32 as the reference GPTQ, faster)
   --outlier-threshold T  SpQR's relative outlier threshold τ (default 0.2)
   --stat-bits B      SpQR's bits for scales and zeros (default 3)
   --vector V         VPTQ: vector length along the output dimension (default 4)
@@ -93,6 +94,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     sym: { type: "boolean", default: false },
     mse: { type: "boolean", default: false },
     damping: { type: "string" },
+    "factor-precision": { type: "string" },
     "outlier-threshold": { type: "string" },
     "stat-bits": { type: "string" },
     vector: { type: "string" },
@@ -177,6 +179,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       symmetric: values.sym,
       mse: values.mse,
       damping,
+      factorPrecision: choice(values["factor-precision"], "factor-precision", ["f64", "f32"] as const, "f64"),
       outlierThreshold: numberOption(values["outlier-threshold"], "outlier-threshold", 0.2, 0),
       statBits: intOption(values["stat-bits"], "stat-bits", 3, 0, 16),
       vectorSize: intOption(values.vector, "vector", 4, 1, 64),
@@ -244,6 +247,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       bits: engine === "billm" ? 1 : engine === "vptq" ? Math.log2(options.codebookSize!) / options.vectorSize! : bits,
       group,
       act_order: values["act-order"],
+      factor_precision: options.factorPrecision,
       avg_bits: avgBits,
       ppl,
       seconds,

@@ -57,6 +57,18 @@ Deno.test("ptq quantize --json: one JSON line with the method, bits, perplexity 
   for (const k of ["calibrate", "quantize", "eval"]) assert.ok(summary.seconds[k] >= 0, k);
 });
 
+Deno.test("ptq quantize --factor-precision f32: GPTQ with the float32 factorisation, perplexity close to f64's", async () => {
+  // On the WASM backend, which factors a float32 Hessian in float32.
+  const args = ["--model", model, "--method", "gptq", "--bits", "4", "--group", "16", ...small, "--json"];
+  args[args.indexOf("ts")] = "wasm";
+  const [f64, f32] = [await run(args), await run([...args, "--factor-precision", "f32"])];
+  assert.deepEqual([f64.status, f32.status], [0, 0]);
+  const [a, b] = [f64, f32].map((r) => JSON.parse(r.out.at(-1)!));
+  assert.deepEqual([a.factor_precision, b.factor_precision], ["f64", "f32"]);
+  const [pa, pb] = [a, b].map((s) => s.ppl["tinystories-valid.txt"]);
+  assert.ok(Math.abs(pa - pb) <= 0.01 * pa, `ppl ${pa} (f64) against ${pb} (f32)`);
+});
+
 Deno.test("ptq quantize --method oac: the engine and variant are reported", async () => {
   const { status, out } = await run([
     "--model",
@@ -88,6 +100,7 @@ Deno.test("ptq quantize: bad command lines exit 2 with a message, --help exits 0
     [["--model", model, "--method", "gptq", "--bits", "9", "--calib", text], /bits/],
     [["--model", model, "--method", "gptq", "--calib", "/nonexistent.txt"], /no such file/],
     [["--model", model, "--method", "rtn", "--format", "gptq"], /--format needs --out/],
+    [["--model", model, "--method", "gptq", "--calib", text, "--factor-precision", "f16"], /--factor-precision/],
   ];
   for (const [args, message] of bad) {
     const { status, err } = await run(args);

@@ -229,6 +229,7 @@ export async function executeJob(input: JobInput, io: JobIo, hooks: JobHooks): P
     symmetric: spec.symmetric,
     mse: spec.mse,
     damping: spec.damping,
+    factorPrecision: spec.factorPrecision,
     outlierThreshold: spec.outlierThreshold,
     statBits: spec.statBits,
     backend,

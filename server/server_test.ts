@@ -161,6 +161,12 @@ Deno.test("server: malformed and forbidden requests get JSON errors and the serv
     await expectError(await post(server, JSON.stringify({ ...SMALL_RTN, bits: 9 })), 400, "bad_request", server);
     await expectError(await post(server, JSON.stringify({ ...SMALL_RTN, bits: "4" })), 400, "bad_request", server);
     await expectError(
+      await post(server, JSON.stringify({ ...SMALL_RTN, "factor-precision": "f16" })),
+      400,
+      "bad_request",
+      server,
+    );
+    await expectError(
       await post(server, JSON.stringify({ model: "stories260K", method: "gptq" })),
       400,
       "bad_request",

@@ -12,6 +12,7 @@
  * | `bits`, `group` | integer | 4, 0 (SpQR 16) | grid bits, columns per group |
  * | `act-order`, `static-groups`, `sym`, `mse`, `true-sequential` | boolean | false | as the CLI flags |
  * | `damping`, `outlier-threshold`, `stat-bits` | number | 0.01 (OAC 0.1), 0.2, 3 | as the CLI flags |
+ * | `factor-precision` | string | `f64` | `f64` or `f32`: precision of the Hessian's factorisation |
  * | `oac-labels`, `oac-form`, `oac-refresh`, `oac-mix` | | | OAC's variant, as the CLI flags |
  * | `calib` / `calib-text` | string | — | calibration text: a file under the roots, or the text itself |
  * | `samples`, `seqlen`, `seed`, `batch` | integer | 128, 512, 0, 8 | calibration windows, window length, ... |
@@ -51,6 +52,7 @@ export interface JobSpec {
   readonly mse: boolean;
   /** Absent: the engine's default, or OAC's. */
   readonly damping?: number;
+  readonly factorPrecision: "f64" | "f32";
   readonly outlierThreshold: number;
   readonly statBits: number;
   readonly trueSequential: boolean;
@@ -98,6 +100,7 @@ const KEYS = [
   "sym",
   "mse",
   "damping",
+  "factor-precision",
   "outlier-threshold",
   "stat-bits",
   "true-sequential",
@@ -254,6 +257,7 @@ export function parseJobSpec(
     symmetric: bool("sym"),
     mse: bool("mse"),
     damping: o.damping === undefined ? undefined : num("damping", 0, 0),
+    factorPrecision: oneOf("factor-precision", ["f64", "f32"] as const, "f64"),
     outlierThreshold: num("outlier-threshold", 0.2, 0),
     statBits: int("stat-bits", 3, 0, 16),
     trueSequential: bool("true-sequential"),

@@ -15,7 +15,7 @@ import type { GridSpec } from "../../core/grids/types.ts";
 import { gptqQuantize } from "../../core/quant/gptq_kernel.ts";
 import { upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
 import { createRng, randomNormal } from "../../core/random.ts";
-import { matrix, matrix64 } from "../../core/tensor.ts";
+import { matrix, matrix64, toFloat32 } from "../../core/tensor.ts";
 import { assertClose } from "../../tests/assert_close.ts";
 import { createWasmBackend } from "./mod.ts";
 import { gptq } from "../../algorithms/gptq.ts";
@@ -67,6 +67,8 @@ for (const threads of [1, 2]) {
               blockSize: 24,
               groups: { kind: "fixed", params: perRow, groupOfColumn: new Int32Array(24) },
             },
+            // A float32 U (the float32 factorisation's), widened in WASM memory as the reference widens it.
+            { ...one, u: toFloat32(one.u), grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
           ];
           for (const args of cases) {
             const got = await wasm.gptqQuantize(args);

@@ -265,7 +265,10 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       const pw = rt.put(w.data);
       const wt = rt.alloc(rows * cols * 4);
       x.transpose32(pw, rows, cols, wt);
-      const pu = rt.put(u.data instanceof Float64Array ? u.data : Float64Array.from(u.data));
+      // The column loop reads U in float64; a float32 U is widened (exactly) in WASM memory.
+      let pu: number;
+      if (u.data instanceof Float64Array) pu = rt.put(u.data);
+      else x.widen32(rt.put(u.data), cols * cols, pu = rt.alloc(cols * cols * 8));
       const qt = rt.alloc(rows * cols * 4), codesT = rt.alloc(rows * cols);
       const bs = Math.min(blockSize, cols);
       const e = rt.alloc(bs * rows * 4);

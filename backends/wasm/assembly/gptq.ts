@@ -121,6 +121,17 @@ export function gptqNegatedFactor(u: usize, cols: i32, i1: i32, i2: i32, dst: us
   }
 }
 
+/** `dst[i] = src[i]` widened from float32 to float64 (exact), `count` values: a float32 U for the column loop. */
+export function widen32(src: usize, count: i32, dst: usize): void {
+  let i = 0;
+  for (; i + 4 <= count; i += 4) {
+    const v = v128.load(src + (<usize>i << 2));
+    v128.store(dst + (<usize>i << 3), f64x2.promote_low_f32x4(v));
+    v128.store(dst + (<usize>i << 3), f64x2.promote_low_f32x4(i32x4.shuffle(v, v, 2, 3, 0, 1)), 16);
+  }
+  for (; i < count; i++) store<f64>(dst + (<usize>i << 3), <f64>load<f32>(src + (<usize>i << 2)));
+}
+
 /** Transposes a `[rows, cols]` float32 matrix into `[cols, rows]` in 32×32 tiles. */
 export function transpose32(src: usize, rows: i32, cols: i32, dst: usize): void {
   for (let i0 = 0; i0 < rows; i0 += 32) {

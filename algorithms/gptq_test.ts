@@ -1,4 +1,5 @@
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects } from "node:assert/strict";
+import { OptionError } from "../core/errors.ts";
 import { createRng, randomNormal } from "../core/random.ts";
 import { eye, matrix, toFloat32 } from "../core/tensor.ts";
 import { assertClose } from "../tests/assert_close.ts";
@@ -26,6 +27,10 @@ Deno.test("gptq: layer loss below RTN's on correlated inputs, for every setting"
       `${JSON.stringify(options)}: ${g.stats.layerLoss} ≥ ${r.stats.layerLoss}`,
     );
   }
+});
+
+Deno.test("gptq: an unknown factorPrecision is refused", async () => {
+  await rejects(gptq(w, h, { factorPrecision: "fp32" as "f32" }), OptionError);
 });
 
 Deno.test("gptq: with H = I and no damping it equals RTN", async () => {

@@ -11,6 +11,7 @@
  */
 
 import type { Backend } from "../core/backend.ts";
+import { OptionError } from "../core/errors.ts";
 import { choleskyWithRetry } from "../core/linalg/cholesky.ts";
 import {
   clone,
@@ -19,7 +20,6 @@ import {
   invertPermutation,
   type Matrix,
   permuteColumns,
-  permuteSymmetric,
   toFloat32,
   toFloat64,
 } from "../core/tensor.ts";
@@ -66,9 +66,15 @@ function orderByDiagonal(d: ArrayLike<number>): Int32Array {
   return Int32Array.from({ length: d.length }, (_, j) => j).sort((a, b) => d[b] - d[a] || a - b);
 }
 
-/** `h` itself when it is float64 (read only), else a float64 copy. */
-function toFloat64View(h: Matrix<FloatArray>): Matrix<Float64Array> {
-  return h.data instanceof Float64Array ? h as Matrix<Float64Array> : toFloat64(h);
+/** `P·h·Pᵀ` (`out[i][j] = h[perm[i]][perm[j]]`) in float64, from either float type. */
+function permuteSymmetric64(h: Matrix<FloatArray>, perm: Int32Array): Matrix<Float64Array> {
+  const n = h.shape[0];
+  const out = new Float64Array(n * n), a = h.data;
+  for (let i = 0; i < n; i++) {
+    const src = perm[i] * n, dst = i * n;
+    for (let j = 0; j < n; j++) out[dst + j] = a[src + perm[j]];
+  }
+  return { data: out, shape: [n, n] };
 }
 
 /**
@@ -81,6 +87,9 @@ export async function prepareLayer(
   h: Matrix<FloatArray>,
   { damping, order = false, factorPrecision = "f64", backend }: PrepareOptions,
 ): Promise<PreparedLayer> {
+  if (factorPrecision !== "f64" && factorPrecision !== "f32") {
+    throw new OptionError(`factorPrecision must be "f64" or "f32", got ${JSON.stringify(factorPrecision)}`);
+  }
   const [rows, cols] = w.shape;
   const W = clone(w);
   const diag = diagonal(h);
@@ -94,8 +103,8 @@ export async function prepareLayer(
   }
   const permutation = order === true ? orderByDiagonal(diag) : order === false ? undefined : order;
   const Wp = permutation ? permuteColumns(W, permutation) : W;
-  // H is copied once: by the permutation, or here (float64 either way); dead columns get H_jj = 1 in the copy.
-  const Hp = permutation ? permuteSymmetric(toFloat64View(h), permutation) : toFloat64(h);
+  // H is copied once, into float64: permuted, or as it is; dead columns get H_jj = 1 in the copy.
+  const Hp = permutation ? permuteSymmetric64(h, permutation) : toFloat64(h);
   const position = permutation ? invertPermutation(permutation) : undefined;
   for (const j of dead) {
     const k = position ? position[j] : j;

@@ -60,8 +60,8 @@ for (const b of backends) {
   for (const precision of b.name === "ts" ? ["f64"] as const : ["f64", "f32"] as const) {
     for (const d of values.quick ? sizes.filter((s) => s <= 1024) : sizes) {
       const r = await benchGptqLayerIsolated(b.name, d, d, 8192, precision);
-      const base = precision === "f64" ? gptqSeconds.get(`ts:${d}`) : undefined;
       if (precision === "f64") gptqSeconds.set(`${b.name}:${d}`, r.gptq);
+      const base = precision === "f64" ? gptqSeconds.get(`ts:${d}`) : undefined;
       gptqRows.push([`${d}×${d}`, b.name, precision, fmt(r.hessian), fmt(r.gptq), base ? fmt(base / r.gptq) : "—"]);
       console.error(`${b.name} gptq ${d} (${precision} factor): hessian ${fmt(r.hessian)} s, gptq ${fmt(r.gptq)} s`);
     }

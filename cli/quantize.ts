@@ -47,7 +47,8 @@ Options:
   --sym              symmetric grid
   --mse              GPTQ's MSE grid search
   --damping L        relative Hessian damping λ (default 0.01; 0.1 with --method oac)
-  --factor-precision P  f64 | f32: precision of H's factorisation (default f64; f32 as the reference GPTQ, faster)
+  --factor-precision P  f64 | f32: precision of H's factorisation (default f64; f32 as the reference GPTQ, faster on
+                     the wasm backend)
   --outlier-threshold T  SpQR's relative outlier threshold τ (default 0.2)
   --stat-bits B      SpQR's bits for scales and zeros (default 3)
   --vector V         VPTQ: vector length along the output dimension (default 4)
@@ -145,6 +146,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const windows = values.windows === undefined ? undefined : intOption(values.windows, "windows", 1, 1);
     // Absent: the engine's default (0.01), or OAC's (quantizeModel applies OAC_DEFAULT_DAMPING).
     const damping = values.damping === undefined ? undefined : numberOption(values.damping, "damping", 0, 0);
+    const factorPrecision = choice(values["factor-precision"], "factor-precision", ["f64", "f32"] as const, "f64");
     const backend: Backend = values.backend ? await setBackend(values.backend) : await setBestBackend();
     const lowRankKind = values.lowrank === undefined
       ? undefined
@@ -179,7 +181,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       symmetric: values.sym,
       mse: values.mse,
       damping,
-      factorPrecision: choice(values["factor-precision"], "factor-precision", ["f64", "f32"] as const, "f64"),
+      factorPrecision,
       outlierThreshold: numberOption(values["outlier-threshold"], "outlier-threshold", 0.2, 0),
       statBits: intOption(values["stat-bits"], "stat-bits", 3, 0, 16),
       vectorSize: intOption(values.vector, "vector", 4, 1, 64),

@@ -177,7 +177,8 @@ export interface Backend {
    * GPTQ's `U`: upper triangular with `H⁻¹ = UᵀU` (`core/linalg/cholesky.ts`'s `upperCholeskyOfInverse`, one Cholesky
    * factorisation and one triangular inverse). One kernel so that a backend keeps the factor in its own memory; a
    * backend without one can compose it with `upperCholeskyOfInverseWith`. `h` must be symmetric: which triangle is
-   * read is the backend's choice.
+   * read is the backend's choice. The arithmetic may follow the element type: the WASM backend factors a float32 `h`
+   * in float32 (the reference GPTQ's precision, at half the cost) and a float64 one in float64.
    * @throws {NotPositiveDefiniteError} when `h` is not positive definite.
    */
   upperCholeskyOfInverse<A extends FloatArray>(h: Matrix<A>): Promise<Matrix<A>>;

@@ -321,8 +321,9 @@ export async function decoderLayerForward(
 
 /**
  * The part of {@link decoderLayerForward} that produces the inputs of the decoder linear layers up to `last`
- * (in the order q/k/v, o, gate/up, down), each reported to `onLinearInput`; the rest of the layer, whose output
- * nobody reads (a Hessian pass), is not computed.
+ * (in the order q/k/v, o, gate/up, down), each reported to `onLinearInput`; layers sharing an input are reported
+ * together (`last = "q_proj"` reports k and v too). The rest of the layer, whose output nobody reads (a Hessian
+ * pass), is not computed.
  *
  * @example
  * ```ts ignore

@@ -59,6 +59,7 @@ export interface JobSummary {
   readonly bits: number;
   readonly group: number;
   readonly act_order: boolean;
+  readonly factor_precision: "f64" | "f32";
   readonly avg_bits: number;
   /** Linear layers quantized. */
   readonly layers: number;
@@ -275,6 +276,7 @@ export async function executeJob(input: JobInput, io: JobIo, hooks: JobHooks): P
       bits: spec.engine === "billm" ? 1 : spec.bits,
       group: spec.group,
       act_order: spec.actOrder,
+      factor_precision: spec.factorPrecision,
       avg_bits: result.avgBits,
       layers: result.layers.size,
       ppl,

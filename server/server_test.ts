@@ -83,7 +83,14 @@ Deno.test("server: submit → SSE progress → result, and the numbers make sens
   await withServer({}, async (server) => {
     const res = await post(
       server,
-      JSON.stringify({ ...SMALL_RTN, eval: "data/stories.txt", windows: 4, baseline: true, save: "ptq" }),
+      JSON.stringify({
+        ...SMALL_RTN,
+        eval: "data/stories.txt",
+        windows: 4,
+        baseline: true,
+        save: "ptq",
+        "factor-precision": "f32",
+      }),
     );
     equal(res.status, 202);
     const { job } = await res.json();
@@ -108,6 +115,7 @@ Deno.test("server: submit → SSE progress → result, and the numbers make sens
     const result = await (await fetch(`${server.url}/jobs/${job.id}/result`)).json();
     const s = result.summary;
     equal(s.method, "rtn");
+    equal(s.factor_precision, "f32");
     equal(s.layers, 35);
     ok(s.avg_bits > 4 && s.avg_bits < 4.5, `avg_bits ${s.avg_bits}`);
     const ppl = s.ppl["stories.txt"], fp = s.ppl_fp["stories.txt"];

@@ -56,7 +56,7 @@ for (const threads of [1, 2]) {
       try {
         for (const grid of GRIDS) {
           // One block (cols ≤ blockSize): bit-identical, dynamic and fixed groups.
-          const one = layer(37, 24, 5);
+          const one = layer(37, 24, 5), odd = layer(37, 25, 7);
           const perRow = fitGrid(one.w, grid, 0);
           const cases: GptqKernelArgs[] = [
             { ...one, grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
@@ -67,8 +67,9 @@ for (const threads of [1, 2]) {
               blockSize: 24,
               groups: { kind: "fixed", params: perRow, groupOfColumn: new Int32Array(24) },
             },
-            // A float32 U (the float32 factorisation's), widened in WASM memory as the reference widens it.
-            { ...one, u: toFloat32(one.u), grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
+            // A float32 U (the float32 factorisation's), widened in WASM memory as the reference widens it; 25
+            // columns so that 25² is not a whole number of vectors.
+            { ...odd, u: toFloat32(odd.u), grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
           ];
           for (const args of cases) {
             const got = await wasm.gptqQuantize(args);

@@ -1,7 +1,7 @@
 /**
- * The WASM backend's float64 factorisations against the references in `core/linalg/` (until the conformance suite's
- * linalg part lands): Cholesky (values and the failing pivot), triangular solves in all eight modes, and the inverse
- * from a Cholesky factor, on sizes around the block size, one and several threads.
+ * The WASM backend's factorisations against the references in `core/linalg/`: in float64, Cholesky (values and the
+ * failing pivot), triangular solves in all eight modes and the inverse from a Cholesky factor; in float32, GPTQ's U
+ * (`upperCholeskyOfInverse` of a float32 Hessian); on sizes around the block sizes, one and several threads.
  *
  * @module
  */
@@ -113,12 +113,14 @@ Deno.test({
         for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) strictEqual(got.data[i * n + j], 0);
         deepStrictEqual((await one.upperCholeskyOfInverse(f32(h))).data, got.data, `threads change U at n=${n}`);
       }
-      // J·H·J is factored: a bad pivot late in H fails first, and is reported as an index of H.
-      const bad = spd(300, 9);
-      bad.data[3 * 300 + 3] = -1;
-      bad.data[250 * 300 + 250] = -1;
-      const err = await two.upperCholeskyOfInverse(f32(bad)).catch((e) => e);
-      strictEqual(err instanceof NotPositiveDefiniteError && err.pivot, 250);
+      // J·H·J is factored: a bad pivot late in H fails first, and is reported as an index of H; index 10 of H is
+      // row 289 of J·H·J, in its third block of 120.
+      for (const [bads, first] of [[[3, 250], 250], [[10], 10]] as const) {
+        const bad = spd(300, 9);
+        for (const i of bads) bad.data[i * 300 + i] = -1;
+        const err = await two.upperCholeskyOfInverse(f32(bad)).catch((e) => e);
+        strictEqual(err instanceof NotPositiveDefiniteError && err.pivot, first, `pivots ${bads}`);
+      }
     } finally {
       one.dispose();
       two.dispose();

@@ -265,10 +265,16 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       const pw = rt.put(w.data);
       const wt = rt.alloc(rows * cols * 4);
       x.transpose32(pw, rows, cols, wt);
-      // The column loop reads U in float64; a float32 U is widened (exactly) in WASM memory.
+      // The column loop reads U in float64; a float32 U is widened (exactly) in WASM memory, and its float32 copy's
+      // space is reused by what follows.
       let pu: number;
       if (u.data instanceof Float64Array) pu = rt.put(u.data);
-      else x.widen32(rt.put(u.data), cols * cols, pu = rt.alloc(cols * cols * 8));
+      else {
+        pu = rt.alloc(cols * cols * 8);
+        const mark = rt.mark();
+        x.widen32(rt.put(u.data), cols * cols, pu);
+        rt.release(mark);
+      }
       const qt = rt.alloc(rows * cols * 4), codesT = rt.alloc(rows * cols);
       const bs = Math.min(blockSize, cols);
       const e = rt.alloc(bs * rows * 4);
@@ -412,7 +418,8 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     const at = (i: number, j: number) => pa + (i * n + j) * 4;
     const bad = rt.alloc(8), xkk = rt.alloc(NB32 * NB32 * 4);
     const perThread = (floats: number) => () => rt.alloc(floats * 4);
-    const tmp = perThread(NB32 * Math.max(NB32, 256)),
+    const panelCols = x.cholPanelCols();
+    const tmp = perThread(NB32 * Math.max(NB32, panelCols)),
       packed = perThread(x.packedASize(NB32, n)),
       gs = perThread(scratchBytes / 4);
     for (let k0 = 0; k0 < n; k0 += NB32) {
@@ -425,7 +432,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       // The row panel R[k0:k1, k1:n] = R_kk⁻ᵀ·A[k0:k1, k1:n].
       rt.f32().fill(0, xkk >> 2, (xkk >> 2) + nb * nb);
       x.invUpperBlock32(at(k0, k0), n, xkk, nb, nb);
-      const threads = rt.threadsFor(2 * nb * nb * m, Math.ceil(m / 256));
+      const threads = rt.threadsFor(2 * nb * nb * m, Math.ceil(m / panelCols));
       await tasks(threads, (c) => ["cholPanel32", pa, n, k0, k1, xkk, c, tmp(), packed(), gs()]);
       // The trailing update A[k1:, k1:] −= R_panelᵀ·R_panel (upper tiles), as += (−R_panel)ᵀ·R_panel.
       const pp = rt.alloc(x.packedASize(m, nb) * 4);

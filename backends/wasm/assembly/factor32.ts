@@ -56,6 +56,11 @@ export function invUpperBlock32(r: usize, ldr: i32, x: usize, ldx: i32, m: i32):
 /** Columns of the Cholesky panel per task. */
 const PANEL_COLS: i32 = 256;
 
+/** {@link PANEL_COLS}, for the caller's sizing of each thread's `tmp` (`nb · PANEL_COLS` floats) and of the tasks. */
+export function cholPanelCols(): i32 {
+  return PANEL_COLS;
+}
+
 /**
  * The row panel right of the factored diagonal block `[k0, k1)`: `R[k0:k1, k1:n] = R_kk⁻ᵀ·A[k0:k1, k1:n]`, with
  * `xkk = R_kk⁻¹` (`nb × nb`, {@link invUpperBlock32}); tasks of {@link PANEL_COLS} columns claimed from `counter`.

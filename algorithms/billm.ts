@@ -59,6 +59,11 @@ export interface BillmOptions {
   readonly damping?: number;
   /** Precision of the factorisation of `H` into `U` ({@link FactorPrecision}); default "f64". */
   readonly factorPrecision?: FactorPrecision;
+  /**
+   * A second `[cols, cols]` Hessian that only chooses the salient columns (their salience `Σ_r W_rc² / U_cc²` taken
+   * from its own factor), while `h` drives the error feedback; default `h` for both. OAC's "salience" role.
+   */
+  readonly salienceHessian?: Matrix<FloatArray>;
   /** Kernels; default the current backend. */
   readonly backend?: Backend;
 }
@@ -169,6 +174,15 @@ export async function billm(w: Matrix, h: Matrix<FloatArray>, options: BillmOpti
   const W = prepared.w; // [rows, cols], a copy: updated in place by the error feedback
   const { u } = prepared;
   const U = u.data; // [cols, cols], upper
+  const sh = options.salienceHessian;
+  if (sh && (sh.shape[0] !== cols || sh.shape[1] !== cols)) {
+    throw new ShapeError(`billm: salience Hessian is ${sh.shape.join("×")} for a layer with ${cols} input columns`);
+  }
+  if (sh) assertFinite(sh, "billm salience Hessian");
+  // The diagonal of the factor that weighs each column's salience: U's, or the salience Hessian's own.
+  const US = sh
+    ? (await prepareLayer(w, sh, { damping, factorPrecision: options.factorPrecision, backend })).u.data
+    : U;
 
   const Wd = W.data;
   const dequantized = matrix(rows, cols);
@@ -186,7 +200,7 @@ export async function billm(w: Matrix, h: Matrix<FloatArray>, options: BillmOpti
     for (let r = 0; r < rows; r++) for (let c = 0; c < n; c++) block[r * n + c] = Wd[r * cols + c0 + c];
     const colSalience = new Float64Array(n);
     for (let c = 0; c < n; c++) {
-      const d = U[(c0 + c) * cols + c0 + c];
+      const d = US[(c0 + c) * cols + c0 + c];
       let s = 0;
       for (let r = 0; r < rows; r++) s += block[r * n + c] ** 2;
       colSalience[c] = s / (d * d);

@@ -190,3 +190,17 @@ Deno.test("billm: codes, groups and row statistics give the dequantized weights 
     }
   }
 });
+
+Deno.test("billm: a salience Hessian only chooses the salient columns; the same Hessian changes nothing", async () => {
+  const plain = await billm(w, h);
+  const same = await billm(w, h, { salienceHessian: h });
+  deepEqual(same.dequantized.data, plain.dequantized.data);
+  deepEqual(same.salientMask, plain.salientMask);
+  // A diagonal salience Hessian that makes columns 7 and 100 far more sensitive than the rest: they are chosen.
+  const favour = matrix(cols, cols);
+  for (let j = 0; j < cols; j++) favour.data[j * cols + j] = j === 7 || j === 100 ? 1e6 : 1;
+  const chosen = await billm(w, h, { salienceHessian: favour });
+  equal(chosen.salientMask[7], 1);
+  equal(chosen.salientMask[100], 1);
+  ok(chosen.salientMask.some((v, j) => v !== plain.salientMask[j]), "the salient columns did not change");
+});

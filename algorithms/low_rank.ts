@@ -47,6 +47,7 @@ export type BaseLayerQuantizer = (
   name: string,
   w: Matrix,
   h: Matrix<FloatArray> | undefined,
+  salience?: Matrix<FloatArray>,
 ) => Promise<QuantizedLayer>;
 
 /**
@@ -70,15 +71,20 @@ export type BaseLayerQuantizer = (
 export function withLowRank(
   quantizer: BaseLayerQuantizer,
   options: WithLowRankOptions,
-): (name: string, w: Matrix, h: Matrix<FloatArray> | undefined) => Promise<LowRankLayer> {
+): (
+  name: string,
+  w: Matrix,
+  h: Matrix<FloatArray> | undefined,
+  salience?: Matrix<FloatArray>,
+) => Promise<LowRankLayer> {
   const { kind, rank, precision = "f16" } = options;
   if (!(LOW_RANK_KINDS as readonly string[]).includes(kind)) {
     throw new OptionError(`unknown low-rank kind "${kind}"; available: ${LOW_RANK_KINDS.join(", ")}`);
   }
   if (!Number.isInteger(rank) || rank < 0) throw new OptionError(`low-rank rank must be an integer ≥ 0, got ${rank}`);
-  return async (name, w, h) => {
+  return async (name, w, h, salience) => {
     const backend = options.backend ?? getBackend();
-    const base = await quantizer(name, w, h);
+    const base = await quantizer(name, w, h, salience);
     const t0 = performance.now();
     let factors: LowRankFactors;
     if (kind === "lorc") {

@@ -74,18 +74,27 @@ export function needsCalibration(method: MethodName): boolean {
 export function layerQuantizer(
   method: string,
   options: MethodOptions,
-): (name: string, w: Matrix, h: Matrix<FloatArray> | undefined) => Promise<QuantizedLayer> {
+): (
+  name: string,
+  w: Matrix,
+  h: Matrix<FloatArray> | undefined,
+  salience?: Matrix<FloatArray>,
+) => Promise<QuantizedLayer> {
+  /** Only BiLLM takes a separate Hessian for its salient weights. */
+  const none = (name: string, salience?: Matrix<FloatArray>) => {
+    if (salience) throw new OptionError(`${name}: ${method} takes no separate salience Hessian (BiLLM does)`);
+  };
   switch (method) {
     case "rtn":
-      return (_name, w, h) => rtn(w, h, options);
+      return (name, w, h, salience) => (none(name, salience), rtn(w, h, options));
     case "gptq":
-      return (name, w, h) => gptq(w, requireHessian(name, h), options);
+      return (name, w, h, salience) => (none(name, salience), gptq(w, requireHessian(name, h), options));
     case "spqr":
-      return (name, w, h) => spqr(w, requireHessian(name, h), options);
+      return (name, w, h, salience) => (none(name, salience), spqr(w, requireHessian(name, h), options));
     case "billm":
-      return (name, w, h) => billm(w, requireHessian(name, h), options);
+      return (name, w, h, salience) => billm(w, requireHessian(name, h), { ...options, salienceHessian: salience });
     case "vptq":
-      return (name, w, h) => vptq(w, requireHessian(name, h), options);
+      return (name, w, h, salience) => (none(name, salience), vptq(w, requireHessian(name, h), options));
     default:
       throw new OptionError(`unknown method "${method}"; available: ${METHODS.join(", ")}`);
   }

@@ -10,7 +10,8 @@
  * `"sampled"`: tokens drawn from the model, the true Fisher), the form (`"sequence"`: `G_nᵀG_n`; `"token-diagonal"`:
  * `Σ_t ‖γ_t‖² x_t x_tᵀ`, cross-token terms dropped), when gradients are taken (`"once"` on the full-precision model,
  * or `"per-layer"`: recomputed on the partly quantized model before each decoder layer), and mixing with GPTQ's
- * Hessian (`H = Ĥ_OAC + α·Ĥ_GPTQ`, each divided by the mean of its diagonal so that `α` is scale-free).
+ * Hessian (`H = Ĥ_OAC + α·Ĥ_GPTQ`, each divided by the mean of its diagonal so that `α` is scale-free); and its role
+ * (the engine's Hessian everywhere, or, in BiLLM, only the choice of salient weights).
  *
  * @module
  */
@@ -63,6 +64,12 @@ export interface OacOptions {
   readonly normalize?: "none" | "sequence";
   /** Weight `α` of GPTQ's Hessian mixed in (both normalised by their mean diagonal); default 0 (pure OAC). */
   readonly mix?: number;
+  /**
+   * `"hessian"` (default): the OAC Hessian replaces GPTQ's everywhere in the engine. `"salience"`: the engine's error
+   * feedback keeps GPTQ's Hessian and OAC's only chooses the salient weights (BiLLM's salient columns), testing the
+   * paper's case that the output-adaptive Hessian matters most in that choice.
+   */
+  readonly role?: "hessian" | "salience";
   /**
    * With the `"sequence"` form, cut each window into chunks of this many tokens and take one gradient per chunk
    * (cross-token terms kept only within a chunk; `chunk = 1` is the token-diagonal form); default the whole window.
@@ -341,17 +348,26 @@ export function normalizeByMeanDiagonal(h: Matrix<FloatArray>): Matrix {
   return matrix(n, n, Float32Array.from(h.data, (v) => v * s));
 }
 
+/** `Ĥ_OAC + α·Ĥ_GPTQ`, each divided by the mean of its diagonal. */
+function mixed(oac: Matrix<FloatArray>, gptq: Matrix<FloatArray>, alpha: number): Matrix<FloatArray> {
+  const a = normalizeByMeanDiagonal(oac), b = normalizeByMeanDiagonal(gptq);
+  for (let i = 0; i < a.data.length; i++) a.data[i] += alpha * b.data[i];
+  return a;
+}
+
 /**
  * OAC as a {@link HessianSource} for the calibration driver. With `refresh: "once"` every layer's Hessian comes from
  * one pass over the full-precision model; with `"per-layer"` each decoder layer's come from a pass over the model as
  * it stands when that layer's turn comes (earlier layers quantized).
  */
 export function oacHessianSource(tokens: Int32Array, options: OacOptions): HessianSource {
-  const { refresh = "per-layer", mix = 0 } = options;
+  const { refresh = "per-layer", mix = 0, role = "hessian" } = options;
   if (refresh !== "once" && refresh !== "per-layer") throw new OptionError(`OAC: unknown refresh "${refresh}"`);
+  if (role !== "hessian" && role !== "salience") throw new OptionError(`OAC: unknown role "${role}"`);
   if (!(mix >= 0)) throw new OptionError(`OAC: mix must be ≥ 0, got ${mix}`);
   const beta = options.firstOrder ?? 0;
   if (!(beta >= 0)) throw new OptionError(`OAC: firstOrder must be ≥ 0, got ${beta}`);
+  if (beta > 0 && role === "salience") throw new OptionError('OAC: the first-order term needs role "hessian"');
   if (beta > 0 && (options.normalize ?? "none") !== "none") {
     // The step Ḡ·H⁻¹ needs H at the gradient's own scale; a normalised H has unit trace whatever Ḡ's size.
     throw new OptionError('OAC: the first-order term needs unnormalised Hessians (normalize: "none")');
@@ -373,7 +389,18 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
       stats = await oacStatistics(model, tokens, options, names, { layer, hidden: stream }, beta > 0);
     }
     const hessians = new Map<string, Matrix<FloatArray>>();
-    const gptq = mix > 0 ? await inputHessians() : undefined;
+    const gptq = mix > 0 || role === "salience" ? await inputHessians() : undefined;
+    if (role === "salience") {
+      // GPTQ's Hessians drive the engine; OAC's (mixed as asked) only choose the salient weights.
+      const salience = new Map<string, Matrix<FloatArray>>();
+      for (const name of names) {
+        const h = stats.hessians.get(name);
+        if (!h) throw new OptionError(`OAC: no Hessian for ${name} (layer ${layer})`);
+        salience.set(name, mix > 0 ? mixed(h, gptq!.get(name)!, mix) : h);
+      }
+      for (const name of refresh === "once" ? names : []) cached?.hessians.delete(name);
+      return { hessians: new Map(names.map((n) => [n, gptq!.get(n)!])), salience };
+    }
     for (const name of names) {
       const h = stats.hessians.get(name);
       if (!h) throw new OptionError(`OAC: no Hessian for ${name} (layer ${layer})`);
@@ -381,9 +408,7 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
         hessians.set(name, h);
         continue;
       }
-      const a = normalizeByMeanDiagonal(h), b = normalizeByMeanDiagonal(gptq.get(name)!);
-      for (let i = 0; i < a.data.length; i++) a.data[i] += mix * b.data[i];
-      hessians.set(name, a);
+      hessians.set(name, mixed(h, gptq.get(name)!, mix));
     }
     const targets = new Map<string, Matrix>();
     for (const name of beta > 0 ? names : []) {

@@ -71,6 +71,7 @@ const VARIANTS: Variant[] = [
   { name: "oac mix1 first-order trust0.05 λ0.1", damping: 0.1, oac: { mix: 1, firstOrder: 1 } },
   { name: "oac norm λ0.1", damping: 0.1, oac: { normalize: "sequence" } },
   { name: "oac norm λ1", damping: 1, oac: { normalize: "sequence" } },
+  { name: "oac salience λ0.1", damping: 0.1, oac: { role: "salience" } },
 ];
 
 const { values } = parseArgs({

@@ -64,6 +64,8 @@ Options:
   --oac-form F       OAC form: sequence (default) | token-diagonal
   --oac-refresh R    OAC gradients: per-layer (recomputed on the partly quantized model, default) | once
   --oac-mix A        mix in GPTQ's Hessian: Ĥ_OAC + A·Ĥ_GPTQ, both normalised to a unit mean diagonal (default 0)
+  --oac-role R       hessian (OAC's Hessian everywhere, default) | salience (GPTQ's for the error feedback, OAC's to
+                     choose BiLLM's salient columns; --engine billm)
   --calib FILE       calibration text (required for every method but rtn)
   --samples N        calibration windows (default 128)
   --seqlen L         window length for calibration and evaluation (default 512)
@@ -88,6 +90,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     "oac-form": { type: "string" },
     "oac-refresh": { type: "string" },
     "oac-mix": { type: "string" },
+    "oac-role": { type: "string" },
     bits: { type: "string" },
     group: { type: "string" },
     "act-order": { type: "boolean", default: false },
@@ -137,6 +140,10 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const oacForm = choice(values["oac-form"], "oac-form", ["sequence", "token-diagonal"] as const, "sequence");
     const oacRefresh = choice(values["oac-refresh"], "oac-refresh", ["per-layer", "once"] as const, "per-layer");
     const oacMix = numberOption(values["oac-mix"], "oac-mix", 0, 0);
+    const oacRole = choice(values["oac-role"], "oac-role", ["hessian", "salience"] as const, "hessian");
+    if (oacRole === "salience" && engine !== "billm") {
+      throw new UsageError(`--oac-role salience needs --engine billm (the engine that chooses salient weights)`);
+    }
     const bits = intOption(values.bits, "bits", 4, 1, 8);
     const group = intOption(values.group, "group", engine === "spqr" ? 16 : 0, 0);
     const samples = intOption(values.samples, "samples", 128, 1);
@@ -205,7 +212,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       method: method as MethodName | "oac",
       engine: engine as Exclude<MethodName, "rtn">,
       options,
-      oac: { labels: oacLabels, form: oacForm, refresh: oacRefresh, mix: oacMix, seed },
+      oac: { labels: oacLabels, form: oacForm, refresh: oacRefresh, mix: oacMix, role: oacRole, seed },
       calibration,
       seqLen,
       batch,
@@ -243,7 +250,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const summary = {
       method,
       ...(method === "oac"
-        ? { engine, oac: { labels: oacLabels, form: oacForm, refresh: oacRefresh, mix: oacMix } }
+        ? { engine, oac: { labels: oacLabels, form: oacForm, refresh: oacRefresh, mix: oacMix, role: oacRole } }
         : {}),
       // Code bits per weight: BiLLM's first binary term, VPTQ's index bits; the grid's bits otherwise.
       bits: engine === "billm" ? 1 : engine === "vptq" ? Math.log2(options.codebookSize!) / options.vectorSize! : bits,

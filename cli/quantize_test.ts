@@ -105,7 +105,25 @@ Deno.test("ptq quantize --method oac: the engine and variant are reported", asyn
   assert.equal(status, 0);
   const summary = JSON.parse(out.at(-1)!);
   assert.equal(summary.engine, "gptq");
-  assert.deepEqual(summary.oac, { labels: "data", form: "sequence", refresh: "once", mix: 0 });
+  assert.deepEqual(summary.oac, { labels: "data", form: "sequence", refresh: "once", mix: 0, role: "hessian" });
+  // The salience role: BiLLM only.
+  const billm = await run([
+    "--model",
+    model,
+    "--method",
+    "oac",
+    "--engine",
+    "billm",
+    "--oac-role",
+    "salience",
+    ...small,
+    "--json",
+  ]);
+  assert.equal(billm.status, 0);
+  assert.equal(JSON.parse(billm.out.at(-1)!).oac.role, "salience");
+  const refused = await run(["--model", model, "--method", "oac", "--oac-role", "salience", ...small]);
+  assert.equal(refused.status, 2);
+  assert.match(refused.err.join("\n"), /salience/);
 });
 
 Deno.test("ptq quantize: bad command lines exit 2 with a message, --help exits 0", async () => {

@@ -36,6 +36,7 @@ export type LayerQuantizer<R extends { dequantized: Matrix }> = (
   name: string,
   w: Matrix,
   h: Matrix<FloatArray>,
+  salience?: Matrix<FloatArray>,
 ) => Promise<R>;
 
 /** What a {@link HessianSource} supplies for a group of linear layers. */
@@ -44,6 +45,8 @@ export interface LayerCalibration {
   readonly hessians: ReadonlyMap<string, Matrix<FloatArray>>;
   /** Weights to quantize instead of the layer's own, where given (a first-order target, for instance). */
   readonly targets?: ReadonlyMap<string, Matrix>;
+  /** A second Hessian per layer that only chooses the salient weights (BiLLM's salient columns), where given. */
+  readonly salience?: ReadonlyMap<string, Matrix<FloatArray>>;
 }
 
 /**
@@ -185,14 +188,14 @@ export async function quantizeSequential<R extends { dequantized: Matrix }>(
     for (const kinds of groups) {
       const names = kinds.map((k) => linearName(l, k));
       const fromInputs = () => inputHessians(l, current, names, runLayer, precision, backend);
-      const { hessians, targets } = options.hessians
+      const { hessians, targets, salience } = options.hessians
         ? await options.hessians(l, current, names, { stream, inputHessians: fromInputs })
-        : { hessians: await fromInputs(), targets: undefined };
+        : { hessians: await fromInputs(), targets: undefined, salience: undefined };
       const replaced = new Map<string, Matrix>();
       for (const name of names) {
         const h = hessians.get(name);
         if (!h) throw new OptionError(`no Hessian for ${name}`);
-        const r = await quantize(name, targets?.get(name) ?? linearWeight(current, name), h);
+        const r = await quantize(name, targets?.get(name) ?? linearWeight(current, name), h, salience?.get(name));
         results.set(name, r);
         replaced.set(name, r.dequantized);
         onProgress?.({ stage: "quantize", layer: l, layers, name, done: ++done, total: 7 });

@@ -89,12 +89,15 @@ export async function quantizeModel(original: LlamaModel, run: ModelQuantizeOpti
   if (!(METHODS as readonly string[]).includes(engine) || (method === "oac" && engine === "rtn")) {
     throw new OptionError(`unknown method "${method}"${method === "oac" ? ` with engine "${engine}"` : ""}`);
   }
+  if (method === "oac" && run.oac?.role === "salience" && engine !== "billm") {
+    throw new OptionError(`OAC's "salience" role needs an engine that chooses salient weights (billm), not ${engine}`);
+  }
   const baseQuantizer = layerQuantizer(engine, { ...options, backend });
   const quantizer = run.lowRank ? withLowRank(baseQuantizer, { ...run.lowRank, backend }) : baseQuantizer;
   let quantizeSeconds = 0;
-  const timed = async (name: string, w: Matrix, h: Matrix<FloatArray> | undefined) => {
+  const timed = async (name: string, w: Matrix, h: Matrix<FloatArray> | undefined, salience?: Matrix<FloatArray>) => {
     const t = performance.now();
-    const r = await quantizer(name, w, h);
+    const r = await quantizer(name, w, h, salience);
     quantizeSeconds += (performance.now() - t) / 1000;
     return r;
   };
@@ -183,7 +186,7 @@ export function quantizeProgressTotal(layers: number, run: ModelQuantizeOptions)
   const windows = (run.calibration?.length ?? 0) / (run.seqLen ?? 512);
   const groups = run.trueSequential ? 4 : 1;
   // OAC brings its own Hessians (its gradient passes report nothing); GPTQ's input pass runs only to mix them in.
-  const passes = run.method === "oac" && !((run.oac?.mix ?? 0) > 0) ? 0 : groups;
+  const passes = run.method === "oac" && !((run.oac?.mix ?? 0) > 0) && run.oac?.role !== "salience" ? 0 : groups;
   return calibrationSteps(layers, windows, passes);
 }
 

@@ -33,7 +33,7 @@ import type { Backend } from "../core/backend.ts";
 import { OptionError, ShapeError } from "../core/errors.ts";
 import { assertFinite, type FloatArray, type Matrix, matrix } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
-import { type FactorPrecision, prepareLayer } from "./prepare.ts";
+import { type FactorPrecision, prepareHessian, prepareLayer } from "./prepare.ts";
 import { layerLoss } from "./layer_loss.ts";
 import type { QuantizedLayer } from "./result.ts";
 
@@ -180,9 +180,7 @@ export async function billm(w: Matrix, h: Matrix<FloatArray>, options: BillmOpti
   }
   if (sh) assertFinite(sh, "billm salience Hessian");
   // The diagonal of the factor that weighs each column's salience: U's, or the salience Hessian's own.
-  const US = sh
-    ? (await prepareLayer(w, sh, { damping, factorPrecision: options.factorPrecision, backend })).u.data
-    : U;
+  const US = sh ? (await prepareHessian(sh, { damping, factorPrecision: options.factorPrecision, backend })).u.data : U;
 
   const Wd = W.data;
   const dequantized = matrix(rows, cols);

@@ -11,7 +11,7 @@
  */
 
 import type { Backend } from "../core/backend.ts";
-import { OptionError } from "../core/errors.ts";
+import { OptionError, ShapeError } from "../core/errors.ts";
 import { choleskyWithRetry } from "../core/linalg/cholesky.ts";
 import {
   clone,
@@ -85,24 +85,47 @@ function permuteSymmetric64(h: Matrix<FloatArray>, perm: Int32Array): Matrix<Flo
 export async function prepareLayer(
   w: Matrix,
   h: Matrix<FloatArray>,
-  { damping, order = false, factorPrecision = "f64", backend }: PrepareOptions,
+  options: PrepareOptions,
 ): Promise<PreparedLayer> {
+  const [rows, cols] = w.shape;
+  const { h: Hp, u, permutation, dead, damping } = await prepareHessian(h, options);
+  const W = clone(w);
+  for (const j of dead) for (let i = 0; i < rows; i++) W.data[i * cols + j] = 0;
+  const Wp = permutation ? permuteColumns(W, permutation) : W;
+  return { deadZeroed: W, w: Wp, h: Hp, u, permutation, damping };
+}
+
+/** The Hessian half of {@link PreparedLayer}, and the dead columns (original indices). */
+export interface PreparedHessian extends Pick<PreparedLayer, "h" | "u" | "permutation" | "damping"> {
+  readonly dead: readonly number[];
+}
+
+/**
+ * {@link prepareLayer} without the weights: dead columns, processing order, damping and `U` of `h` alone (what BiLLM's
+ * separate salience Hessian needs).
+ *
+ * @throws {OptionError} for an unknown `factorPrecision`; {@link NotPositiveDefiniteError} as {@link prepareLayer}.
+ */
+export async function prepareHessian(
+  h: Matrix<FloatArray>,
+  { damping, order = false, factorPrecision = "f64", backend }: PrepareOptions,
+): Promise<PreparedHessian> {
   if (factorPrecision !== "f64" && factorPrecision !== "f32") {
     throw new OptionError(`factorPrecision must be "f64" or "f32", got ${JSON.stringify(factorPrecision)}`);
   }
-  const [rows, cols] = w.shape;
-  const W = clone(w);
+  const cols = h.shape[0];
   const diag = diagonal(h);
   const dead: number[] = [];
   for (let j = 0; j < cols; j++) {
     if (diag[j] === 0) {
       dead.push(j);
       diag[j] = 1;
-      for (let i = 0; i < rows; i++) W.data[i * cols + j] = 0;
     }
   }
   const permutation = order === true ? orderByDiagonal(diag) : order === false ? undefined : order;
-  const Wp = permutation ? permuteColumns(W, permutation) : W;
+  if (permutation && permutation.length !== cols) {
+    throw new ShapeError(`permutation of length ${permutation.length} for ${cols} columns`);
+  }
   // H is copied once, into float64: permuted, or as it is; dead columns get H_jj = 1 in the copy.
   const Hp = permutation ? permuteSymmetric64(h, permutation) : toFloat64(h);
   const position = permutation ? invertPermutation(permutation) : undefined;
@@ -112,7 +135,7 @@ export async function prepareLayer(
   }
   const damp = addRelativeDamping(Hp, damping);
   const { u, extraDamping } = await inverseUpperFactor(Hp, backend, factorPrecision);
-  return { deadZeroed: W, w: Wp, h: Hp, u, permutation, damping: damp + extraDamping };
+  return { h: Hp, u, permutation, dead, damping: damp + extraDamping };
 }
 
 /** Adds `λ·mean(diag H)` to the diagonal of `h` in place; returns the absolute amount added. */

@@ -7,6 +7,7 @@
  */
 
 import { gptq } from "../algorithms/gptq.ts";
+import type { FactorPrecision } from "../algorithms/prepare.ts";
 import { createHessianAccumulator } from "../algorithms/hessian.ts";
 import type { Backend } from "../core/backend.ts";
 import { loadBackend } from "../backends/registry.ts";
@@ -29,14 +30,21 @@ export function correlatedRows(rows: number, cols: number, seed = 1, rho = 0.9):
   return x;
 }
 
+/** Seconds of a layer's Hessian accumulation and of its GPTQ, and GPTQ's layer loss. */
+export interface GptqLayerTiming {
+  readonly hessian: number;
+  readonly gptq: number;
+  readonly loss: number;
+}
+
 /** Seconds of the Hessian and of GPTQ for one layer on `backend`, factoring `H` in `factorPrecision`. */
 export async function benchGptqLayer(
   backend: Backend,
   out: number,
   inputs: number,
   rows: number,
-  factorPrecision: "f64" | "f32" = "f64",
-): Promise<{ hessian: number; gptq: number; loss: number }> {
+  factorPrecision: FactorPrecision = "f64",
+): Promise<GptqLayerTiming> {
   const x = correlatedRows(rows, inputs);
   const rng = createRng(7);
   const w = matrix(out, inputs, Float32Array.from({ length: out * inputs }, () => rng.normal() * 0.02));
@@ -63,8 +71,8 @@ export async function benchGptqLayerIsolated(
   out: number,
   inputs: number,
   rows: number,
-  factorPrecision: "f64" | "f32" = "f64",
-): Promise<{ hessian: number; gptq: number; loss: number }> {
+  factorPrecision: FactorPrecision = "f64",
+): Promise<GptqLayerTiming> {
   const args = ["run", "-A", import.meta.url, backend, String(out), String(inputs), String(rows), factorPrecision];
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), { args, stderr: "piped" }).output();
   const text = new TextDecoder().decode(stdout).trim();
@@ -78,7 +86,7 @@ if (import.meta.main) {
   const [name, out, inputs, rows, precision = "f64"] = Deno.args;
   if (precision !== "f64" && precision !== "f32") throw new Error(`factor precision f64 or f32, got ${precision}`);
   const backend = await loadBackend(name);
-  const runs: { hessian: number; gptq: number; loss: number }[] = [];
+  const runs: GptqLayerTiming[] = [];
   for (let i = 0; i < 2; i++) {
     runs.push(await benchGptqLayer(backend, Number(out), Number(inputs), Number(rows), precision));
   }

@@ -2,7 +2,8 @@
  * `deno task bench`: measures every backend that starts here with the same code, and prints Markdown tables with the
  * TS reference as the baseline of the same run.
  *
- * Usage: `deno task bench [--backends ts,wasm,webgpu] [--quick]`
+ * Usage: `deno task bench [--backends ts,wasm,webgpu] [--quick] [--readme]`; `--readme` also writes the tables into
+ * the `cpu-table` section of bench/README.md.
  *
  * @module
  */
@@ -13,6 +14,8 @@ import { listBackends, loadBackend } from "../backends/registry.ts";
 import { benchGram, benchMatmul, type DenseResult } from "./dense.ts";
 import { benchGptqLayerIsolated } from "./gptq_layer.ts";
 import { fmt, markdownTable } from "./timing.ts";
+import { replaceReadmeSection } from "./results.ts";
+import { fileURLToPath } from "node:url";
 
 const { values } = parseArgs({
   options: {
@@ -20,6 +23,7 @@ const { values } = parseArgs({
     quick: { type: "boolean", default: false },
     gptq: { type: "string", default: "1024,4096" },
     "ts-gptq": { type: "string", default: "1024" },
+    readme: { type: "boolean", default: false },
   },
 });
 const names = values.backends?.split(",") ?? listBackends().reverse();
@@ -70,25 +74,36 @@ for (const b of backends) {
 
 const baseline = (r: DenseResult) =>
   results.find((x) => x.backend === "ts" && x.kernel === r.kernel && x.size === r.size);
-console.log("\n## Dense kernels (best of N; Gram counts n·d² flops)\n");
-console.log(markdownTable(
+const denseTable = markdownTable(
   ["kernel", "size", "backend", "seconds", "GFLOP/s", "× TS"],
   results.map((r) => {
     const base = baseline(r);
     return [r.kernel, r.size, r.backend, fmt(r.seconds), fmt(r.gflops), base ? fmt(base.seconds / r.seconds) : "—"];
   }),
-));
-
-console.log(
-  "\n## GPTQ of one layer (4-bit, group 128, act-order; Hessian of 8192 correlated rows; best of 2; H factored in" +
-    " float64 or float32)\n",
 );
-console.log(markdownTable(["layer", "backend", "factor", "Hessian s", "GPTQ s", "× TS"], gptqRows));
-console.log(
-  "\nBackends: " +
-    backends.map((b) => {
-      const extra = b as Backend & { threads?: number; relaxed?: boolean };
-      return `${b.name}${extra.threads ? ` (${extra.threads} threads${extra.relaxed ? ", relaxed SIMD" : ""})` : ""}`;
-    }).join(", ") + `; load average ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")}`,
-);
+const gptqTable = markdownTable(["layer", "backend", "factor", "Hessian s", "GPTQ s", "× TS"], gptqRows);
+const backendLine = "Backends: " +
+  backends.map((b) => {
+    const extra = b as Backend & { threads?: number; relaxed?: boolean };
+    return `${b.name}${extra.threads ? ` (${extra.threads} threads${extra.relaxed ? ", relaxed SIMD" : ""})` : ""}`;
+  }).join(", ") + `; load average ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")}`;
+const report = [
+  `\`deno task bench --backends ${names.join(",")}\`, ${
+    new Date().toISOString().slice(0, 10)
+  }. Each dense kernel runs ` +
+  "for at least 2 s and reports its best run; each whole-layer GPTQ runs twice in a fresh process " +
+  "(`bench/gptq_layer.ts`) and reports the best; the WASM rows run with `H` factored in float64 and in float32 " +
+  "(`factorPrecision`, the reference GPTQ's precision).",
+  "### Dense kernels (best of N; Gram counts n·d² flops)",
+  denseTable,
+  "### GPTQ of one layer (4-bit, group 128, act-order; Hessian of 8192 correlated rows; best of 2; H factored in " +
+  "float64 or float32)",
+  gptqTable,
+  backendLine,
+].join("\n\n");
+console.log(`\n${report}`);
+if (values.readme) {
+  await replaceReadmeSection("cpu-table", report, fileURLToPath(new URL("./README.md", import.meta.url)));
+  console.error("bench/README.md: cpu-table updated");
+}
 for (const b of backends) b.dispose?.();

@@ -36,16 +36,17 @@ async function median(fn: () => Promise<unknown>): Promise<number> {
   return times.sort((a, b) => a - b)[Math.floor(times.length / 2)];
 }
 
-/** The backend's pattern: a fresh staging buffer per read. */
-async function readFresh(src: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
-  const staging = device.createBuffer({ size: bytes, usage: MAP_READ | COPY_DST });
+/** Copies `bytes` of `src` into `staging` and submits. */
+function submitCopy(src: GPUBuffer, staging: GPUBuffer, bytes: number): void {
   const enc = device.createCommandEncoder();
   enc.copyBufferToBuffer(src, 0, staging, 0, bytes);
   device.queue.submit([enc.finish()]);
+}
+
+/** Maps `staging` and copies its first `bytes` out. */
+async function mapAndCopy(staging: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
   await staging.mapAsync(MAP_READ);
-  const out = staging.getMappedRange(0, bytes).slice(0);
-  staging.destroy();
-  return out;
+  return staging.getMappedRange(0, bytes).slice(0);
 }
 
 const rows: string[] = [];
@@ -59,23 +60,23 @@ for (const bytes of [4 << 10, 256 << 10, 4 << 20, 16 << 20, 64 << 20]) {
   const src = device.createBuffer({ size: bytes, usage: STORAGE });
   device.queue.writeBuffer(src, 0, new Uint8Array(bytes).fill(7));
   await device.queue.onSubmittedWorkDone();
-  const fresh = await median(() => readFresh(src, bytes));
+  // The backend's pattern: a fresh staging buffer per read.
+  const fresh = await median(async () => {
+    const staging = device.createBuffer({ size: bytes, usage: MAP_READ | COPY_DST });
+    submitCopy(src, staging, bytes);
+    await mapAndCopy(staging, bytes);
+    staging.destroy();
+  });
   const staging = device.createBuffer({ size: bytes, usage: MAP_READ | COPY_DST });
   const reused = await median(async () => {
-    const enc = device.createCommandEncoder();
-    enc.copyBufferToBuffer(src, 0, staging, 0, bytes);
-    device.queue.submit([enc.finish()]);
-    await staging.mapAsync(MAP_READ);
-    const out = staging.getMappedRange(0, bytes).slice(0);
+    submitCopy(src, staging, bytes);
+    await mapAndCopy(staging, bytes);
     staging.unmap();
-    return out;
   });
   // The map alone, with the copy already done: what mapAsync and getMappedRange cost without the transfer.
   const mapTimes: number[] = [];
   for (let i = 0; i < reps; i++) {
-    const enc = device.createCommandEncoder();
-    enc.copyBufferToBuffer(src, 0, staging, 0, bytes);
-    device.queue.submit([enc.finish()]);
+    submitCopy(src, staging, bytes);
     await device.queue.onSubmittedWorkDone();
     const t = performance.now();
     await staging.mapAsync(MAP_READ);

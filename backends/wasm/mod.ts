@@ -162,6 +162,23 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
   const scratchBytes = x.gemmScratchSize() * 4;
 
   /**
+   * Blocks of C for the shared-counter gemms: about 4 column blocks per thread (16..256 wide), then row blocks until
+   * there are 8 (16 for a triangle) blocks per thread, so that the last blocks to finish are small.
+   */
+  function gemmBlocks(m: number, n: number, threads: number, triangle: boolean): { rb: number; cb: number } {
+    const cb = Math.min(256, Math.max(16, roundUp(Math.ceil(n / (4 * threads)), 16)));
+    const rowBlocks = Math.ceil(((triangle ? 16 : 8) * threads) / Math.ceil(n / cb));
+    return { rb: Math.max(ROW_BLOCK, roundUp(Math.ceil(m / rowBlocks), ROW_BLOCK)), cb };
+  }
+
+  /** Runs the task loop `call(counter)` on `threads` threads, which claim tasks from one zeroed counter. */
+  function tasks(threads: number, call: (counter: number) => Call): Promise<void> {
+    const counter = rt.alloc(4);
+    rt.i32()[counter >> 2] = 0;
+    return rt.parallel(Array.from({ length: threads }, () => [call(counter)]));
+  }
+
+  /**
    * `C = op(A)·op(B)` into `[m, n]` at byte offset `c` (row stride n); with `upper`, only the tiles reaching the upper
    * triangle. One thread runs {@link gemm} over all of C; several share blocks of C through an atomic counter.
    */
@@ -190,11 +207,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       rt.release(mark);
       return Promise.resolve();
     }
-    // Blocks: about 4 column blocks per thread (16..256 wide), then row blocks until there are 8 (16 for the
-    // triangle) blocks per thread, so that the last blocks to finish are small.
-    const cb = Math.min(256, Math.max(16, roundUp(Math.ceil(n / (4 * threads)), 16)));
-    const rowBlocks = Math.ceil(((upper ? 16 : 8) * threads) / Math.ceil(n / cb));
-    const rb = Math.max(ROW_BLOCK, roundUp(Math.ceil(m / rowBlocks), ROW_BLOCK));
+    const { rb, cb } = gemmBlocks(m, n, threads, upper);
     const counters = rt.alloc(8);
     rt.i32().fill(0, counters >> 2, (counters >> 2) + 2);
     const parts: Call[][] = [];
@@ -370,15 +383,30 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       rt.release(mark);
       return Promise.resolve();
     }
-    const cb = Math.min(256, Math.max(16, roundUp(Math.ceil(m / (4 * threads)), 16)));
-    const rb = Math.max(ROW_BLOCK, roundUp(Math.ceil(m / Math.ceil((16 * threads) / Math.ceil(m / cb))), ROW_BLOCK));
-    const counter = rt.alloc(4);
-    rt.i32()[counter >> 2] = 0;
-    const parts: Call[][] = [];
-    for (let t = 0; t < threads; t++) {
-      parts.push([["dgemmShared", counter, rb, cb, m, m, k, packed, a, ld, 1, c, ld, rt.alloc(dScratchBytes), 1, -1]]);
-    }
-    return rt.parallel(parts).finally(() => rt.release(mark));
+    const { rb, cb } = gemmBlocks(m, m, threads, true);
+    return tasks(
+      threads,
+      (t) => ["dgemmShared", t, rb, cb, m, m, k, packed, a, ld, 1, c, ld, rt.alloc(dScratchBytes), 1, -1],
+    )
+      .finally(() => rt.release(mark));
+  }
+
+  /**
+   * `C[m, m] −= Aᵀ·A` on the upper tiles, float32, A `k` rows of `m` with row stride `ld`, C with row stride `ld`
+   * (the float32 Cholesky's trailing update), as `C += (−A)ᵀ·A`: A packed once and negated.
+   */
+  async function ssyrkUpper(a: number, m: number, k: number, ld: number, c: number): Promise<void> {
+    const mark = rt.mark();
+    const size = x.packedASize(m, k), packed = rt.alloc(size * 4);
+    const threads = rt.threadsFor(m * m * k, Math.ceil(m / SPLIT_ALIGN));
+    await tasks(threads, (t) => ["packAShared", t, a, ld, 1, m, k, packed]);
+    x.negate32(packed, size);
+    const { rb, cb } = gemmBlocks(m, m, threads, true);
+    await tasks(
+      threads,
+      (t) => ["gemmShared", t, rb, cb, m, m, k, packed, a, ld, 0, c, ld, rt.alloc(scratchBytes), 1, 1],
+    );
+    rt.release(mark);
   }
 
   /** Blocked Cholesky in float64 of the `n × n` matrix at `pa`, in place; throws at the first bad pivot. */
@@ -389,22 +417,11 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       const r = x.cholDiag(pa, n, k0, k1, inv, bad);
       if (r >= 0) throw new NotPositiveDefiniteError(n, r, rt.f64()[bad >> 3]);
       if (k1 === n) break;
-      const counter = rt.alloc(4);
-      rt.i32()[counter >> 2] = 0;
       const threads = rt.threadsFor((n - k1) * NB * NB, Math.ceil((n - k1) / 16));
-      const parts: Call[][] = [];
-      for (let t = 0; t < threads; t++) parts.push([["cholPanel", pa, n, k0, k1, inv, counter]]);
-      await rt.parallel(parts);
+      await tasks(threads, (t) => ["cholPanel", pa, n, k0, k1, inv, t]);
       await dsyrkLower(pa + (k1 * n + k0) * 8, n - k1, k1 - k0, n, pa + (k1 * n + k1) * 8);
     }
     x.zeroUpper64(pa, n);
-  }
-
-  /** Runs the task loop `call(counter)` on `threads` threads, which claim tasks from one zeroed counter. */
-  function tasks(threads: number, call: (counter: number) => Call): Promise<void> {
-    const counter = rt.alloc(4);
-    rt.i32()[counter >> 2] = 0;
-    return rt.parallel(Array.from({ length: threads }, () => [call(counter)]));
   }
 
   /**
@@ -434,15 +451,9 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       x.invUpperBlock32(at(k0, k0), n, xkk, nb, nb);
       const threads = rt.threadsFor(2 * nb * nb * m, Math.ceil(m / panelCols));
       await tasks(threads, (c) => ["cholPanel32", pa, n, k0, k1, xkk, c, tmp(), packed(), gs()]);
-      // The trailing update A[k1:, k1:] −= R_panelᵀ·R_panel (upper tiles), as += (−R_panel)ᵀ·R_panel.
-      const pp = rt.alloc(x.packedASize(m, nb) * 4);
-      const shared = rt.threadsFor(m * m * nb, Math.ceil(m / SPLIT_ALIGN));
-      await tasks(shared, (c) => ["packAShared", c, at(k0, k1), n, 1, m, nb, pp]);
-      x.negate32(pp, x.packedASize(m, nb));
-      const cb = Math.min(256, Math.max(16, roundUp(Math.ceil(m / (4 * shared)), 16)));
-      const rb = Math.max(ROW_BLOCK, roundUp(Math.ceil(m / Math.ceil((16 * shared) / Math.ceil(m / cb))), ROW_BLOCK));
-      await tasks(shared, (c) => ["gemmShared", c, rb, cb, m, m, nb, pp, at(k0, k1), n, 0, at(k1, k1), n, gs(), 1, 1]);
       rt.release(mark);
+      // The trailing update A[k1:, k1:] −= R_panelᵀ·R_panel (upper tiles).
+      await ssyrkUpper(at(k0, k1), m, nb, n, at(k1, k1));
     }
     // X = R̃⁻¹ by block columns: the diagonal block directly, the blocks above it from the columns before.
     const px = rt.alloc(n * n * 4);
@@ -515,14 +526,10 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       pre = rt.alloc(4 * Math.ceil(n / NB));
       x.lowerPrepack(pt, n, NB, pre, rt.alloc(x.lowerPrepackSize(n, NB)));
     }
-    const counter = rt.alloc(4);
-    rt.i32()[counter >> 2] = 0;
-    const parts: Call[][] = [];
-    for (let t = 0; t < threads; t++) {
+    await tasks(threads, (t) => {
       const packed = rt.alloc(x.dpackedASize(NB, n) * 8), scratch = rt.alloc(dScratchBytes);
-      parts.push([["trsmShared", pt, n, px, k, counter, inv, phi, plo, lower ? 1 : 0, NB, packed, scratch, pre]]);
-    }
-    await rt.parallel(parts);
+      return ["trsmShared", pt, n, px, k, t, inv, phi, plo, lower ? 1 : 0, NB, packed, scratch, pre];
+    });
   }
 
   /**
@@ -679,31 +686,11 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         const packed = rt.alloc(x.dpackedASize(n, n) * 8);
         x.dpackA(py, n, 1, n, n, packed);
         const threads = rt.threadsFor(n * n * n, Math.ceil(n / SPLIT_ALIGN));
-        const counter = rt.alloc(4);
-        rt.i32()[counter >> 2] = 0;
-        const cb = Math.min(256, Math.max(16, roundUp(Math.ceil(n / (4 * threads)), 16)));
-        const parts: Call[][] = [];
-        for (let t = 0; t < threads; t++) {
-          parts.push([[
-            "dgemmShared",
-            counter,
-            ROW_BLOCK,
-            cb,
-            n,
-            n,
-            n,
-            packed,
-            py,
-            n,
-            0,
-            pr,
-            n,
-            rt.alloc(dScratchBytes),
-            1,
-            0,
-          ]]);
-        }
-        await rt.parallel(parts);
+        const { cb } = gemmBlocks(n, n, threads, true);
+        await tasks(
+          threads,
+          (t) => ["dgemmShared", t, ROW_BLOCK, cb, n, n, n, packed, py, n, 0, pr, n, rt.alloc(dScratchBytes), 1, 0],
+        );
         rt.release(mark);
         const out = take(l, pr, n, n);
         const o = out.data;
@@ -832,28 +819,11 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         const T = batch * S;
         const pq = rt.put(q.data), pk = rt.put(k.data), pv = rt.put(v.data), po = rt.alloc(T * heads * hd * 4);
         const threads = rt.threadsFor(2 * batch * heads * S * S * hd, batch * heads);
-        const counter = rt.alloc(4);
-        rt.i32()[counter >> 2] = 0;
-        const parts: Call[][] = [];
-        for (let t = 0; t < threads; t++) {
-          const scratch = rt.alloc(x.attentionScratchSize(S, hd) * 4);
-          parts.push([[
-            "attentionForward",
-            pq,
-            pk,
-            pv,
-            po,
-            batch,
-            S,
-            heads,
-            kvHeads,
-            hd,
-            1 / Math.sqrt(hd),
-            counter,
-            scratch,
-          ]]);
-        }
-        await rt.parallel(parts);
+        const scale = 1 / Math.sqrt(hd), scratch = () => rt.alloc(x.attentionScratchSize(S, hd) * 4);
+        await tasks(
+          threads,
+          (t) => ["attentionForward", pq, pk, pv, po, batch, S, heads, kvHeads, hd, scale, t, scratch()],
+        );
         return matrix(T, heads * hd, rt.takeF32(po, T * heads * hd));
       });
     },
@@ -872,31 +842,12 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         const pq = rt.put(q.data), pk = rt.put(k.data), pv = rt.put(v.data), pdo = rt.put(dout.data);
         const pdq = rt.alloc(T * qCols * 4), pdk = rt.alloc(T * kvCols * 4), pdv = rt.alloc(T * kvCols * 4);
         const threads = rt.threadsFor(6 * batch * heads * S * S * hd, batch * kvHeads);
-        const counter = rt.alloc(4);
-        rt.i32()[counter >> 2] = 0;
-        const parts: Call[][] = [];
-        for (let t = 0; t < threads; t++) {
-          const scratch = rt.alloc(x.attentionScratchSize(S, hd) * 4);
-          parts.push([[
-            "attentionBackward",
-            pq,
-            pk,
-            pv,
-            pdo,
-            pdq,
-            pdk,
-            pdv,
-            batch,
-            S,
-            heads,
-            kvHeads,
-            hd,
-            1 / Math.sqrt(hd),
-            counter,
-            scratch,
-          ]]);
-        }
-        await rt.parallel(parts);
+        const scale = 1 / Math.sqrt(hd), scratch = () => rt.alloc(x.attentionScratchSize(S, hd) * 4);
+        const call = (t: number): Call => [
+          "attentionBackward",
+          ...[pq, pk, pv, pdo, pdq, pdk, pdv, batch, S, heads, kvHeads, hd, scale, t, scratch()],
+        ];
+        await tasks(threads, call);
         return {
           dq: matrix(T, qCols, rt.takeF32(pdq, T * qCols)),
           dk: matrix(T, kvCols, rt.takeF32(pdk, T * kvCols)),

@@ -38,6 +38,19 @@
   return v128.andnot(f32x4.mul(y, pow2n), underflow);
 }
 
+/** Reverses `count` values of type `T` at `a` in place: `J·M·J` of a square matrix is its storage read backwards. */
+// @ts-ignore: decorator
+@inline export function reverseValues<T>(a: usize, count: i32): void {
+  let i: usize = a, j: usize = a + <usize>(count - 1) * sizeof<T>();
+  while (i < j) {
+    const t = load<T>(i);
+    store<T>(i, load<T>(j));
+    store<T>(j, t);
+    i += sizeof<T>();
+    j -= sizeof<T>();
+  }
+}
+
 /** Start of the memory the JS side may use (above the module's static data), 64-byte aligned. */
 export function heapBase(): usize {
   return (__heap_base + 63) & ~(63 as usize);

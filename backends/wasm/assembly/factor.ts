@@ -1,7 +1,7 @@
 // Float64 factorisations and solves: blocked right-looking Cholesky (diagonal block and panel here, trailing update
 // by `dgemm`) and blocked triangular solves over column ranges of the right-hand side (threads take disjoint ranges).
 
-import { madd64 } from "./common";
+import { madd64, reverseValues } from "./common";
 import { dgemm, dpackA, KC, MR } from "./dgemm";
 
 /** Columns of X per chunk of the blocked solve. */
@@ -219,14 +219,7 @@ export function zeroUpper64(a: usize, n: i32): void {
   for (let i = 0; i < n; i++) memory.fill(a + (<usize>(i * n + i + 1) << 3), 0, <usize>(n - i - 1) << 3);
 }
 
-/** Reverses `count` f64s at `a` in place: `J·M·J` of a square matrix is its storage read backwards. */
+/** Reverses `count` f64s at `a` in place ({@link reverseValues}). */
 export function reverse64(a: usize, count: i32): void {
-  let i: usize = a, j: usize = a + (<usize>(count - 1) << 3);
-  while (i < j) {
-    const t = load<f64>(i);
-    store<f64>(i, load<f64>(j));
-    store<f64>(j, t);
-    i += 8;
-    j -= 8;
-  }
+  reverseValues<f64>(a, count);
 }

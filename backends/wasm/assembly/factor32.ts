@@ -4,6 +4,7 @@
 // Row-major `n × n` storage; only the upper triangle of the input is read. Each element is computed by one task in a
 // fixed order, so the thread split does not change results.
 
+import { reverseValues } from "./common";
 import { gemmSingle } from "./gemm";
 
 // @ts-ignore: decorator
@@ -119,14 +120,7 @@ export function antiTranspose32(src: usize, n: i32, dst: usize): void {
   }
 }
 
-/** Reverses `count` f32s at `a` in place: `J·M·J` of a square matrix is its storage read backwards. */
+/** Reverses `count` f32s at `a` in place ({@link reverseValues}). */
 export function reverse32(a: usize, count: i32): void {
-  let i: usize = a, j: usize = a + (<usize>(count - 1) << 2);
-  while (i < j) {
-    const t = load<f32>(i);
-    store<f32>(i, load<f32>(j));
-    store<f32>(j, t);
-    i += 4;
-    j -= 4;
-  }
+  reverseValues<f32>(a, count);
 }

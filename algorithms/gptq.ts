@@ -7,8 +7,7 @@
  * dead columns (H_jj = 0) → H_jj = 1, W[:, j] = 0
  * act-order → permute columns by descending diag(H)
  * H += λ·mean(diag H)·I;   U = upper Cholesky factor of H⁻¹
- * error-feedback loop over 128-column blocks          (Backend.gptqQuantize)
- * undo the permutation
+ * error-feedback loop over 128-column blocks          (Backend.gptqQuantize, W read through the permutation)
  * layer loss = Σ e² − δ·‖W − Q‖² − ‖(W − Q)_dead‖²      (GPTQ's identity; no rows × cols² product)
  * ```
  *
@@ -19,10 +18,10 @@ import type { Backend } from "../core/backend.ts";
 import { OptionError, ShapeError } from "../core/errors.ts";
 import { fitGrid } from "../core/grids/fit.ts";
 import type { GridParams, GridSpec } from "../core/grids/types.ts";
-import { assertFinite, type FloatArray, invertPermutation, type Matrix, permuteColumns } from "../core/tensor.ts";
+import { assertFinite, type FloatArray, invertPermutation, type Matrix } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
 import { layerLoss } from "./layer_loss.ts";
-import { type FactorPrecision, type PreparedLayer, prepareLayer } from "./prepare.ts";
+import { type FactorPrecision, prepareHessian, zeroColumns } from "./prepare.ts";
 import { type QuantizedLayer, statsBitsPerWeight } from "./result.ts";
 
 /** Options of {@link gptq}. Defaults follow the reference implementation. */
@@ -83,7 +82,7 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
   } = options;
   const grid: GridSpec = options.grid ??
     { kind: "uniform", bits, symmetric: options.symmetric ?? false, mse: options.mse ?? false };
-  const [rows, cols] = w.shape;
+  const cols = w.shape[1];
   if (h.shape[0] !== cols || h.shape[1] !== cols) {
     throw new ShapeError(`gptq: Hessian is ${h.shape.join("×")} for a layer with ${cols} input columns`);
   }
@@ -94,10 +93,11 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
   // Per-row grids are fitted on the weights as given, before dead columns are zeroed (the reference's order).
   const perRow = groupSize === 0 ? fitGrid(w, grid, 0) : undefined;
 
-  const prepared = await prepareLayer(w, h, { damping, order: actOrder, factorPrecision, backend });
-  const { w: Wp, u, permutation: perm } = prepared;
-  // Static groups are fitted on the dead-zeroed weights in their original order, before any permutation.
-  const staticParams = staticGroups && groupSize > 0 ? fitGrid(prepared.deadZeroed, grid, groupSize) : undefined;
+  const prepared = await prepareHessian(h, { damping, order: actOrder, factorPrecision, backend });
+  const { u, permutation: perm } = prepared;
+  const W = zeroColumns(w, prepared.dead);
+  // Static groups are fitted on the dead-zeroed weights in their original order.
+  const staticParams = staticGroups && groupSize > 0 ? fitGrid(W, grid, groupSize) : undefined;
 
   const groups = perRow
     ? { kind: "fixed" as const, params: perRow, groupOfColumn: new Int32Array(cols) }
@@ -108,13 +108,13 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
       groupOfColumn: Int32Array.from({ length: cols }, (_, k) => Math.floor((perm ? perm[k] : k) / groupSize)),
     }
     : { kind: "dynamic" as const, groupSize };
-  const out = await backend.gptqQuantize({ w: Wp, u, grid, blockSize, groups });
+  // The kernel reads W through the permutation and returns values and codes in the original column order.
+  const out = await backend.gptqQuantize({ w: W, permutation: perm, u, grid, blockSize, groups });
+  const { dequantized, codes } = out;
 
-  // Back to the original column order. Dynamic groups were formed in processing order, so column c belongs to the
-  // group of its processing position (GPTQ's g_idx); fixed groups already index original columns.
+  // Dynamic groups were formed in processing order, so column c belongs to the group of its processing position
+  // (GPTQ's g_idx); fixed groups already index original columns.
   const inv = perm ? invertPermutation(perm) : undefined;
-  const dequantized = inv ? permuteColumns(out.dequantized, inv) : out.dequantized;
-  const codes = inv ? permuteCodes(out.codes, rows, cols, inv) : out.codes;
   const groupIndex = groups.kind === "fixed"
     ? (perRow ? groups.groupOfColumn : Int32Array.from({ length: cols }, (_, c) => Math.floor(c / groupSize)))
     : Int32Array.from({ length: cols }, (_, c) => Math.floor((inv ? inv[c] : c) / groupSize));
@@ -122,9 +122,10 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
 
   const loss = out.errorEnergy === undefined ? await layerLoss(w, dequantized, h, backend) : await undampedLoss(
     out.errorEnergy,
-    prepared,
-    out.dequantized,
-    (k) => h.data[(perm ? perm[k] : k) * (cols + 1)] === 0,
+    W,
+    dequantized,
+    prepared.damping,
+    (c) => h.data[c * (cols + 1)] === 0,
     () => layerLoss(w, dequantized, h, backend),
   );
   const codeBits = grid.bits;
@@ -149,17 +150,17 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
 /**
  * `tr(E·H·Eᵀ)` for the undamped Hessian from the kernel's `Σ e²`, which is `tr(E·H_d·Eᵀ)` for the damped one that `U`
  * factors: `H_d = H + δ·I` with dead columns' zero diagonal raised to 1 first (their rows of `H` are zero). So
- * `tr(E·H·Eᵀ) = Σ e² − δ·‖E‖² − ‖E_dead‖²`, `E = W − Q` in processing order with dead columns zeroed. The difference
+ * `tr(E·H·Eᵀ) = Σ e² − δ·‖E‖² − ‖E_dead‖²`, `E = W − Q` with dead columns zeroed. The difference
  * loses relative accuracy as the subtracted part approaches `Σ e²`; past 90 % the direct product is used instead.
  */
 async function undampedLoss(
   energy: number,
-  prepared: PreparedLayer,
+  w: Matrix,
   q: Matrix,
-  isDead: (processed: number) => boolean,
+  damping: number,
+  isDead: (column: number) => boolean,
   direct: () => Promise<number>,
 ): Promise<number> {
-  const { w, damping } = prepared;
   const [rows, cols] = w.shape;
   const perColumn = new Float64Array(cols);
   for (let i = 0; i < rows; i++) {
@@ -169,10 +170,4 @@ async function undampedLoss(
   for (let j = 0; j < cols; j++) correction += perColumn[j] * (isDead(j) ? 1 + damping : damping);
   if (!(correction <= 0.9 * energy)) return await direct();
   return Math.max(0, energy - correction);
-}
-
-function permuteCodes(codes: Uint8Array, rows: number, cols: number, perm: Int32Array): Uint8Array {
-  const out = new Uint8Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[i * cols + j] = codes[i * cols + perm[j]];
-  return out;
 }

@@ -165,3 +165,15 @@ export async function inverseUpperFactor(
   );
   return { u: factor, extraDamping: damping };
 }
+
+/**
+ * `w` with the `dead` columns (zero Hessian diagonal) zeroed, as GPTQ does: a new matrix when there are any, `w`
+ * itself when there are none (callers treat the result as read-only).
+ */
+export function zeroColumns(w: Matrix, dead: readonly number[]): Matrix {
+  if (dead.length === 0) return w;
+  const [rows, cols] = w.shape;
+  const W = clone(w);
+  for (const j of dead) for (let i = 0; i < rows; i++) W.data[i * cols + j] = 0;
+  return W;
+}

@@ -86,9 +86,17 @@ export interface KmeansResult {
 
 /** Arguments of {@link Backend.gptqQuantize}: GPTQ's error-feedback loop over a whole layer. */
 export interface GptqKernelArgs {
-  /** `[rows, cols]` weights in processing order (act-order permutation applied, dead columns zeroed). */
+  /**
+   * `[rows, cols]` weights (dead columns zeroed): in processing order, or in their own order with `permutation`.
+   */
   readonly w: Matrix;
-  /** `[cols, cols]` upper Cholesky factor of the damped inverse Hessian, in the same order. */
+  /**
+   * Act-order: position `k` processes column `permutation[k]` of `w` (a permutation of `0..cols−1`). The kernel reads
+   * `w` through it and writes `dequantized` and `codes` back in `w`'s order, so no permuted copy of the layer is made.
+   * Everything else (`u`, `groupOfColumn`, the parameters of dynamic groups) is in processing order. Default: none.
+   */
+  readonly permutation?: Int32Array;
+  /** `[cols, cols]` upper Cholesky factor of the damped inverse Hessian, in processing order. */
   readonly u: Matrix<FloatArray>;
   /** The grid every column is rounded to. */
   readonly grid: GridSpec;
@@ -106,11 +114,11 @@ export interface GptqKernelArgs {
     | { readonly kind: "fixed"; readonly params: GridParams; readonly groupOfColumn: Int32Array };
 }
 
-/** Result of {@link Backend.gptqQuantize}, in processing order. */
+/** Result of {@link Backend.gptqQuantize}. */
 export interface GptqKernelResult {
-  /** `[rows, cols]` dequantized weights. */
+  /** `[rows, cols]` dequantized weights, in `w`'s column order. */
   readonly dequantized: Matrix;
-  /** `[rows, cols]` integer codes (grid indices). */
+  /** `[rows, cols]` integer codes (grid indices), in `w`'s column order. */
   readonly codes: Uint8Array;
   /** Grid parameters; for dynamic groups, group `g` covers processed columns `[g·groupSize, (g+1)·groupSize)`. */
   readonly params: GridParams;

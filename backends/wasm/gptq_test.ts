@@ -1,6 +1,6 @@
 /**
  * The WASM GPTQ kernel against the reference `core/quant/gptq_kernel.ts` (until the conformance suite's GPTQ part
- * lands): bit-identical within one block (no lazy update, where the only difference, float32 versus float64
+ * lands): bit-identical within one block (with and without a permutation) (no lazy update, where the only difference, float32 versus float64
  * accumulation of the batch update, cannot arise), and nearly identical over several blocks.
  *
  * @module
@@ -14,7 +14,7 @@ import { NF4 } from "../../core/grids/tables.ts";
 import type { GridSpec } from "../../core/grids/types.ts";
 import { gptqQuantize } from "../../core/quant/gptq_kernel.ts";
 import { upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
-import { createRng, randomNormal } from "../../core/random.ts";
+import { createRng, permutation, randomNormal } from "../../core/random.ts";
 import { matrix, matrix64, toFloat32 } from "../../core/tensor.ts";
 import { assertClose } from "../../tests/assert_close.ts";
 import { createWasmBackend } from "./mod.ts";
@@ -70,6 +70,21 @@ for (const threads of [1, 2]) {
             // A float32 U (the float32 factorisation's), widened in WASM memory as the reference widens it; 25
             // columns so that 25² is not a whole number of vectors.
             { ...odd, u: toFloat32(odd.u), grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
+            // W read through a permutation (act-order), 24 and 25 columns: whole and partial column tiles.
+            {
+              ...one,
+              permutation: permutation(createRng(8), 24),
+              grid,
+              blockSize: 32,
+              groups: { kind: "dynamic", groupSize: 8 },
+            },
+            {
+              ...odd,
+              permutation: permutation(createRng(9), 25),
+              grid,
+              blockSize: 32,
+              groups: { kind: "fixed", params: fitGrid(odd.w, grid, 0), groupOfColumn: new Int32Array(25) },
+            },
           ];
           for (const args of cases) {
             const got = await wasm.gptqQuantize(args);
@@ -82,7 +97,13 @@ for (const threads of [1, 2]) {
           }
           // Several blocks, group boundaries inside blocks: the lazy update accumulates in float32 here.
           const many = layer(45, 70, 6);
-          const args: GptqKernelArgs = { ...many, grid, blockSize: 16, groups: { kind: "dynamic", groupSize: 12 } };
+          const args: GptqKernelArgs = {
+            ...many,
+            permutation: permutation(createRng(10), 70),
+            grid,
+            blockSize: 16,
+            groups: { kind: "dynamic", groupSize: 12 },
+          };
           const got = await wasm.gptqQuantize(args);
           const want = gptqQuantize(args);
           let same = 0;
@@ -122,6 +143,15 @@ Deno.test("wasm gptqQuantize rejects bad arguments as the reference does", async
       groups: { kind: "dynamic", groupSize: 2 },
     }),
     OptionError,
+  );
+  const dynamic = { kind: "dynamic", groupSize: 2 } as const;
+  await rejects(
+    wasm.gptqQuantize({ w, u, grid, blockSize: 4, groups: dynamic, permutation: Int32Array.of(0, 1, 2) }),
+    ShapeError,
+  );
+  await rejects(
+    wasm.gptqQuantize({ w, u, grid, blockSize: 4, groups: dynamic, permutation: Int32Array.of(0, 1, 2, 3, 4, 4) }),
+    /permutation\[5\] = 4 is repeated/,
   );
   wasm.dispose();
 });

@@ -30,6 +30,7 @@ import type {
 } from "../../core/backend.ts";
 import { NonFiniteError, NotPositiveDefiniteError, OptionError, ShapeError } from "../../core/errors.ts";
 import { checkGrid, fitGrid, groupCount } from "../../core/grids/fit.ts";
+import { checkPermutation } from "../../core/quant/gptq_kernel.ts";
 import type { GridParams, GridSpec } from "../../core/grids/types.ts";
 import { fitUniformRow, uniformMaxq } from "../../core/grids/uniform.ts";
 import { squareSize } from "../../core/linalg/cholesky.ts";
@@ -228,7 +229,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
    * between threads), then the lazy update of the later columns as an accumulating gemm.
    */
   function gptqQuantizeWasm(args: GptqKernelArgs): Promise<GptqKernelResult> {
-    const { w, u, grid, blockSize, groups } = args;
+    const { w, u, grid, blockSize, groups, permutation } = args;
     const [rows, cols] = w.shape;
     try {
       assertShape(w, -1, -1, "gptq weights");
@@ -238,6 +239,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       assertShape(u, cols, cols, "gptq U");
       if (!Number.isInteger(blockSize) || blockSize < 1) throw new OptionError(`gptq: block size ${blockSize}`);
       checkGrid(grid);
+      if (permutation) checkPermutation(permutation, cols);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -275,9 +277,26 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       if (rows === 0 || cols === 0) {
         return { dequantized: matrix(rows, cols), codes: new Uint8Array(rows * cols), params, errorEnergy: 0 };
       }
+      // Column c of W is processed at position pos[c]: the transpositions in and out apply the permutation.
+      let pos = 0;
+      if (permutation) {
+        const inverse = new Int32Array(cols);
+        for (let k = 0; k < cols; k++) inverse[permutation[k]] = k;
+        pos = rt.put(inverse);
+      }
+      const columnRanges = splitEven(cols, rt.threadsFor(rows * cols * 8, Math.ceil(cols / 8)), 8);
+      /** Runs a transposition kernel `(src, rows, cols, pos, dst, c0, c1)` with threads taking column ranges. */
+      const byColumns = (name: string, src: number, dst: number) => {
+        const parts: Call[][] = [];
+        for (let t = 0; t + 1 < columnRanges.length; t++) {
+          const [c0, c1] = [columnRanges[t], columnRanges[t + 1]];
+          if (c0 < c1) parts.push([[name, src, rows, cols, pos, dst, c0, c1]]);
+        }
+        return rt.parallel(parts);
+      };
       const pw = rt.put(w.data);
       const wt = rt.alloc(rows * cols * 4);
-      x.transpose32(pw, rows, cols, wt);
+      await byColumns("scatterColumns32", pw, wt);
       // The column loop reads U in float64; a float32 U is widened (exactly) in WASM memory, and its float32 copy's
       // space is reused by what follows.
       let pu: number;
@@ -295,11 +314,13 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       const pScale = rt.put(params.scale), pZero = rt.put(params.zero);
       const pGroup = rt.put(groupOf);
       const isTable = grid.kind === "table";
+      // The plain min-max fit runs natively; MSE search and tables through the reference functions.
+      const nativeFit = grid.kind === "uniform" && !grid.mse;
       const levels = isTable ? rt.put(Float32Array.from(grid.levels)) : 0;
       const nlevels = isTable ? grid.levels.length : 0;
       const maxq = grid.kind === "uniform" ? uniformMaxq(grid.bits) : 0;
       const rowThreads = rt.threadsFor(rows * bs * bs * 3, Math.ceil(rows / 32));
-      const ework = Array.from({ length: rowThreads }, () => rt.alloc(x.gptqScratchSize() * 8));
+      const ework = Array.from({ length: rowThreads }, () => rt.alloc(x.gptqScratchSize(bs) * 8));
       const counter = rt.alloc(4);
       let energy = 0;
       for (let i1 = 0; i1 < cols; i1 += bs) {
@@ -308,13 +329,15 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
           // Groups starting in this block, fitted on Wt as it stands at the block start (the reference's choice).
           for (let j = Math.ceil(i1 / groupSize) * groupSize; j < i2; j += groupSize) {
             const g = j / groupSize, length = Math.min(groupSize, cols - j);
+            if (nativeFit) {
+              x.fitUniformGroup(wt, rows, j, length, grid.symmetric ? 1 : 0, maxq, pScale, pZero, nGroups, g);
+              continue;
+            }
             const f32 = rt.f32(), base = (wt >> 2) + j * rows;
-            const sv = f32.subarray(pScale >> 2, (pScale >> 2) + rows * nGroups);
-            const zv = f32.subarray(pZero >> 2, (pZero >> 2) + rows * nGroups);
             for (let r = 0; r < rows; r++) {
               const p = fitGroup(grid, f32, base + r, length, rows);
-              sv[r * nGroups + g] = params.scale[r * nGroups + g] = p.scale;
-              zv[r * nGroups + g] = params.zero[r * nGroups + g] = p.zero;
+              f32[(pScale >> 2) + r * nGroups + g] = p.scale;
+              f32[(pZero >> 2) + r * nGroups + g] = p.zero;
             }
           }
         }
@@ -345,9 +368,8 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
           ]]);
         }
         await rt.parallel(parts);
-        // Σ e² in the reference's order (columns, then rows), on this thread so that it does not depend on the split.
-        const f32 = rt.f32();
-        for (let t = e >> 2, end = t + count * rows; t < end; t++) energy += f32[t] * f32[t];
+        // Σ e² in the reference's order (columns, then rows), on one thread so that it does not depend on the split.
+        energy = x.sumSquares32(e, count * rows, energy);
         if (i2 < cols) {
           // Wt[i2:, :] += (−U[i1:i2, i2:])ᵀ · E
           x.gptqNegatedFactor(pu, cols, i1, i2, nf);
@@ -355,8 +377,12 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         }
       }
       const dq = rt.alloc(rows * cols * 4), codes = rt.alloc(rows * cols);
-      x.transpose32(qt, cols, rows, dq);
-      x.transpose8(codesT, cols, rows, codes);
+      await byColumns("gatherColumns32", qt, dq);
+      await byColumns("gatherColumns8", codesT, codes);
+      if (dynamic) {
+        params.scale.set(rt.f32().subarray(pScale >> 2, (pScale >> 2) + rows * nGroups));
+        params.zero.set(rt.f32().subarray(pZero >> 2, (pZero >> 2) + rows * nGroups));
+      }
       return {
         dequantized: matrix(rows, cols, rt.takeF32(dq, rows * cols)),
         codes: rt.u8().slice(codes, codes + rows * cols),

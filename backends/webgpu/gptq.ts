@@ -19,7 +19,7 @@ import { NonFiniteError, NotPositiveDefiniteError, OptionError, ShapeError } fro
 import { checkGrid, groupCount } from "../../core/grids/fit.ts";
 import type { GridParams, GridSpec } from "../../core/grids/types.ts";
 import { uniformMaxq } from "../../core/grids/uniform.ts";
-import { gptqQuantize as referenceGptq } from "../../core/quant/gptq_kernel.ts";
+import { checkPermutation, gptqQuantize as referenceGptq } from "../../core/quant/gptq_kernel.ts";
 import { type FloatArray, type Matrix, matrix } from "../../core/tensor.ts";
 import type { Batch, GpuContext } from "./context.ts";
 import { gpuFitGrid } from "./grid.ts";
@@ -210,7 +210,7 @@ function identityMap(n: number): Uint32Array {
  * @throws {OptionError} on a bad grid, block size or group size.
  */
 export async function gpuGptqQuantize(ctx: GpuContext, args: GptqKernelArgs): Promise<GptqKernelResult> {
-  const { w, u, grid, blockSize, groups } = args;
+  const { w, u, grid, blockSize, groups, permutation } = args;
   const [rows, cols] = w.shape;
   if (u.shape[0] !== cols || u.shape[1] !== cols) {
     throw new ShapeError(`gptq: U is ${u.shape[0]}×${u.shape[1]} for ${cols} columns`);
@@ -218,6 +218,7 @@ export async function gpuGptqQuantize(ctx: GpuContext, args: GptqKernelArgs): Pr
   if (!Number.isInteger(blockSize) || blockSize < 1) throw new OptionError(`gptq: block size ${blockSize}`);
   checkGrid(grid);
   validateGroups(groups, rows, cols);
+  if (permutation) checkPermutation(permutation, cols);
   // Delegated to the TS reference: empty layers (nothing to dispatch), and blocks whose working copy would not fit in
   // workgroup memory (GPTQ uses 128; the limit is 256 on 32 KiB devices).
   if (rows === 0 || cols === 0 || blockSize * GPTQ_ROWS * 4 > ctx.maxWorkgroupStorage) return referenceGptq(args);
@@ -225,10 +226,14 @@ export async function gpuGptqQuantize(ctx: GpuContext, args: GptqKernelArgs): Pr
   const ld = up4(rows), ldu = up4(cols);
   const batch = ctx.batch();
   const wBuf = ctx.upload(w.data);
-  const mapBuf = ctx.upload(identityMap(cols));
+  // Processing position k reads column permutation[k] of W; output column c is written from position inverse[c].
+  const order = permutation ? Uint32Array.from(permutation) : identityMap(cols);
+  const inverse = new Uint32Array(cols);
+  for (let k = 0; k < cols; k++) inverse[order[k]] = k;
+  const mapBuf = ctx.upload(order), invBuf = ctx.upload(inverse);
   const wt = ctx.buffer(cols * ld * 4, "gptq Wt");
   const uBuf = uploadF32(ctx, batch, u, ldu, "gptq U");
-  const owned = [wBuf, mapBuf, wt, uBuf];
+  const owned = [wBuf, mapBuf, invBuf, wt, uBuf];
   try {
     const tp = ctx.uniform([rows, cols, ld, 0]);
     batch.temp(tp).dispatch(ctx.pipeline("permute-transpose", () => PERMUTE_TRANSPOSE_WGSL), [wBuf, mapBuf, wt, tp], [
@@ -237,8 +242,8 @@ export async function gpuGptqQuantize(ctx: GpuContext, args: GptqKernelArgs): Pr
     ]);
     const loop = encodeColumnLoop(ctx, batch, wt, gpuMat(uBuf, cols, cols, ldu), rows, cols, grid, blockSize, groups);
     owned.push(...loop.all);
-    const q = encodeDequantized(ctx, batch, loop, mapBuf, rows, cols);
-    const packed = encodePackedCodes(ctx, batch, loop, mapBuf, rows, cols);
+    const q = encodeDequantized(ctx, batch, loop, invBuf, rows, cols);
+    const packed = encodePackedCodes(ctx, batch, loop, invBuf, rows, cols);
     owned.push(q, packed);
     const parts = [{ buffer: q, bytes: rows * cols * 4 }, { buffer: packed, bytes: rows * cols }];
     if (groups.kind === "dynamic") parts.push({ buffer: loop.sz, bytes: rows * loop.nGroups * 2 * 4 });

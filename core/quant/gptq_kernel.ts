@@ -13,7 +13,8 @@
  *   W[:, i2:] −= E · U[i1:i2, i2:]                     lazy batch update of the rest
  * ```
  *
- * Storage is transposed (`Wt = Wᵀ`, `[cols, rows]`) so that a column of W, the unit the loop works on, is contiguous.
+ * Storage is transposed (`Wt = Wᵀ`, `[cols, rows]`, rows in processing order: with act-order, row `k` is column
+ * `permutation[k]` of W) so that a column of W, the unit the loop works on, is contiguous.
  * Weights, errors and grid parameters are float32 as in the reference; products are formed in float64 and rounded.
  *
  * @module
@@ -26,24 +27,26 @@ import { nearestLevel } from "../grids/tables.ts";
 import type { GridParams, GridSpec } from "../grids/types.ts";
 import { fitUniformRow, uniformCode, uniformMaxq, uniformValue } from "../grids/uniform.ts";
 import { matmul } from "../linalg/matmul.ts";
-import { matrix, transpose } from "../tensor.ts";
+import { type Matrix, matrix } from "../tensor.ts";
 
 const fround = Math.fround;
 
 /**
- * GPTQ over a whole layer; see the module comment. Returns results in processing order.
+ * GPTQ over a whole layer; see the module comment. Dequantized values and codes come back in `w`'s column order,
+ * grid parameters in processing order.
  *
  * @throws {ShapeError} when `u` is not `[cols, cols]` or fixed parameters do not fit.
  * @throws {OptionError} on a bad grid, block size or group size.
  */
 export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
-  const { w, u, grid, blockSize, groups } = args;
+  const { w, u, grid, blockSize, groups, permutation } = args;
   const [rows, cols] = w.shape;
   if (u.shape[0] !== cols || u.shape[1] !== cols) {
     throw new ShapeError(`gptq: U is ${u.shape[0]}×${u.shape[1]} for ${cols} columns`);
   }
   if (!Number.isInteger(blockSize) || blockSize < 1) throw new OptionError(`gptq: block size ${blockSize}`);
   checkGrid(grid);
+  if (permutation) checkPermutation(permutation, cols);
 
   const dynamic = groups.kind === "dynamic";
   const groupSize = dynamic ? groups.groupSize : 0;
@@ -66,7 +69,7 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
   }
 
   const U = u.data;
-  const Wt = transpose(w).data; // [cols, rows], updated by the lazy batch updates
+  const Wt = columnsAsRows(w, permutation); // [cols, rows] in processing order, updated by the lazy batch updates
   const Qt = new Float32Array(cols * rows);
   const codesT = new Uint8Array(cols * rows);
   const scale = new Float32Array(rows), zero = new Float32Array(rows); // current group of every row
@@ -129,8 +132,8 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
   }
 
   return {
-    dequantized: transpose(matrix(cols, rows, Qt)),
-    codes: transposeCodes(codesT, cols, rows),
+    dequantized: matrix(rows, cols, rowsAsColumns(Qt, rows, cols, permutation, new Float32Array(rows * cols))),
+    codes: rowsAsColumns(codesT, rows, cols, permutation, new Uint8Array(rows * cols)),
     params,
     errorEnergy: energy,
   };
@@ -165,8 +168,49 @@ function rounder(grid: GridSpec): {
   return { code: (x, s) => nearestLevel(levels, fround(x / s)), value: (c, s) => fround(s * levels[c]) };
 }
 
-function transposeCodes(t: Uint8Array, cols: number, rows: number): Uint8Array {
-  const out = new Uint8Array(rows * cols);
-  for (let j = 0; j < cols; j++) for (let r = 0; r < rows; r++) out[r * cols + j] = t[j * rows + r];
+/**
+ * Throws unless `perm` is a permutation of `0..cols−1` (`GptqKernelArgs.permutation`).
+ * @throws {ShapeError} for a wrong length; {OptionError} for an index out of range or repeated.
+ */
+export function checkPermutation(perm: Int32Array, cols: number): void {
+  if (perm.length !== cols) throw new ShapeError(`gptq: permutation of length ${perm.length} for ${cols} columns`);
+  const seen = new Uint8Array(cols);
+  for (let k = 0; k < cols; k++) {
+    const c = perm[k];
+    if (!(c >= 0 && c < cols) || seen[c]) {
+      throw new OptionError(`gptq: permutation[${k}] = ${c} is ${seen[c] ? "repeated" : "out of range"}`);
+    }
+    seen[c] = 1;
+  }
+}
+
+/** `[cols, rows]`: row `k` is column `perm[k]` of `w` (column `k` without a permutation). */
+function columnsAsRows(w: Matrix, perm: Int32Array | undefined): Float32Array {
+  const [rows, cols] = w.shape;
+  const out = new Float32Array(cols * rows);
+  // 32 columns at a time, so that the reads of a row and the writes of the 32 output rows stay in cache.
+  for (let k0 = 0; k0 < cols; k0 += 32) {
+    const k1 = Math.min(k0 + 32, cols);
+    for (let r = 0; r < rows; r++) {
+      for (let k = k0; k < k1; k++) out[k * rows + r] = w.data[r * cols + (perm ? perm[k] : k)];
+    }
+  }
+  return out;
+}
+
+/** The inverse of {@link columnsAsRows}: `out[r][perm[k]] = t[k][r]`, into `out` (`[rows, cols]`). */
+function rowsAsColumns<A extends Float32Array | Uint8Array>(
+  t: A,
+  rows: number,
+  cols: number,
+  perm: Int32Array | undefined,
+  out: A,
+): A {
+  for (let k0 = 0; k0 < cols; k0 += 32) {
+    const k1 = Math.min(k0 + 32, cols);
+    for (let r = 0; r < rows; r++) {
+      for (let k = k0; k < k1; k++) out[r * cols + (perm ? perm[k] : k)] = t[k * rows + r];
+    }
+  }
   return out;
 }

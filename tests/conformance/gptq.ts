@@ -14,8 +14,8 @@ import { NF4 } from "../../core/grids/tables.ts";
 import { gramAccumulate } from "../../core/linalg/gram.ts";
 import { upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
 import { gptqQuantize } from "../../core/quant/gptq_kernel.ts";
-import { createRng, randomNormal } from "../../core/random.ts";
-import { type Matrix, matrix, matrix64 } from "../../core/tensor.ts";
+import { createRng, permutation as randomPermutation, randomNormal } from "../../core/random.ts";
+import { type Matrix, matrix, matrix64, permuteColumns } from "../../core/tensor.ts";
 import type { ConformanceCase } from "./case.ts";
 
 /** A damped Hessian of correlated inputs and GPTQ's U for it. */
@@ -56,7 +56,10 @@ function loss(w: Matrix, q: Matrix, h: Matrix<Float64Array>): number {
   return total;
 }
 
-const CASES: [string, number, number, (w: Matrix) => GptqKernelArgs["groups"], GptqKernelArgs["grid"]][] = [
+type Case = [string, number, number, (w: Matrix) => GptqKernelArgs["groups"], GptqKernelArgs["grid"], boolean?];
+
+/** Name, rows, columns, groups, grid, and whether W is read through a permutation. */
+const CASES: Case[] = [
   [
     "4-bit per row",
     24,
@@ -75,20 +78,27 @@ const CASES: [string, number, number, (w: Matrix) => GptqKernelArgs["groups"], G
     symmetric: true,
   }],
   ["NF4 groups of 64", 12, 130, () => ({ kind: "dynamic", groupSize: 64 }), NF4],
+  ["4-bit groups of 16 through a permutation", 19, 90, () => ({ kind: "dynamic", groupSize: 16 }), {
+    kind: "uniform",
+    bits: 4,
+  }, true],
 ];
 
-export const gptqCases: ConformanceCase[] = CASES.map(([name, rows, cols, groups, grid], i) => ({
+export const gptqCases: ConformanceCase[] = CASES.map(([name, rows, cols, groups, grid, permute], i) => ({
   name: `gptqQuantize ${name} (${rows}×${cols}, blocks of 32)`,
   async run({ backend, toleranceScale }) {
     const { w, h, u } = problem(rows, cols, 40 + i);
-    const args: GptqKernelArgs = { w, u, grid, blockSize: 32, groups: groups(w) };
+    const permutation = permute ? randomPermutation(createRng(60 + i), cols) : undefined;
+    const args: GptqKernelArgs = { w, u, grid, blockSize: 32, groups: groups(w), permutation };
     const want = gptqQuantize(args);
     const got = await backend.gptqQuantize(args);
     let same = 0;
     for (let k = 0; k < want.codes.length; k++) if (got.codes[k] === want.codes[k]) same++;
     const agreement = same / want.codes.length;
     ok(agreement >= 1 - 0.01 * toleranceScale, `${name}: ${(agreement * 100).toFixed(2)}% of codes agree`);
-    const lw = loss(w, want.dequantized, h), lg = loss(w, got.dequantized, h);
+    // H (and U) are in processing order: the loss is taken on the columns in that order.
+    const inOrder = (m: Matrix) => permutation ? permuteColumns(m, permutation) : m;
+    const lw = loss(inOrder(w), inOrder(want.dequantized), h), lg = loss(inOrder(w), inOrder(got.dequantized), h);
     ok(Math.abs(lg - lw) <= 0.01 * toleranceScale * lw, `${name}: layer loss ${lg} vs reference ${lw}`);
     if (got.errorEnergy !== undefined) {
       const we = want.errorEnergy!, ge = got.errorEnergy;

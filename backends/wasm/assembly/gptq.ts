@@ -15,7 +15,8 @@
  * @param scale `[rows, groups]` float32 grid scales; `zero` likewise.
  * @param groupOf `cols` i32 group indices.
  * @param kind 0: uniform with `maxq`; 1: table of `nlevels` float32 `levels`.
- * @param ework this thread's {@link gptqScratchSize} float64s; `counter` the shared chunk counter.
+ * @param ework this thread's {@link gptqScratchSize} float64s (for `i2 − i1` columns); `counter` the shared chunk
+ *   counter.
  */
 export function gptqBlock(
   wt: usize, rows: i32, cols: i32, i1: i32, i2: i32, u: usize, e: usize, qt: usize, codes: usize,
@@ -23,8 +24,10 @@ export function gptqBlock(
   counter: usize, ework: usize,
 ): void {
   const count = i2 - i1;
-  // Chunks of RC rows, taken from the shared counter: a chunk's working columns (count × RC floats) stay in L1 for
-  // the whole block, and a thread slowed by other work just takes fewer chunks.
+  // Chunks of RC rows, taken from the shared counter, so that a thread slowed by other work just takes fewer chunks.
+  // A chunk's working columns are copied next to each other (stride RC): in Wt they are `rows` floats apart, a power
+  // of two for most layers, and would fall into the same few cache sets.
+  const work = ework + (<usize>RC << 3);
   const chunks = (rows + RC - 1) / RC;
   while (true) {
     const t = atomic.add<i32>(counter, 1);
@@ -32,15 +35,18 @@ export function gptqBlock(
     const rc = t * RC;
     const re = min(rc + RC, rows);
     for (let i = 0; i < count; i++) {
+      memory.copy(work + (<usize>(i * RC) << 2), wt + (<usize>((i1 + i) * rows + rc) << 2), <usize>(re - rc) << 2);
+    }
+    for (let i = 0; i < count; i++) {
       const j = i1 + i;
       const g = load<i32>(groupOf + (<usize>j << 2));
       const d = load<f64>(u + (<usize>(j * cols + j) << 3));
-      const col = wt + (<usize>(j * rows) << 2);
+      const col = work + (<usize>(i * RC) << 2); // row rc + t of the chunk at col + 4t
       const ecol = e + (<usize>(i * rows) << 2);
       const qcol = qt + (<usize>(j * rows) << 2);
       const ccol = codes + <usize>(j * rows);
       for (let r = rc; r < re; r++) {
-        const x = load<f32>(col + (<usize>r << 2));
+        const x = load<f32>(col + (<usize>(r - rc) << 2));
         const p = <usize>(r * groups + g) << 2;
         const s = load<f32>(scale + p);
         let code: i32, q: f32;
@@ -65,17 +71,17 @@ export function gptqBlock(
         const uk = load<f64>(u + (<usize>(j * cols + i1 + k) << 3));
         if (uk == 0) continue;
         const uv = f64x2.splat(uk);
-        const wk = wt + (<usize>((i1 + k) * rows) << 2);
+        const wk = work + (<usize>(k * RC) << 2);
         let r = rc;
         for (; r + 4 <= re; r += 4) {
-          const pw = wk + (<usize>r << 2), pe = ework + (<usize>(r - rc) << 3);
+          const pw = wk + (<usize>(r - rc) << 2), pe = ework + (<usize>(r - rc) << 3);
           const wv = v128.load(pw);
           const lo = f64x2.sub(f64x2.promote_low_f32x4(wv), f64x2.mul(v128.load(pe), uv));
           const hi = f64x2.sub(f64x2.promote_low_f32x4(i32x4.shuffle(wv, wv, 2, 3, 0, 1)), f64x2.mul(v128.load(pe, 16), uv));
           v128.store(pw, i32x4.shuffle(f32x4.demote_f64x2_zero(lo), f32x4.demote_f64x2_zero(hi), 0, 1, 4, 5));
         }
         for (; r < re; r++) {
-          const pw = wk + (<usize>r << 2);
+          const pw = wk + (<usize>(r - rc) << 2);
           store<f32>(pw, <f32>(<f64>load<f32>(pw) - load<f64>(ework + (<usize>(r - rc) << 3)) * uk));
         }
       }
@@ -83,12 +89,12 @@ export function gptqBlock(
   }
 }
 
-/** Rows per chunk of {@link gptqBlock}; its float64 error scratch (`ework`) holds this many values. */
-const RC: i32 = 128;
+/** Rows per chunk of {@link gptqBlock}: a block of 128 working columns of a chunk fills 32 KiB. */
+const RC: i32 = 64;
 
-/** Float64s of per-thread scratch {@link gptqBlock} needs. */
-export function gptqScratchSize(): i32 {
-  return RC;
+/** Float64s of per-thread scratch {@link gptqBlock} needs for blocks of `blockSize` columns. */
+export function gptqScratchSize(blockSize: i32): i32 {
+  return RC + (RC * blockSize + 1) / 2; // the chunk's float64 errors, then its float32 working columns
 }
 
 /**
@@ -132,32 +138,186 @@ export function widen32(src: usize, count: i32, dst: usize): void {
   for (; i < count; i++) store<f64>(dst + (<usize>i << 3), <f64>load<f32>(src + (<usize>i << 2)));
 }
 
-/** Transposes a `[rows, cols]` float32 matrix into `[cols, rows]` in 32×32 tiles. */
-export function transpose32(src: usize, rows: i32, cols: i32, dst: usize): void {
-  for (let i0 = 0; i0 < rows; i0 += 32) {
-    const i1 = min(i0 + 32, rows);
-    for (let j0 = 0; j0 < cols; j0 += 32) {
-      const j1 = min(j0 + 32, cols);
-      for (let i = i0; i < i1; i++) {
-        for (let j = j0; j < j1; j++) {
-          store<f32>(dst + (<usize>(j * rows + i) << 2), load<f32>(src + (<usize>(i * cols + j) << 2)));
-        }
+// Transpositions between W (`[rows, cols]`) and the kernel's working layout (`[cols, rows]`, a column of W contiguous,
+// rows in processing order): `pos[c]` is the processing position of column `c` (0: the identity), so that act-order
+// costs no pass of its own. Columns go in tiles of TC, rows four at a time through 4×4 register transposes; threads
+// take disjoint column ranges.
+
+/** Columns per tile: the tile's TC rows of the working layout stay in cache while its rows of W stream past. */
+const TC: i32 = 8;
+
+/** Byte address of row `pos[c]` (row `c` when `pos` is 0) of a `[cols, n]` float32 matrix at `base`, plus `r` values. */
+// @ts-ignore: decorator
+@inline function rowOf(base: usize, pos: usize, c: i32, n: i32, r: i32): usize {
+  const k = pos ? load<i32>(pos + (<usize>c << 2)) : c;
+  return base + ((<usize>k * <usize>n + <usize>r) << 2);
+}
+
+/** Stores the transpose of the 4×4 block of rows `a0..a3` as four rows at `d0..d3`. */
+// @ts-ignore: decorator
+@inline function transpose4(a0: v128, a1: v128, a2: v128, a3: v128, d0: usize, d1: usize, d2: usize, d3: usize): void {
+  const t0 = i32x4.shuffle(a0, a1, 0, 4, 1, 5), t1 = i32x4.shuffle(a0, a1, 2, 6, 3, 7);
+  const t2 = i32x4.shuffle(a2, a3, 0, 4, 1, 5), t3 = i32x4.shuffle(a2, a3, 2, 6, 3, 7);
+  v128.store(d0, i32x4.shuffle(t0, t2, 0, 1, 4, 5));
+  v128.store(d1, i32x4.shuffle(t0, t2, 2, 3, 6, 7));
+  v128.store(d2, i32x4.shuffle(t1, t3, 0, 1, 4, 5));
+  v128.store(d3, i32x4.shuffle(t1, t3, 2, 3, 6, 7));
+}
+
+/** `dst[pos[c]][r] = src[r][c]` (float32) for columns `[c0, c1)`: W (`[rows, cols]`) into the working layout. */
+export function scatterColumns32(src: usize, rows: i32, cols: i32, pos: usize, dst: usize, c0: i32, c1: i32): void {
+  const ld = <usize>cols << 2;
+  for (let ct = c0; ct < c1; ct += TC) {
+    const ce = min(ct + TC, c1);
+    let r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      const s = src + <usize>r * ld;
+      let c = ct;
+      for (; c + 4 <= ce; c += 4) {
+        const o = <usize>c << 2;
+        transpose4(
+          v128.load(s + o), v128.load(s + ld + o), v128.load(s + 2 * ld + o), v128.load(s + 3 * ld + o),
+          rowOf(dst, pos, c, rows, r), rowOf(dst, pos, c + 1, rows, r), rowOf(dst, pos, c + 2, rows, r),
+          rowOf(dst, pos, c + 3, rows, r),
+        );
       }
+      for (; c < ce; c++) {
+        const d = rowOf(dst, pos, c, rows, r);
+        for (let i = 0; i < 4; i++) store<f32>(d + (<usize>i << 2), load<f32>(s + <usize>i * ld + (<usize>c << 2)));
+      }
+    }
+    for (; r < rows; r++) {
+      for (let c = ct; c < ce; c++) store<f32>(rowOf(dst, pos, c, rows, r), load<f32>(src + <usize>r * ld + (<usize>c << 2)));
     }
   }
 }
 
-/** Transposes a `[rows, cols]` u8 matrix into `[cols, rows]` in 32×32 tiles. */
-export function transpose8(src: usize, rows: i32, cols: i32, dst: usize): void {
-  for (let i0 = 0; i0 < rows; i0 += 32) {
-    const i1 = min(i0 + 32, rows);
-    for (let j0 = 0; j0 < cols; j0 += 32) {
-      const j1 = min(j0 + 32, cols);
-      for (let i = i0; i < i1; i++) {
-        for (let j = j0; j < j1; j++) store<u8>(dst + <usize>(j * rows + i), load<u8>(src + <usize>(i * cols + j)));
+/** `dst[r][c] = src[pos[c]][r]` (float32) for columns `[c0, c1)`: the working layout back into W's (`[rows, cols]`). */
+export function gatherColumns32(src: usize, rows: i32, cols: i32, pos: usize, dst: usize, c0: i32, c1: i32): void {
+  const ld = <usize>cols << 2;
+  for (let ct = c0; ct < c1; ct += TC) {
+    const ce = min(ct + TC, c1);
+    let r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      const d = dst + <usize>r * ld;
+      let c = ct;
+      for (; c + 4 <= ce; c += 4) {
+        const o = <usize>c << 2;
+        transpose4(
+          v128.load(rowOf(src, pos, c, rows, r)), v128.load(rowOf(src, pos, c + 1, rows, r)),
+          v128.load(rowOf(src, pos, c + 2, rows, r)), v128.load(rowOf(src, pos, c + 3, rows, r)),
+          d + o, d + ld + o, d + 2 * ld + o, d + 3 * ld + o,
+        );
+      }
+      for (; c < ce; c++) {
+        const s = rowOf(src, pos, c, rows, r);
+        for (let i = 0; i < 4; i++) store<f32>(d + <usize>i * ld + (<usize>c << 2), load<f32>(s + (<usize>i << 2)));
       }
     }
+    for (; r < rows; r++) {
+      for (let c = ct; c < ce; c++) store<f32>(dst + <usize>r * ld + (<usize>c << 2), load<f32>(rowOf(src, pos, c, rows, r)));
+    }
   }
+}
+
+/** {@link gatherColumns32} for bytes (the codes): 4×4 blocks of bytes transposed by one shuffle. */
+export function gatherColumns8(src: usize, rows: i32, cols: i32, pos: usize, dst: usize, c0: i32, c1: i32): void {
+  for (let ct = c0; ct < c1; ct += TC) {
+    const ce = min(ct + TC, c1);
+    let r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      const d = dst + <usize>r * <usize>cols;
+      let c = ct;
+      for (; c + 4 <= ce; c += 4) {
+        // Lane i: bytes r..r+3 of source row pos[c + i]; after the shuffle, lane j: column bytes c..c+3 of row r + j.
+        let v = i32x4.splat(load<i32>(byteRowOf(src, pos, c, rows, r)));
+        v = i32x4.replace_lane(v, 1, load<i32>(byteRowOf(src, pos, c + 1, rows, r)));
+        v = i32x4.replace_lane(v, 2, load<i32>(byteRowOf(src, pos, c + 2, rows, r)));
+        v = i32x4.replace_lane(v, 3, load<i32>(byteRowOf(src, pos, c + 3, rows, r)));
+        v = i8x16.shuffle(v, v, 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        store<i32>(d + <usize>c, i32x4.extract_lane(v, 0));
+        store<i32>(d + <usize>cols + <usize>c, i32x4.extract_lane(v, 1));
+        store<i32>(d + 2 * <usize>cols + <usize>c, i32x4.extract_lane(v, 2));
+        store<i32>(d + 3 * <usize>cols + <usize>c, i32x4.extract_lane(v, 3));
+      }
+      for (; c < ce; c++) {
+        const s = byteRowOf(src, pos, c, rows, r);
+        for (let i = 0; i < 4; i++) store<u8>(d + <usize>i * <usize>cols + <usize>c, load<u8>(s + <usize>i));
+      }
+    }
+    for (; r < rows; r++) {
+      for (let c = ct; c < ce; c++) store<u8>(dst + <usize>r * <usize>cols + <usize>c, load<u8>(byteRowOf(src, pos, c, rows, r)));
+    }
+  }
+}
+
+/** {@link rowOf} for a byte matrix. */
+// @ts-ignore: decorator
+@inline function byteRowOf(base: usize, pos: usize, c: i32, n: i32, r: i32): usize {
+  const k = pos ? load<i32>(pos + (<usize>c << 2)) : c;
+  return base + <usize>k * <usize>n + <usize>r;
+}
+
+/** `init + Σ x²` over `n` float32 values, accumulated in float64 in order: GPTQ's running error energy. */
+export function sumSquares32(x: usize, n: i32, init: f64): f64 {
+  let s = init;
+  for (let i = 0; i < n; i++) {
+    const v = <f64>load<f32>(x + (<usize>i << 2));
+    s += v * v;
+  }
+  return s;
+}
+
+/**
+ * `core/grids/uniform.ts`'s `fitUniformRow` without MSE search, for every row of one group: columns `[j, j + length)`
+ * of the working layout (`[cols, rows]`), into `scale`/`zero` `[rows, groups]` at group `g`. The same float32 steps as
+ * the reference: `lo = min(0, x…)`, `hi = max(0, x…)` (comparisons, so NaN is skipped), symmetric folding, the empty
+ * range as `[−1, 1]`, `scale = (hi − lo) / maxq`, `zero = round(−lo / scale)` or `(maxq + 1) / 2`.
+ */
+export function fitUniformGroup(
+  wt: usize, rows: i32, j: i32, length: i32, symmetric: i32, maxq: f32, scale: usize, zero: usize, groups: i32, g: i32,
+): void {
+  let r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    let lo = f32x4.splat(0), hi = f32x4.splat(0);
+    for (let k = 0; k < length; k++) {
+      const x = v128.load(wt + (<usize>((j + k) * rows + r) << 2));
+      lo = f32x4.pmin(lo, x); // x < lo ? x : lo, as the reference's comparison
+      hi = f32x4.pmax(hi, x);
+    }
+    fitRange(f32x4.extract_lane(lo, 0), f32x4.extract_lane(hi, 0), r, symmetric, maxq, scale, zero, groups, g);
+    fitRange(f32x4.extract_lane(lo, 1), f32x4.extract_lane(hi, 1), r + 1, symmetric, maxq, scale, zero, groups, g);
+    fitRange(f32x4.extract_lane(lo, 2), f32x4.extract_lane(hi, 2), r + 2, symmetric, maxq, scale, zero, groups, g);
+    fitRange(f32x4.extract_lane(lo, 3), f32x4.extract_lane(hi, 3), r + 3, symmetric, maxq, scale, zero, groups, g);
+  }
+  for (; r < rows; r++) {
+    let lo: f32 = 0, hi: f32 = 0;
+    for (let k = 0; k < length; k++) {
+      const x = load<f32>(wt + (<usize>((j + k) * rows + r) << 2));
+      if (x < lo) lo = x;
+      if (x > hi) hi = x;
+    }
+    fitRange(lo, hi, r, symmetric, maxq, scale, zero, groups, g);
+  }
+}
+
+// @ts-ignore: decorator
+@inline function fitRange(
+  lo: f32, hi: f32, r: i32, symmetric: i32, maxq: f32, scale: usize, zero: usize, groups: i32, g: i32,
+): void {
+  let xmin = lo, xmax = hi;
+  if (symmetric) {
+    xmax = max(abs(xmin), xmax);
+    if (xmin < 0) xmin = -xmax;
+  }
+  if (xmin == 0 && xmax == 0) {
+    xmin = -1;
+    xmax = 1;
+  }
+  const s = (xmax - xmin) / maxq;
+  const p = <usize>(r * groups + g) << 2;
+  store<f32>(scale + p, s);
+  store<f32>(zero + p, symmetric ? (maxq + 1) / 2 : f32.nearest(-xmin / s) + 0);
 }
 
 /**

@@ -36,8 +36,8 @@ export interface PreparedLayer {
   readonly deadZeroed: Matrix;
   /** `[rows, cols]` the same in processing order. */
   readonly w: Matrix;
-  /** `[cols, cols]` damped Hessian in processing order. */
-  readonly h: Matrix<Float64Array>;
+  /** `[cols, cols]` damped Hessian in processing order, float32 with `factorPrecision` "f32", else float64. */
+  readonly h: Matrix<FloatArray>;
   /** `[cols, cols]` upper factor with `H⁻¹ = UᵀU`, processing order, in the requested `factorPrecision`. */
   readonly u: Matrix<FloatArray>;
   /** `permutation[k]` is the original column processed `k`-th; undefined for the identity. */
@@ -66,10 +66,14 @@ function orderByDiagonal(d: ArrayLike<number>): Int32Array {
   return Int32Array.from({ length: d.length }, (_, j) => j).sort((a, b) => d[b] - d[a] || a - b);
 }
 
-/** `P·h·Pᵀ` (`out[i][j] = h[perm[i]][perm[j]]`) in float64, from either float type. */
-function permuteSymmetric64(h: Matrix<FloatArray>, perm: Int32Array): Matrix<Float64Array> {
+/** `h` in float32 or float64, rows and columns reordered when `perm` is given: `out[i][j] = h[perm[i]][perm[j]]`. */
+function symmetricCopy(h: Matrix<FloatArray>, perm: Int32Array | undefined, f32: boolean): Matrix<FloatArray> {
   const n = h.shape[0];
-  const out = new Float64Array(n * n), a = h.data;
+  const out = f32 ? new Float32Array(n * n) : new Float64Array(n * n), a = h.data;
+  if (!perm) {
+    out.set(a);
+    return { data: out, shape: [n, n] };
+  }
   for (let i = 0; i < n; i++) {
     const src = perm[i] * n, dst = i * n;
     for (let j = 0; j < n; j++) out[dst + j] = a[src + perm[j]];
@@ -126,14 +130,14 @@ export async function prepareHessian(
   if (permutation && permutation.length !== cols) {
     throw new ShapeError(`permutation of length ${permutation.length} for ${cols} columns`);
   }
-  // H is copied once, into float64: permuted, or as it is; dead columns get H_jj = 1 in the copy.
-  const Hp = permutation ? permuteSymmetric64(h, permutation) : toFloat64(h);
-  const position = permutation ? invertPermutation(permutation) : undefined;
-  for (const j of dead) {
-    const k = position ? position[j] : j;
-    Hp.data[k * cols + k] = 1;
-  }
-  const damp = addRelativeDamping(Hp, damping);
+  // H is copied once, permuted or as it is, into the factorisation's precision. Its diagonal (dead columns raised to
+  // 1, then GPTQ's damping added) is formed in float64 from the source and rounded once.
+  const Hp = symmetricCopy(h, permutation, factorPrecision === "f32");
+  const d = Float64Array.from({ length: cols }, (_, k) => diag[permutation ? permutation[k] : k]);
+  let mean = 0;
+  for (let k = 0; k < cols; k++) mean += d[k];
+  const damp = damping * mean / Math.max(cols, 1);
+  for (let k = 0; k < cols; k++) Hp.data[k * cols + k] = d[k] + damp;
   const { u, extraDamping } = await inverseUpperFactor(Hp, backend, factorPrecision);
   return { h: Hp, u, permutation, dead, damping: damp + extraDamping };
 }
@@ -150,18 +154,21 @@ export function addRelativeDamping(h: Matrix<Float64Array>, lambda: number): num
 
 /**
  * GPTQ's `U` (upper, `H⁻¹ = UᵀU`) through the backend's kernel (one factorisation and one triangular inverse, no
- * second factorisation of an ill-conditioned `H⁻¹`), from `H` rounded to float32 when `precision` is "f32". If `H`
- * is not positive definite even after GPTQ's damping, more damping is added (and reported).
+ * second factorisation of an ill-conditioned `H⁻¹`), from `H` in `precision` (converted when it is not already). If
+ * `H` is not positive definite even after GPTQ's damping, more damping is added (and reported); in float32 the extra
+ * damping is added to the float32 diagonal.
  */
 export async function inverseUpperFactor(
-  h: Matrix<Float64Array>,
+  h: Matrix<FloatArray>,
   backend: Backend,
   precision: FactorPrecision = "f64",
 ): Promise<{ u: Matrix<FloatArray>; extraDamping: number }> {
+  const f32 = precision === "f32";
+  const inPrecision = f32 ? (h.data instanceof Float32Array ? h : toFloat32(h)) : toFloat64Once(h);
   const { factor, damping } = await choleskyWithRetry<FloatArray>(
-    h,
+    inPrecision,
     { initialDamping: 1e-4 },
-    (m) => backend.upperCholeskyOfInverse(precision === "f32" ? toFloat32(m) : m),
+    (m) => backend.upperCholeskyOfInverse(m),
   );
   return { u: factor, extraDamping: damping };
 }
@@ -176,4 +183,9 @@ export function zeroColumns(w: Matrix, dead: readonly number[]): Matrix {
   const W = clone(w);
   for (const j of dead) for (let i = 0; i < rows; i++) W.data[i * cols + j] = 0;
   return W;
+}
+
+/** `m` as float64: itself when it already is. */
+function toFloat64Once(m: Matrix<FloatArray>): Matrix<Float64Array> {
+  return m.data instanceof Float64Array ? m as Matrix<Float64Array> : toFloat64(m);
 }

@@ -13,16 +13,7 @@
 import type { Backend } from "../core/backend.ts";
 import { OptionError, ShapeError } from "../core/errors.ts";
 import { choleskyWithRetry } from "../core/linalg/cholesky.ts";
-import {
-  clone,
-  diagonal,
-  type FloatArray,
-  invertPermutation,
-  type Matrix,
-  permuteColumns,
-  toFloat32,
-  toFloat64,
-} from "../core/tensor.ts";
+import { clone, diagonal, type FloatArray, type Matrix, permuteColumns, toFloat32, toFloat64 } from "../core/tensor.ts";
 
 /**
  * Precision of the factorisation of `H` into GPTQ's `U`: "f64", or "f32" as the reference GPTQ computes it (half the

@@ -1,5 +1,5 @@
 import { exp4 } from "./common";
-import { gemmScratchSize, gemmSingle as mm } from "./gemm";
+import { gemmScratchSize, gemmSingle as mm, kernel6x8 } from "./gemm";
 
 // Transformer building blocks in float32 with float64 reductions where rows are long: causal attention (forward and
 // backward, tasks per (batch, head) or (batch, kv head) claimed from a shared counter), SwiGLU and softmax
@@ -15,10 +15,20 @@ function gather(src: usize, cols: i32, row0: i32, col0: i32, S: i32, hd: i32, ds
 /** Query rows per block of the attention kernels (a multiple of the gemm tile's 6 rows). */
 const RB: i32 = 96;
 
-/** Floats of per-thread scratch of the attention kernels. */
+/** Floats of per-thread scratch of the attention kernels (forward and backward). */
 export function attentionScratchSize(S: i32, hd: i32): i32 {
   const packed = ((max(S, RB) + 5) / 6) * 6 * max(RB, hd);
-  return 6 * S * hd + 2 * RB * S + 2 * RB * hd + packed + gemmScratchSize() + 64;
+  const backward = 6 * S * hd + 2 * RB * S + 2 * RB * hd + packed + gemmScratchSize() + 64;
+  return max(backward, forwardScratchSize(S, hd));
+}
+
+/**
+ * Floats of the forward kernel's scratch, in order: K as 6-key strips, Vᵀ as 6-dimension strips, Q as 8-query panels
+ * (keys and queries padded to whole panels), one panel of scores, one output tile, 8 reciprocal sums.
+ */
+function forwardScratchSize(S: i32, hd: i32): i32 {
+  const panels = (S + 7) / 8, keyStrips = (panels * 8 + 5) / 6, dimStrips = (hd + 5) / 6;
+  return keyStrips * 6 * hd + dimStrips * 6 * panels * 8 + panels * 8 * hd + keyStrips * 6 * 8 + dimStrips * 6 * 8 + 8;
 }
 
 /**
@@ -52,17 +62,25 @@ function causalSoftmax(P: usize, S: i32, i0: i32, rb: i32, i1: i32): void {
 
 /**
  * Causal attention forward: tasks `(b, h)` claimed from `counter`. `q`, `out` are `[T, heads·hd]`, `k`, `v`
- * `[T, kvHeads·hd]`, `T = batch·S`. Per block of RB queries: scores `Q·Kᵀ` by gemm, causal softmax, `P·V` by gemm.
+ * `[T, kvHeads·hd]`, `T = batch·S`. Worked on transposed, 8 queries at a time, on the gemm's micro-kernel directly:
+ *
+ * - scores `Sᵀ = K·(Q·scale)ᵀ` come out of 6×8 tiles as a panel `[key][8 queries]`, the only keys computed being
+ *   those the panel's last query sees;
+ * - the causal softmax runs down the panel's columns, 8 queries in two vectors (no transposition), sums in float64;
+ * - `Oᵀ = Vᵀ·Pᵀ` takes that panel as the micro-kernel's B operand as it is, and each output row is divided by its sum.
+ *
+ * K and Vᵀ are packed once per `(b, kv head)` and shared by the heads of its group; Q once per head.
  */
 export function attentionForward(
   q: usize, k: usize, v: usize, out: usize, batch: i32, S: i32, heads: i32, kvHeads: i32, hd: i32, scale: f32,
   counter: usize, scratch: usize,
 ): void {
   const qCols = heads * hd, kvCols = kvHeads * hd, group = heads / kvHeads;
-  const Q = scratch, K = Q + (<usize>(S * hd) << 2), V = K + (<usize>(S * hd) << 2);
-  const P = V + (<usize>(S * hd) << 2), O = P + (<usize>(2 * RB * S) << 2);
-  const packed = O + (<usize>(2 * RB * hd) << 2);
-  const gs = packed + (<usize>(((max(S, RB) + 5) / 6) * 6 * max(RB, hd)) << 2);
+  // The layout of forwardScratchSize.
+  const panels = (S + 7) / 8, keyStrips = (panels * 8 + 5) / 6, dimStrips = (hd + 5) / 6;
+  const keysPadded = panels * 8; // the depth of a packed Vᵀ strip
+  const Kp = scratch, Vp = Kp + (<usize>(keyStrips * 6 * hd) << 2), Qp = Vp + (<usize>(dimStrips * 6 * keysPadded) << 2);
+  const P = Qp + (<usize>(keysPadded * hd) << 2), O = P + (<usize>(keyStrips * 48) << 2), inv = O + (<usize>(dimStrips * 48) << 2);
   let loadedB = -1, loadedG = -1;
   while (true) {
     const t = atomic.add<i32>(counter, 1);
@@ -70,23 +88,120 @@ export function attentionForward(
     const b = t / heads, h = t % heads, g = h / group;
     const row0 = b * S;
     if (b != loadedB || g != loadedG) {
-      gather(k, kvCols, row0, g * hd, S, hd, K);
-      gather(v, kvCols, row0, g * hd, S, hd, V);
+      packKeyStrips(k, kvCols, row0, g * hd, S, hd, keyStrips, Kp);
+      packValueStrips(v, kvCols, row0, g * hd, S, hd, dimStrips, keysPadded, Vp);
       loadedB = b;
       loadedG = g;
     }
-    gather(q, qCols, row0, h * hd, S, hd, Q);
-    scaleInPlace(Q, S * hd, scale);
-    for (let i0 = 0; i0 < S; i0 += RB) {
-      const rb = min(RB, S - i0), i1 = i0 + rb;
-      mm(Q + (<usize>(i0 * hd) << 2), hd, 0, K, hd, 1, P, S, rb, i1, hd, 0, packed, gs);
-      causalSoftmax(P, S, i0, rb, i1);
-      mm(P, S, 0, V, hd, 0, O, hd, rb, hd, i1, 0, packed, gs);
-      for (let r = 0; r < rb; r++) {
-        memory.copy(out + (<usize>((row0 + i0 + r) * qCols + h * hd) << 2), O + (<usize>(r * hd) << 2), <usize>hd << 2);
+    packQueryPanels(q, qCols, row0, h * hd, S, hd, panels, scale, Qp);
+    for (let j = 0; j < panels; j++) {
+      const q0 = j * 8, kEnd = min(q0 + 8, S); // keys [0, kEnd) are seen by some query of the panel
+      const qp = Qp + (<usize>(j * 8 * hd) << 2);
+      for (let s = 0; s * 6 < kEnd; s++) {
+        kernel6x8(hd, Kp + (<usize>(s * 6 * hd) << 2), qp, P + (<usize>(s * 48) << 2), 8, 0);
+      }
+      panelSoftmax(P, q0, kEnd, inv);
+      for (let r = 0; r < dimStrips; r++) {
+        kernel6x8(kEnd, Vp + (<usize>(r * 6 * keysPadded) << 2), P, O + (<usize>(r * 48) << 2), 8, 0);
+      }
+      const nq = min(8, S - q0);
+      for (let jj = 0; jj < nq; jj++) {
+        const w = load<f32>(inv + (<usize>jj << 2));
+        const dst = out + (<usize>((row0 + q0 + jj) * qCols + h * hd) << 2);
+        for (let d = 0; d < hd; d++) store<f32>(dst + (<usize>d << 2), load<f32>(O + (<usize>(d * 8 + jj) << 2)) * w);
       }
     }
   }
+}
+
+/** K's head columns `[col0, col0 + hd)` of rows `[row0, row0 + S)` as 6-key strips `[strip][d][6]`, keys past S zero. */
+function packKeyStrips(k: usize, cols: i32, row0: i32, col0: i32, S: i32, hd: i32, strips: i32, dst: usize): void {
+  for (let key = 0; key < strips * 6; key++) {
+    const d = dst + (<usize>((key / 6) * 6 * hd + key % 6) << 2);
+    if (key >= S) {
+      for (let p = 0; p < hd; p++) store<f32>(d + <usize>p * 24, 0);
+      continue;
+    }
+    const src = k + (<usize>((row0 + key) * cols + col0) << 2);
+    for (let p = 0; p < hd; p++) store<f32>(d + <usize>p * 24, load<f32>(src + (<usize>p << 2)));
+  }
+}
+
+/**
+ * Vᵀ of V's head columns `[col0, col0 + hd)`, rows `[row0, row0 + S)`: head dimensions as 6-row strips, the keys as
+ * their depth (`[strip][key][6]`, `depth` keys); dimensions past hd and keys past S zero.
+ */
+function packValueStrips(
+  v: usize, cols: i32, row0: i32, col0: i32, S: i32, hd: i32, strips: i32, depth: i32, dst: usize,
+): void {
+  for (let r = 0; r < strips; r++) {
+    const dims = min(6, hd - r * 6);
+    for (let key = 0; key < depth; key++) {
+      const d = dst + (<usize>((r * depth + key) * 6) << 2);
+      const n = key < S ? dims : 0;
+      const src = v + (<usize>((row0 + key) * cols + col0 + r * 6) << 2);
+      for (let i = 0; i < n; i++) store<f32>(d + (<usize>i << 2), load<f32>(src + (<usize>i << 2)));
+      for (let i = n; i < 6; i++) store<f32>(d + (<usize>i << 2), 0);
+    }
+  }
+}
+
+/** `Q·scale` of head columns `[col0, col0 + hd)`, rows `[row0, row0 + S)`, as 8-query panels `[panel][d][8]`. */
+function packQueryPanels(
+  q: usize, cols: i32, row0: i32, col0: i32, S: i32, hd: i32, panels: i32, scale: f32, dst: usize,
+): void {
+  for (let query = 0; query < panels * 8; query++) {
+    const d = dst + (<usize>((query / 8) * 8 * hd + query % 8) << 2);
+    if (query >= S) {
+      for (let p = 0; p < hd; p++) store<f32>(d + <usize>p * 32, 0);
+      continue;
+    }
+    const src = q + (<usize>((row0 + query) * cols + col0) << 2);
+    for (let p = 0; p < hd; p++) store<f32>(d + <usize>p * 32, load<f32>(src + (<usize>p << 2)) * scale);
+  }
+}
+
+/**
+ * Causal softmax down the 8 columns of a panel of scores `P` (`[key][8]`, keys `[0, kEnd)`; column `jj` is query
+ * `q0 + jj`, which sees keys `≤ q0 + jj`): exponentials ({@link exp4}) of the visible scores minus their column's
+ * maximum, the hidden ones 0, and `inv[jj] = 1 / Σ` (sums in float64). Two vectors hold the 8 columns.
+ */
+function panelSoftmax(P: usize, q0: i32, kEnd: i32, inv: usize): void {
+  const lanesLo = i32x4(0, 1, 2, 3), lanesHi = i32x4(4, 5, 6, 7), hidden = f32x4.splat(-Infinity);
+  let mlo = hidden, mhi = hidden;
+  for (let p = 0; p < kEnd; p++) {
+    const row = P + (<usize>(p * 8) << 2);
+    let a = v128.load(row), c = v128.load(row, 16);
+    if (p > q0) {
+      // Key p is seen by queries q0 + jj with jj ≥ p − q0.
+      const t = i32x4.splat(p - q0);
+      a = v128.bitselect(a, hidden, i32x4.ge_s(lanesLo, t));
+      c = v128.bitselect(c, hidden, i32x4.ge_s(lanesHi, t));
+      v128.store(row, a);
+      v128.store(row, c, 16);
+    }
+    mlo = f32x4.max(mlo, a);
+    mhi = f32x4.max(mhi, c);
+  }
+  let s0 = f64x2.splat(0), s1 = f64x2.splat(0), s2 = f64x2.splat(0), s3 = f64x2.splat(0);
+  for (let p = 0; p < kEnd; p++) {
+    const row = P + (<usize>(p * 8) << 2);
+    const a = exp4(f32x4.sub(v128.load(row), mlo)), c = exp4(f32x4.sub(v128.load(row, 16), mhi));
+    v128.store(row, a);
+    v128.store(row, c, 16);
+    s0 = f64x2.add(s0, f64x2.promote_low_f32x4(a));
+    s1 = f64x2.add(s1, f64x2.promote_low_f32x4(i32x4.shuffle(a, a, 2, 3, 0, 1)));
+    s2 = f64x2.add(s2, f64x2.promote_low_f32x4(c));
+    s3 = f64x2.add(s3, f64x2.promote_low_f32x4(i32x4.shuffle(c, c, 2, 3, 0, 1)));
+  }
+  store<f32>(inv, <f32>(1 / f64x2.extract_lane(s0, 0)));
+  store<f32>(inv, <f32>(1 / f64x2.extract_lane(s0, 1)), 4);
+  store<f32>(inv, <f32>(1 / f64x2.extract_lane(s1, 0)), 8);
+  store<f32>(inv, <f32>(1 / f64x2.extract_lane(s1, 1)), 12);
+  store<f32>(inv, <f32>(1 / f64x2.extract_lane(s2, 0)), 16);
+  store<f32>(inv, <f32>(1 / f64x2.extract_lane(s2, 1)), 20);
+  store<f32>(inv, <f32>(1 / f64x2.extract_lane(s3, 0)), 24);
+  store<f32>(inv, <f32>(1 / f64x2.extract_lane(s3, 1)), 28);
 }
 
 function scaleInPlace(x: usize, n: i32, s: f32): void {

@@ -8,6 +8,7 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import type { AttentionShape } from "../../core/backend.ts";
 import { attention, attentionBackward } from "../../core/nn/attention.ts";
+import { crossEntropy } from "../../core/nn/cross_entropy.ts";
 import { swiglu } from "../../core/nn/swiglu.ts";
 import { createRng, randomNormal } from "../../core/random.ts";
 import { type Matrix, matrix } from "../../core/tensor.ts";
@@ -72,6 +73,33 @@ Deno.test("wasm swiglu: the vectorised exponential keeps silu within 3 ulp (rela
       // As the reference computes them: silu(−∞) = −∞·σ(−∞) = −∞·0 is NaN there too.
       const want = swiglu(matrix(1, 3, Float32Array.of(NaN, Infinity, -Infinity)), matrix(1, 3, three)).data;
       deepStrictEqual([...special], [...want], "NaN, ±∞");
+    } finally {
+      wasm.dispose();
+    }
+  }
+});
+
+Deno.test("wasm crossEntropy: the vectorised float64 exponential gives the float64 reference's losses and gradients to float32 rounding", async () => {
+  // Rows of 1001 logits (odd: the scalar tail is covered) spread over [−900, 60]: exponents down to −960 go through
+  // the underflow branch, the others through the rational form.
+  const rows = 5, vocab = 1001, rng = createRng(9);
+  const z = Float32Array.from({ length: rows * vocab }, (_, i) => -900 + 960 * ((i * 7919) % vocab) / vocab);
+  for (let i = 0; i < z.length; i += 37) z[i] = 60 * rng.float() - 10;
+  const targets = Int32Array.of(0, 500, 1000, -1, 77), logits = matrix(rows, vocab, z);
+  const want = crossEntropy(logits, targets, 0.25);
+  for (const relaxed of [false, true]) {
+    const wasm = await createWasmBackend({ threads: 1, relaxed });
+    try {
+      const got = await wasm.crossEntropy(logits, targets, 0.25);
+      for (let t = 0; t < rows; t++) {
+        ok(Math.abs(got.losses[t] - want.losses[t]) <= 2 ** -23 * Math.abs(want.losses[t]), `loss ${t}`);
+      }
+      let worst = 0;
+      for (let i = 0; i < z.length; i++) {
+        const w = want.dlogits!.data[i], g = got.dlogits!.data[i];
+        worst = Math.max(worst, Math.abs(g - w) / Math.max(Math.abs(w), 2 ** -126));
+      }
+      ok(worst <= 2 ** -23, `relaxed ${relaxed}: worst relative gradient error ${worst.toExponential(2)}`);
     } finally {
       wasm.dispose();
     }

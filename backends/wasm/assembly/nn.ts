@@ -1,4 +1,4 @@
-import { exp4 } from "./common";
+import { exp2x64, exp4 } from "./common";
 import { gemmScratchSize, gemmSingle as mm, kernel6x8 } from "./gemm";
 
 // Transformer building blocks in float32 with float64 reductions where rows are long: causal attention (forward and
@@ -328,29 +328,56 @@ export function swigluBackwardRange(gate: usize, up: usize, dy: usize, dgate: us
 
 /**
  * Softmax cross-entropy of rows `[r0, r1)` (`[n, vocab]` logits), float64 as the reference: `losses[t]`, and when
- * `dlogits` is nonzero `scales[t]·(softmax − onehot)` (`scales` float64). Targets are checked by the caller; −1 rows are skipped.
+ * `dlogits` is nonzero `scales[t]·(softmax − onehot)` (`scales` float64). Targets are checked by the caller; −1 rows
+ * are skipped. Two logits at a time through {@link exp2x64} (within about 1 ulp of float64 `exp`); the row maximum is
+ * taken in float32, where it is exact.
  */
 export function crossEntropyRows(
   z: usize, vocab: i32, targets: usize, losses: usize, dlogits: usize, scales: usize, r0: i32, r1: i32,
 ): void {
+  const pairs = vocab & ~1;
   for (let t = r0; t < r1; t++) {
     const target = load<i32>(targets + (<usize>t << 2));
     if (target == -1) continue;
     const o = z + (<usize>(t * vocab) << 2);
-    let max = -Infinity;
-    for (let j = 0; j < vocab; j++) max = Math.max(max, <f64>load<f32>(o + (<usize>j << 2)));
-    let sum: f64 = 0;
-    for (let j = 0; j < vocab; j++) sum += Math.exp(<f64>load<f32>(o + (<usize>j << 2)) - max);
-    const lse = max + Math.log(sum);
+    let m4 = f32x4.splat(-Infinity);
+    let j = 0;
+    // pmax(m, x) = m < x ? x : m, the reference's comparison.
+    for (; j + 4 <= vocab; j += 4) m4 = f32x4.pmax(m4, v128.load(o + (<usize>j << 2)));
+    let mx = f32x4.extract_lane(m4, 0);
+    mx = mx < f32x4.extract_lane(m4, 1) ? f32x4.extract_lane(m4, 1) : mx;
+    mx = mx < f32x4.extract_lane(m4, 2) ? f32x4.extract_lane(m4, 2) : mx;
+    mx = mx < f32x4.extract_lane(m4, 3) ? f32x4.extract_lane(m4, 3) : mx;
+    for (; j < vocab; j++) {
+      const x = load<f32>(o + (<usize>j << 2));
+      if (mx < x) mx = x;
+    }
+    const m = <f64>mx, mv = f64x2.splat(m);
+    let s2 = f64x2.splat(0);
+    for (j = 0; j < pairs; j += 2) s2 = f64x2.add(s2, exp2x64(f64x2.sub(pairAt(o, j), mv)));
+    let sum = f64x2.extract_lane(s2, 0) + f64x2.extract_lane(s2, 1);
+    if (pairs < vocab) sum += f64x2.extract_lane(exp2x64(f64x2.splat(<f64>load<f32>(o + (<usize>pairs << 2)) - m)), 0);
+    const lse = m + Math.log(sum);
     store<f32>(losses + (<usize>t << 2), <f32>(lse - <f64>load<f32>(o + (<usize>target << 2))));
     if (dlogits) {
-      const scale = load<f64>(scales + (<usize>t << 3));
+      const scale = load<f64>(scales + (<usize>t << 3)), sv = f64x2.splat(scale), lv = f64x2.splat(lse);
       const d = dlogits + (<usize>(t * vocab) << 2);
-      for (let j = 0; j < vocab; j++) {
-        store<f32>(d + (<usize>j << 2), <f32>(scale * Math.exp(<f64>load<f32>(o + (<usize>j << 2)) - lse)));
+      for (j = 0; j < pairs; j += 2) {
+        const g = f64x2.mul(sv, exp2x64(f64x2.sub(pairAt(o, j), lv)));
+        v128.store64_lane(d + (<usize>j << 2), f32x4.demote_f64x2_zero(g), 0);
+      }
+      if (pairs < vocab) {
+        const x = <f64>load<f32>(o + (<usize>pairs << 2)) - lse;
+        store<f32>(d + (<usize>pairs << 2), <f32>(scale * f64x2.extract_lane(exp2x64(f64x2.splat(x)), 0)));
       }
       const dt = d + (<usize>target << 2);
       store<f32>(dt, <f32>(<f64>load<f32>(dt) - scale));
     }
   }
+}
+
+/** Logits `j` and `j + 1` of a row, widened to float64. */
+// @ts-ignore: decorator
+@inline function pairAt(row: usize, j: i32): v128 {
+  return f64x2.promote_low_f32x4(v128.load64_zero(row + (<usize>j << 2)));
 }

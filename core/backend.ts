@@ -239,6 +239,11 @@ export interface Backend {
   /** Gradients of {@link Backend.swiglu}. */
   swigluBackward(gate: Matrix, up: Matrix, dy: Matrix): Promise<{ dgate: Matrix; dup: Matrix }>;
   /**
+   * `silu(x·gateᵀ) ⊙ (x·upᵀ)` for `[out, in]` weights: a gated MLP's first half in one call, so that a backend need
+   * not hand back the two projections (a forward pass that keeps no activations uses it).
+   */
+  swigluLinear(x: Matrix, gate: Matrix, up: Matrix): Promise<Matrix>;
+  /**
    * Softmax cross-entropy per token against `targets` (`-1` = ignored), and optionally its gradient scaled per token
    * by `gradScale` (a single number or one per token).
    */
@@ -273,5 +278,6 @@ export const KERNEL_NAMES = [
   "attentionBackward",
   "swiglu",
   "swigluBackward",
+  "swigluLinear",
   "crossEntropy",
 ] as const satisfies readonly (keyof Backend)[];

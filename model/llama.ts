@@ -275,7 +275,8 @@ async function layerForwardImpl(
   shape: BatchShape,
   onLinearInput?: LinearInputHook,
   stopAfter?: LinearKind,
-): Promise<{ out: Matrix; acts: LayerActivations } | undefined> {
+  keep = false,
+): Promise<{ out: Matrix; acts?: LayerActivations } | undefined> {
   const eps = config.rmsNormEps;
   /** Reports a shared input to each of `kinds`; true when the pass ends there. */
   const report = async (kinds: readonly LinearKind[], input: Matrix): Promise<boolean> => {
@@ -293,11 +294,13 @@ async function layerForwardImpl(
   const h = add(x, await linear(backend, attn, w.o));
   const hn = await backend.rmsNorm(h, w.postAttentionNorm, eps);
   if (await report(["gate_proj", "up_proj"], hn)) return undefined;
-  const gate = await linear(backend, hn, w.gate), up = await linear(backend, hn, w.up);
-  const act = await backend.swiglu(gate, up);
+  // The backward pass needs both projections; a pass that keeps nothing lets the backend fuse them with the SwiGLU.
+  const gate = keep ? await linear(backend, hn, w.gate) : undefined;
+  const up = keep ? await linear(backend, hn, w.up) : undefined;
+  const act = gate && up ? await backend.swiglu(gate, up) : await backend.swigluLinear(hn, w.gate, w.up);
   if (await report(["down_proj"], act)) return undefined;
   const out = add(h, await linear(backend, act, w.down));
-  return { out, acts: { x, q, k, v, attn, h, gate, up } };
+  return { out, acts: gate && up ? { x, q, k, v, attn, h, gate, up } : undefined };
 }
 
 /**
@@ -539,7 +542,17 @@ export async function lossAndGradients(
       ? { data: start.hidden.data.subarray(r0 * hiddenSize, r1 * hiddenSize), shape: [r1 - r0, hiddenSize] as const }
       : embedTokens(model, passTokens);
     for (let l = firstLayer; l < model.weights.layers.length; l++) {
-      const r = (await layerForwardImpl(backend, model.config, l, model.weights.layers[l], x, shape))!;
+      const r = (await layerForwardImpl(
+        backend,
+        model.config,
+        l,
+        model.weights.layers[l],
+        x,
+        shape,
+        undefined,
+        undefined,
+        true,
+      ))!;
       acts[l] = r.acts;
       x = r.out;
     }

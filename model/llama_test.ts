@@ -63,11 +63,13 @@ Deno.test("decoderLayerInputs: the full pass's linear inputs up to `last`, and n
     full.push([n, m]);
   });
   assert.deepEqual(full.map(([n]) => n.slice(n.lastIndexOf(".") + 1)), [...LINEAR_KINDS]);
-  // Counts the backend's matmuls: stopping at the attention input needs none, at down_proj's input all but one.
+  // Counts the backend's projections (a swigluLinear is two): stopping at the attention input needs none, at
+  // down_proj's input all but one.
   let matmuls = 0;
   const counting = {
     ...backend,
     matmul: (...a: Parameters<typeof backend.matmul>) => (matmuls++, backend.matmul(...a)),
+    swigluLinear: (...a: Parameters<typeof backend.swigluLinear>) => (matmuls += 2, backend.swigluLinear(...a)),
   };
   const expectedMatmuls = [0, 0, 0, 3, 4, 4, 6];
   for (const [i, last] of LINEAR_KINDS.entries()) {

@@ -18,7 +18,7 @@ import { attention, attentionBackward } from "../../core/nn/attention.ts";
 import { crossEntropy } from "../../core/nn/cross_entropy.ts";
 import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
 import { rope } from "../../core/nn/rope.ts";
-import { swiglu, swigluBackward } from "../../core/nn/swiglu.ts";
+import { swiglu, swigluBackward, swigluLinear } from "../../core/nn/swiglu.ts";
 import { gptqQuantize } from "../../core/quant/gptq_kernel.ts";
 
 /** Runs a synchronous reference kernel as the interface's async kernel; a throw becomes a rejection. */
@@ -52,5 +52,6 @@ export const tsBackend: Backend = {
   attentionBackward: (q, k, v, dout, shape) => run(() => attentionBackward(q, k, v, dout, shape)),
   swiglu: (gate, up) => run(() => swiglu(gate, up)),
   swigluBackward: (gate, up, dy) => run(() => swigluBackward(gate, up, dy)),
+  swigluLinear: (x, gate, up) => run(() => swigluLinear(x, gate, up)),
   crossEntropy: (logits, targets, gradScale) => run(() => crossEntropy(logits, targets, gradScale)),
 };

@@ -39,6 +39,7 @@ import { type AssignFn, kmeans } from "../../core/linalg/kmeans.ts";
 import { svd } from "../../core/linalg/svd.ts";
 import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
 import { rope } from "../../core/nn/rope.ts";
+import { checkSwigluLinear } from "../../core/nn/swiglu.ts";
 import { assertShape, type FloatArray, type Matrix, matrix, matrix64, zerosLike } from "../../core/tensor.ts";
 import { type Call, WasmRuntime } from "./runtime.ts";
 
@@ -195,32 +196,62 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     upper = false,
     beta1 = false,
   ): Promise<void> {
+    return gemmsInto(a, transA, m, k, [{ b, transB, n, c }], upper, beta1);
+  }
+
+  /** {@link gemmInto} for several products with the same `op(A)` (`[m, k]`), which is packed once. */
+  async function gemmsInto(
+    a: Float32Array | number,
+    transA: boolean,
+    m: number,
+    k: number,
+    products: readonly { b: Float32Array | number; transB: boolean; n: number; c: number }[],
+    upper = false,
+    beta1 = false,
+  ): Promise<void> {
     const mark = rt.mark();
-    const pa = typeof a === "number" ? a : rt.put(a), pb = typeof b === "number" ? b : rt.put(b);
-    const packed = rt.alloc(x.packedASize(m, k) * 4);
-    const lda = transA ? m : k, ta = transA ? 1 : 0;
-    const ldb = transB ? k : n, tb = transB ? 1 : 0, up = upper ? 1 : 0, b1 = beta1 ? 1 : 0;
-    const threads = rt.threadsFor(upper ? m * n * k : 2 * m * n * k);
-    if (threads === 1) {
-      x.packA(pa, lda, ta, m, k, packed);
-      const scratch = rt.alloc(scratchBytes);
-      x.gemm(m, n, k, packed, pb, ldb, tb, c, n, 0, m, 0, n, scratch, up, b1);
+    try {
+      const pa = typeof a === "number" ? a : rt.put(a);
+      const packed = rt.alloc(x.packedASize(m, k) * 4);
+      const lda = transA ? m : k, ta = transA ? 1 : 0, up = upper ? 1 : 0, b1 = beta1 ? 1 : 0;
+      const widest = Math.max(...products.map((p) => p.n));
+      const threads = rt.threadsFor(upper ? m * widest * k : 2 * m * widest * k);
+      const counters = rt.alloc(8);
+      rt.i32()[counters >> 2] = 0;
+      // A is packed first: by every thread (strips claimed from a counter), or here when it is one claim of strips.
+      if (threads === 1 || Math.ceil(m / x.gemmTileRows()) <= PACK_STRIPS) x.packA(pa, lda, ta, m, k, packed);
+      else {await rt.parallel(
+          Array.from({ length: threads }, () => [["packAShared", counters, pa, lda, ta, m, k, packed]]),
+        );}
+      const scratch = Array.from({ length: threads }, () => rt.alloc(scratchBytes));
+      for (const { b, transB, n, c } of products) {
+        const pb = typeof b === "number" ? b : rt.put(b);
+        const ldb = transB ? k : n, tb = transB ? 1 : 0;
+        if (threads === 1) {
+          x.gemm(m, n, k, packed, pb, ldb, tb, c, n, 0, m, 0, n, scratch[0], up, b1);
+          continue;
+        }
+        const { rb, cb } = gemmBlocks(m, n, threads, upper);
+        rt.i32()[(counters >> 2) + 1] = 0;
+        await rt.parallel(
+          scratch.map((s) => [["gemmShared", counters + 4, rb, cb, m, n, k, packed, pb, ldb, tb, c, n, s, up, b1]]),
+        );
+      }
+    } finally {
       rt.release(mark);
-      return Promise.resolve();
     }
-    const { rb, cb } = gemmBlocks(m, n, threads, upper);
-    const counters = rt.alloc(8);
-    rt.i32().fill(0, counters >> 2, (counters >> 2) + 2);
+  }
+
+  /** `silu(gate) ⊙ up` of `n` values at byte offsets `pg`, `pu`, threads taking ranges; returns the result's offset. */
+  async function swigluAt(pg: number, pu: number, n: number): Promise<number> {
+    const py = rt.alloc(n * 4);
+    const bounds = splitEven(n, rt.threadsFor(n * 40, Math.ceil(n / 1024)), 1024);
     const parts: Call[][] = [];
-    for (let t = 0; t < threads; t++) {
-      const scratch = rt.alloc(scratchBytes);
-      parts.push([["gemmShared", counters + 4, rb, cb, m, n, k, packed, pb, ldb, tb, c, n, scratch, up, b1]]);
+    for (let t = 0; t + 1 < bounds.length; t++) {
+      if (bounds[t] < bounds[t + 1]) parts.push([["swigluRange", pg, pu, py, bounds[t], bounds[t + 1]]]);
     }
-    // A is packed first: by every thread (strips claimed from a counter), or here when it is a single claim of strips.
-    const packing = Math.ceil(m / x.gemmTileRows()) <= PACK_STRIPS
-      ? Promise.resolve(x.packA(pa, lda, ta, m, k, packed))
-      : rt.parallel(Array.from({ length: threads }, () => [["packAShared", counters, pa, lda, ta, m, k, packed]]));
-    return packing.then(() => rt.parallel(parts)).finally(() => rt.release(mark));
+    await rt.parallel(parts);
+    return py;
   }
 
   /**
@@ -886,14 +917,24 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       return rt.exclusive(async () => {
         checkSame("swiglu", gate, up, "gate and up");
         const n = gate.data.length;
-        const pg = rt.put(gate.data), pu = rt.put(up.data), py = rt.alloc(n * 4);
-        const bounds = splitEven(n, rt.threadsFor(n * 40, Math.ceil(n / 1024)), 1024);
-        const parts: Call[][] = [];
-        for (let t = 0; t + 1 < bounds.length; t++) {
-          if (bounds[t] < bounds[t + 1]) parts.push([["swigluRange", pg, pu, py, bounds[t], bounds[t + 1]]]);
-        }
-        await rt.parallel(parts);
+        const py = await swigluAt(rt.put(gate.data), rt.put(up.data), n);
         return matrix(gate.shape[0], gate.shape[1], rt.takeF32(py, n));
+      });
+    },
+
+    swigluLinear(xm: Matrix, gate: Matrix, up: Matrix): Promise<Matrix> {
+      return rt.exclusive(async () => {
+        checkSwigluLinear(xm, gate, up);
+        assertShape(xm, -1, -1, "swigluLinear x");
+        assertShape(gate, -1, -1, "swigluLinear gate");
+        assertShape(up, gate.shape[0], gate.shape[1], "swigluLinear up");
+        const [m, k] = xm.shape, n = gate.shape[0];
+        if (m === 0 || n === 0 || k === 0) return matrix(m, n); // silu(0)·0
+        // Both projections from one packing of x; they stay in WASM memory for the SwiGLU.
+        const pg = rt.alloc(m * n * 4), pu = rt.alloc(m * n * 4);
+        const products = [{ b: gate.data, transB: true, n, c: pg }, { b: up.data, transB: true, n, c: pu }];
+        await gemmsInto(xm.data, false, m, k, products);
+        return matrix(m, n, rt.takeF32(await swigluAt(pg, pu, m * n), m * n));
       });
     },
 

@@ -15,6 +15,7 @@
 import type { Backend } from "../../core/backend.ts";
 import type { FloatArray, Matrix } from "../../core/tensor.ts";
 import { upperCholeskyOfInverseWith } from "../../core/linalg/cholesky.ts";
+import { checkSwigluLinear } from "../../core/nn/swiglu.ts";
 import { tsBackend } from "../ts/mod.ts";
 import { type AdapterChoice, openGpu } from "./adapter.ts";
 import type { GpuContext } from "./context.ts";
@@ -99,6 +100,12 @@ export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): P
     attentionBackward: (q, k, v, d, s) => gpuAttentionBackward(ctx, q, k, v, d, s),
     swiglu: (g, u) => gpuSwiglu(ctx, g, u),
     swigluBackward: (g, u, d) => gpuSwigluBackward(ctx, g, u, d),
+    // Composed from the matmul and swiglu kernels (the projections come back to the CPU in between).
+    swigluLinear: async (x, g, u) => {
+      checkSwigluLinear(x, g, u);
+      const [gate, up] = [await gpuMatmul(ctx, x, g, { transB: true }), await gpuMatmul(ctx, x, u, { transB: true })];
+      return gpuSwiglu(ctx, gate, up);
+    },
     crossEntropy: (l, t, s) => gpuCrossEntropy(ctx, l, t, s),
     dispose: () => ctx.destroy(),
   };

@@ -5,6 +5,7 @@
  */
 
 import { ShapeError } from "../errors.ts";
+import { matmul } from "../linalg/matmul.ts";
 import { type FloatArray, type Matrix, zerosLike } from "../tensor.ts";
 
 function checkSame(what: string, a: Matrix<FloatArray>, b: Matrix<FloatArray>, names: string): void {
@@ -62,4 +63,31 @@ export function swigluBackward<A extends FloatArray>(
     DG[i] = d * U[i] * s * (1 + g * (1 - s));
   }
   return { dgate, dup };
+}
+
+/**
+ * The first half of a gated MLP: `silu(x·Gᵀ) ⊙ (x·Uᵀ)` for `[out, in]` weights `G` and `U` (LLaMA's
+ * `act_fn(gate_proj(x)) * up_proj(x)`), composed from the reference matmul and {@link swiglu}.
+ *
+ * @throws {ShapeError} when the weights differ in shape or do not take rows of `x`.
+ *
+ * @example
+ * ```ts
+ * import { fromRows } from "../tensor.ts";
+ * import { swigluLinear } from "./swiglu.ts";
+ * const y = swigluLinear(fromRows([[1, 0]]), fromRows([[0, 0]]), fromRows([[5, 7]])); // silu(0) · 5
+ * console.assert(y.data[0] === 0);
+ * ```
+ */
+export function swigluLinear(x: Matrix, gate: Matrix, up: Matrix): Matrix {
+  checkSwigluLinear(x, gate, up);
+  return swiglu(matmul(x, gate, { transB: true }), matmul(x, up, { transB: true }));
+}
+
+/** The shape checks of {@link swigluLinear}, shared by the backends. */
+export function checkSwigluLinear(x: Matrix, gate: Matrix, up: Matrix): void {
+  checkSame("swigluLinear", gate, up, "gate and up weights");
+  if (gate.shape[1] !== x.shape[1]) {
+    throw new ShapeError(`swigluLinear: weights take ${gate.shape[1]} inputs, rows of x have ${x.shape[1]}`);
+  }
 }

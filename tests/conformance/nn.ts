@@ -6,12 +6,14 @@
  * @module
  */
 
+import { rejects } from "node:assert/strict";
 import type { AttentionShape } from "../../core/backend.ts";
+import { ShapeError } from "../../core/errors.ts";
 import { attention, attentionBackward } from "../../core/nn/attention.ts";
 import { crossEntropy } from "../../core/nn/cross_entropy.ts";
 import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
 import { rope } from "../../core/nn/rope.ts";
-import { swiglu, swigluBackward } from "../../core/nn/swiglu.ts";
+import { swiglu, swigluBackward, swigluLinear } from "../../core/nn/swiglu.ts";
 import { createRng, randomNormal, type Rng } from "../../core/random.ts";
 import { type Matrix, matrix } from "../../core/tensor.ts";
 import { assertClose } from "../assert_close.ts";
@@ -103,6 +105,21 @@ export const nnCases: ConformanceCase[] = [
         close(got.dgate, want.dgate, 2 * tol, `swigluBackward dgate ${n}×${d}`);
         close(got.dup, want.dup, 2 * tol, `swigluBackward dup ${n}×${d}`);
       }
+    },
+  },
+  {
+    name: "swigluLinear against matmul and swiglu composed; mismatched weights refused",
+    async run({ backend, toleranceScale }) {
+      const rng = createRng(26);
+      // 100×385: more than one packed block of x deep and more than one thread's strips of rows.
+      for (const [m, k, n] of [[1, 1, 1], [7, 33, 5], [100, 385, 70]]) {
+        const x = randomMatrix(rng, m, k), gate = randomMatrix(rng, n, k, 0.2), up = randomMatrix(rng, n, k, 0.2);
+        const tol = 1e-5 * Math.sqrt(k) * toleranceScale;
+        close(await backend.swigluLinear(x, gate, up), swigluLinear(x, gate, up), tol, `swigluLinear ${m}×${k}→${n}`);
+      }
+      const x = randomMatrix(rng, 3, 4);
+      await rejects(backend.swigluLinear(x, randomMatrix(rng, 2, 4), randomMatrix(rng, 3, 4)), ShapeError);
+      await rejects(backend.swigluLinear(x, randomMatrix(rng, 2, 5), randomMatrix(rng, 2, 5)), ShapeError);
     },
   },
   {

@@ -67,8 +67,8 @@ for (const threads of [1, 2]) {
               blockSize: 24,
               groups: { kind: "fixed", params: perRow, groupOfColumn: new Int32Array(24) },
             },
-            // A float32 U (the float32 factorisation's), widened in WASM memory as the reference widens it; 25
-            // columns so that 25² is not a whole number of vectors.
+            // A float32 U (the float32 factorisation's), used as it is (a float64 one is rounded first); 25 columns,
+            // so that the rows of U are not whole vectors.
             { ...odd, u: toFloat32(odd.u), grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
             // W read through a permutation (act-order), 24 and 25 columns: whole and partial column tiles.
             {

@@ -328,16 +328,8 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       const pw = rt.put(w.data);
       const wt = rt.alloc(rows * cols * 4);
       await byColumns("scatterColumns32", pw, wt);
-      // The column loop reads U in float64; a float32 U is widened (exactly) in WASM memory, and its float32 copy's
-      // space is reused by what follows.
-      let pu: number;
-      if (u.data instanceof Float64Array) pu = rt.put(u.data);
-      else {
-        pu = rt.alloc(cols * cols * 8);
-        const mark = rt.mark();
-        x.widen32(rt.put(u.data), cols * cols, pu);
-        rt.release(mark);
-      }
+      // The column loop works in float32, as the reference kernel: a float64 U is rounded first.
+      const pu = rt.put(u.data instanceof Float32Array ? u.data : new Float32Array(u.data));
       const qt = rt.alloc(rows * cols * 4), codesT = rt.alloc(rows * cols);
       const bs = Math.min(blockSize, cols);
       const e = rt.alloc(bs * rows * 4);
@@ -351,7 +343,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       const nlevels = isTable ? grid.levels.length : 0;
       const maxq = grid.kind === "uniform" ? uniformMaxq(grid.bits) : 0;
       const rowThreads = rt.threadsFor(rows * bs * bs * 3, Math.ceil(rows / 32));
-      const ework = Array.from({ length: rowThreads }, () => rt.alloc(x.gptqScratchSize(bs) * 8));
+      const work = Array.from({ length: rowThreads }, () => rt.alloc(x.gptqScratchSize(bs) * 4));
       const counter = rt.alloc(4);
       let energy = 0;
       for (let i1 = 0; i1 < cols; i1 += bs) {
@@ -395,7 +387,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
             levels,
             nlevels,
             counter,
-            ework[t],
+            work[t],
           ]]);
         }
         await rt.parallel(parts);

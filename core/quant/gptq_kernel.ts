@@ -15,7 +15,8 @@
  *
  * Storage is transposed (`Wt = Wᵀ`, `[cols, rows]`, rows in processing order: with act-order, row `k` is column
  * `permutation[k]` of W) so that a column of W, the unit the loop works on, is contiguous.
- * Weights, errors and grid parameters are float32 as in the reference; products are formed in float64 and rounded.
+ * Everything is float32 as in the reference (whose inverse Hessian factor is float32 too): `U` is rounded to float32,
+ * and each feedback step is `fround(w − fround(e·u))`, a float32 product and difference, never fused.
  *
  * @module
  */
@@ -68,7 +69,7 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
     throw new OptionError("gptq: dynamic groups need a group size ≥ 1 (fit per-row grids up front as fixed params)");
   }
 
-  const U = u.data;
+  const U = u.data instanceof Float32Array ? u.data : new Float32Array(u.data);
   const Wt = columnsAsRows(w, permutation); // [cols, rows] in processing order, updated by the lazy batch updates
   const Qt = new Float32Array(cols * rows);
   const codesT = new Uint8Array(cols * rows);
@@ -115,7 +116,7 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
         const uk = U[j * cols + i1 + k];
         if (uk === 0) continue;
         const o = k * rows;
-        for (let r = 0; r < rows; r++) W1[o + r] = fround(W1[o + r] - E[col + r] * uk);
+        for (let r = 0; r < rows; r++) W1[o + r] = fround(W1[o + r] - fround(E[col + r] * uk));
       }
     }
     if (i2 < cols) {

@@ -1,53 +1,52 @@
 // GPTQ's error-feedback loop within one block of columns, on transposed weights (`Wt`, `[cols, rows]`, a column of W
-// contiguous), matching `core/quant/gptq_kernel.ts` operation for operation: codes and values in float32, the scaled
-// error `fround(fround(x − q) / d)`, and the in-block feedback `fround(w − e·u)` with the product in float64. Rows are
-// independent inside a block, so threads split them. The lazy update of the later columns is a `gemm`.
+// contiguous), matching `core/quant/gptq_kernel.ts` operation for operation, all in float32: codes and values, the
+// scaled error `(x − q) / d`, and the in-block feedback `w − e·u` as a product and a difference (never fused, so that
+// both builds round alike). Rows are independent inside a block, so threads split them. The lazy update of the later
+// columns is a `gemm`.
 
 /**
- * Runs columns `[i1, i2)` for chunks of rows claimed from `counter` (an i32 the caller zeroes), updating `Wt` in place (the block's working copy: the reference never
- * reads these columns of `Wt` again after the block starts, and grid fits read them before this call).
+ * Runs columns `[i1, i2)` for chunks of rows claimed from `counter` (an i32 the caller zeroes). Reads the block's
+ * columns of `Wt` (the grid fits read them before this call; nothing reads them after it).
  *
  * @param wt `[cols, rows]` float32 weights.
- * @param u `[cols, cols]` float64 upper factor.
+ * @param u `[cols, cols]` float32 upper factor.
  * @param e `[i2 − i1, rows]` float32 output: the scaled errors of the block.
  * @param qt `[cols, rows]` float32 output: dequantized values.
  * @param codes `[cols, rows]` u8 output.
  * @param scale `[rows, groups]` float32 grid scales; `zero` likewise.
  * @param groupOf `cols` i32 group indices.
  * @param kind 0: uniform with `maxq`; 1: table of `nlevels` float32 `levels`.
- * @param ework this thread's {@link gptqScratchSize} float64s (for `i2 − i1` columns); `counter` the shared chunk
- *   counter.
+ * @param work this thread's {@link gptqScratchSize} floats (for `i2 − i1` columns); `counter` the shared chunk counter.
  */
 export function gptqBlock(
   wt: usize, rows: i32, cols: i32, i1: i32, i2: i32, u: usize, e: usize, qt: usize, codes: usize,
   scale: usize, zero: usize, groups: i32, groupOf: usize, kind: i32, maxq: f32, levels: usize, nlevels: i32,
-  counter: usize, ework: usize,
+  counter: usize, work: usize,
 ): void {
   const count = i2 - i1;
   // Chunks of RC rows, taken from the shared counter, so that a thread slowed by other work just takes fewer chunks.
   // A chunk's working columns are copied next to each other (stride RC): in Wt they are `rows` floats apart, a power
   // of two for most layers, and would fall into the same few cache sets.
-  const work = ework + (<usize>RC << 3);
   const chunks = (rows + RC - 1) / RC;
   while (true) {
     const t = atomic.add<i32>(counter, 1);
     if (t >= chunks) break;
     const rc = t * RC;
-    const re = min(rc + RC, rows);
+    const re = min(rc + RC, rows), n = re - rc;
     for (let i = 0; i < count; i++) {
-      memory.copy(work + (<usize>(i * RC) << 2), wt + (<usize>((i1 + i) * rows + rc) << 2), <usize>(re - rc) << 2);
+      memory.copy(work + (<usize>(i * RC) << 2), wt + (<usize>((i1 + i) * rows + rc) << 2), <usize>n << 2);
     }
     for (let i = 0; i < count; i++) {
       const j = i1 + i;
       const g = load<i32>(groupOf + (<usize>j << 2));
-      const d = load<f64>(u + (<usize>(j * cols + j) << 3));
+      const d = load<f32>(u + (<usize>(j * cols + j) << 2));
       const col = work + (<usize>(i * RC) << 2); // row rc + t of the chunk at col + 4t
-      const ecol = e + (<usize>(i * rows) << 2);
-      const qcol = qt + (<usize>(j * rows) << 2);
-      const ccol = codes + <usize>(j * rows);
-      for (let r = rc; r < re; r++) {
-        const x = load<f32>(col + (<usize>(r - rc) << 2));
-        const p = <usize>(r * groups + g) << 2;
+      const ecol = e + (<usize>(i * rows + rc) << 2);
+      const qcol = qt + (<usize>(j * rows + rc) << 2);
+      const ccol = codes + <usize>(j * rows + rc);
+      for (let t = 0; t < n; t++) {
+        const x = load<f32>(col + (<usize>t << 2));
+        const p = <usize>((rc + t) * groups + g) << 2;
         const s = load<f32>(scale + p);
         let code: i32, q: f32;
         if (kind == 0) {
@@ -60,29 +59,24 @@ export function gptqBlock(
           code = nearestLevel(levels, nlevels, x / s);
           q = s * load<f32>(levels + (<usize>code << 2));
         }
-        store<u8>(ccol + <usize>r, <u8>code);
-        store<f32>(qcol + (<usize>r << 2), q);
-        const err = <f32>(<f64>(x - q) / d);
-        store<f32>(ecol + (<usize>r << 2), err);
-        store<f64>(ework + (<usize>(r - rc) << 3), <f64>err);
+        store<u8>(ccol + <usize>t, <u8>code);
+        store<f32>(qcol + (<usize>t << 2), q);
+        store<f32>(ecol + (<usize>t << 2), (x - q) / d);
       }
-      // W1[:, k] −= e · U[j, i1 + k] for the later columns of the block, product and difference in float64.
+      // W1[:, k] −= e · U[j, i1 + k] for the later columns of the block.
       for (let k = i + 1; k < count; k++) {
-        const uk = load<f64>(u + (<usize>(j * cols + i1 + k) << 3));
+        const uk = load<f32>(u + (<usize>(j * cols + i1 + k) << 2));
         if (uk == 0) continue;
-        const uv = f64x2.splat(uk);
+        const uv = f32x4.splat(uk);
         const wk = work + (<usize>(k * RC) << 2);
-        let r = rc;
-        for (; r + 4 <= re; r += 4) {
-          const pw = wk + (<usize>(r - rc) << 2), pe = ework + (<usize>(r - rc) << 3);
-          const wv = v128.load(pw);
-          const lo = f64x2.sub(f64x2.promote_low_f32x4(wv), f64x2.mul(v128.load(pe), uv));
-          const hi = f64x2.sub(f64x2.promote_low_f32x4(i32x4.shuffle(wv, wv, 2, 3, 0, 1)), f64x2.mul(v128.load(pe, 16), uv));
-          v128.store(pw, i32x4.shuffle(f32x4.demote_f64x2_zero(lo), f32x4.demote_f64x2_zero(hi), 0, 1, 4, 5));
+        let t = 0;
+        for (; t + 4 <= n; t += 4) {
+          const pw = wk + (<usize>t << 2);
+          v128.store(pw, f32x4.sub(v128.load(pw), f32x4.mul(v128.load(ecol + (<usize>t << 2)), uv)));
         }
-        for (; r < re; r++) {
-          const pw = wk + (<usize>(r - rc) << 2);
-          store<f32>(pw, <f32>(<f64>load<f32>(pw) - load<f64>(ework + (<usize>(r - rc) << 3)) * uk));
+        for (; t < n; t++) {
+          const pw = wk + (<usize>t << 2);
+          store<f32>(pw, load<f32>(pw) - load<f32>(ecol + (<usize>t << 2)) * uk);
         }
       }
     }
@@ -92,9 +86,9 @@ export function gptqBlock(
 /** Rows per chunk of {@link gptqBlock}: a block of 128 working columns of a chunk fills 32 KiB. */
 const RC: i32 = 64;
 
-/** Float64s of per-thread scratch {@link gptqBlock} needs for blocks of `blockSize` columns. */
+/** Floats of per-thread scratch {@link gptqBlock} needs for blocks of `blockSize` columns: the chunk's columns. */
 export function gptqScratchSize(blockSize: i32): i32 {
-  return RC + (RC * blockSize + 1) / 2; // the chunk's float64 errors, then its float32 working columns
+  return RC * blockSize;
 }
 
 /**
@@ -115,27 +109,16 @@ function nearestLevel(levels: usize, n: i32, x: f32): i32 {
 }
 
 /**
- * `dst[i][k] = −U[i1 + i][i2 + k]` as float32, `[i2 − i1, cols − i2]`: the negated factor rows of the lazy update
- * (negated so that the update is an accumulating `gemm` into `Wt`).
+ * `dst[i][k] = −U[i1 + i][i2 + k]`, `[i2 − i1, cols − i2]`: the negated factor rows of the lazy update (negated so that
+ * the update is an accumulating `gemm` into `Wt`).
  */
 export function gptqNegatedFactor(u: usize, cols: i32, i1: i32, i2: i32, dst: usize): void {
   const rest = cols - i2;
   for (let i = i1; i < i2; i++) {
-    const src = u + (<usize>(i * cols + i2) << 3);
+    const src = u + (<usize>(i * cols + i2) << 2);
     const d = dst + (<usize>((i - i1) * rest) << 2);
-    for (let k = 0; k < rest; k++) store<f32>(d + (<usize>k << 2), <f32>-load<f64>(src + (<usize>k << 3)));
+    for (let k = 0; k < rest; k++) store<f32>(d + (<usize>k << 2), -load<f32>(src + (<usize>k << 2)));
   }
-}
-
-/** `dst[i] = src[i]` widened from float32 to float64 (exact), `count` values: a float32 U for the column loop. */
-export function widen32(src: usize, count: i32, dst: usize): void {
-  let i = 0;
-  for (; i + 4 <= count; i += 4) {
-    const v = v128.load(src + (<usize>i << 2));
-    v128.store(dst + (<usize>i << 3), f64x2.promote_low_f32x4(v));
-    v128.store(dst + (<usize>i << 3), f64x2.promote_low_f32x4(i32x4.shuffle(v, v, 2, 3, 0, 1)), 16);
-  }
-  for (; i < count; i++) store<f64>(dst + (<usize>i << 3), <f64>load<f32>(src + (<usize>i << 2)));
 }
 
 // Transpositions between W (`[rows, cols]`) and the kernel's working layout (`[cols, rows]`, a column of W contiguous,

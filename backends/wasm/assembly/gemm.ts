@@ -79,6 +79,32 @@ function packAStrips(a: usize, lda: i32, transA: i32, m: i32, k: i32, dst: usize
           }
           d += <usize>MR << 2;
         }
+      } else if (rows == MR) {
+        // Four steps of k at a time: rows 0-3 through a 4×4 register transpose, rows 4-5 interleaved in pairs.
+        const s0 = a + (<usize>(i0 * lda + p0) << 2), ld = <usize>lda << 2;
+        let p = 0;
+        for (; p + 4 <= kc; p += 4) {
+          const o = <usize>p << 2;
+          const a0 = v128.load(s0 + o), a1 = v128.load(s0 + ld + o), a2 = v128.load(s0 + 2 * ld + o);
+          const a3 = v128.load(s0 + 3 * ld + o), a4 = v128.load(s0 + 4 * ld + o), a5 = v128.load(s0 + 5 * ld + o);
+          const t0 = i32x4.shuffle(a0, a1, 0, 4, 1, 5), t1 = i32x4.shuffle(a0, a1, 2, 6, 3, 7);
+          const t2 = i32x4.shuffle(a2, a3, 0, 4, 1, 5), t3 = i32x4.shuffle(a2, a3, 2, 6, 3, 7);
+          const u0 = i32x4.shuffle(a4, a5, 0, 4, 1, 5), u1 = i32x4.shuffle(a4, a5, 2, 6, 3, 7);
+          const dp = d + (<usize>(p * MR) << 2);
+          v128.store(dp, i32x4.shuffle(t0, t2, 0, 1, 4, 5));
+          v128.store64_lane(dp + 16, u0, 0);
+          v128.store(dp + 24, i32x4.shuffle(t0, t2, 2, 3, 6, 7));
+          v128.store64_lane(dp + 40, u0, 1);
+          v128.store(dp + 48, i32x4.shuffle(t1, t3, 0, 1, 4, 5));
+          v128.store64_lane(dp + 64, u1, 0);
+          v128.store(dp + 72, i32x4.shuffle(t1, t3, 2, 3, 6, 7));
+          v128.store64_lane(dp + 88, u1, 1);
+        }
+        for (; p < kc; p++) {
+          for (let ii = 0; ii < MR; ii++) {
+            store<f32>(d + (<usize>(p * MR + ii) << 2), load<f32>(s0 + <usize>ii * ld + (<usize>p << 2)));
+          }
+        }
       } else {
         for (let ii = 0; ii < MR; ii++) {
           const src = a + (<usize>((i0 + ii) * lda + p0) << 2);

@@ -165,7 +165,8 @@ export async function spqr(w: Matrix, h: Matrix<FloatArray>, options: SpqrOption
     backend,
   });
   const { w: Wp, u, permutation: perm } = prepared;
-  const U = u.data; // [cols, cols], upper
+  // [cols, cols], upper, in float32 as the reference (and GPTQ's kernel) uses it.
+  const U = u.data instanceof Float32Array ? u.data : new Float32Array(u.data);
   const Ud = Float64Array.from({ length: cols }, (_, j) => U[j * cols + j]);
 
   const tau = outlierThreshold === Infinity ? Infinity : outlierThreshold * outlierScale(Wp, Ud);
@@ -208,7 +209,7 @@ export async function spqr(w: Matrix, h: Matrix<FloatArray>, options: SpqrOption
         const uk = U[j * cols + i1 + k];
         if (uk === 0) continue;
         const o = (i1 + k) * rows;
-        for (let r = 0; r < rows; r++) Wt[o + r] = fround(Wt[o + r] - E[i * rows + r] * uk);
+        for (let r = 0; r < rows; r++) Wt[o + r] = fround(Wt[o + r] - fround(E[i * rows + r] * uk));
       }
     }
     if (i2 < cols) {

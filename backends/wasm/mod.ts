@@ -255,9 +255,10 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
   }
 
   /**
-   * GPTQ's column loop (`core/quant/gptq_kernel.ts` semantics): per block, grid fits for the groups that start in it
-   * (the reference functions, on the block-start weights in WASM memory), the in-block loop natively (rows split
-   * between threads), then the lazy update of the later columns as an accumulating gemm.
+   * GPTQ's column loop (`core/quant/gptq_kernel.ts` semantics): W transposed into processing order (through the
+   * permutation), then per block grid fits for the groups that start in it (min-max natively, MSE and tables by the
+   * reference functions, on the block-start weights in WASM memory), the in-block loop natively (rows split between
+   * threads), and the lazy update of the later columns as an accumulating gemm; the results transposed back.
    */
   function gptqQuantizeWasm(args: GptqKernelArgs): Promise<GptqKernelResult> {
     const { w, u, grid, blockSize, groups, permutation } = args;

@@ -56,7 +56,7 @@ for (const threads of [1, 2]) {
       try {
         for (const grid of GRIDS) {
           // One block (cols ≤ blockSize): bit-identical, dynamic and fixed groups.
-          const one = layer(37, 24, 5), odd = layer(37, 25, 7);
+          const one = layer(37, 24, 5), odd = layer(37, 25, 7), tall = layer(150, 20, 11);
           const perRow = fitGrid(one.w, grid, 0);
           const cases: GptqKernelArgs[] = [
             { ...one, grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
@@ -70,6 +70,14 @@ for (const threads of [1, 2]) {
             // A float32 U (the float32 factorisation's), used as it is (a float64 one is rounded first); 25 columns,
             // so that the rows of U are not whole vectors.
             { ...odd, u: toFloat32(odd.u), grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
+            // 150 rows: three chunks of rows, the last one partial, each a thread's share.
+            {
+              ...tall,
+              permutation: permutation(createRng(12), 20),
+              grid,
+              blockSize: 32,
+              groups: { kind: "dynamic", groupSize: 8 },
+            },
             // W read through a permutation (act-order), 24 and 25 columns: whole and partial column tiles.
             {
               ...one,
@@ -174,6 +182,32 @@ Deno.test({
       for (let i = 0; i < rows * cols; i++) if (f64.codes![i] !== f32.codes![i]) differ++;
       ok(differ < 0.01 * rows * cols, `${differ} of ${rows * cols} codes differ`);
       assertClose([f32.stats.layerLoss], [f64.stats.layerLoss], { rtol: 1e-3, atol: 0 }, "layer loss");
+    } finally {
+      wasm.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "gptq on wasm leaves the caller's weights and Hessian unchanged, with and without dead columns",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const wasm = await createWasmBackend({ threads: 2, parallelThreshold: 0 });
+    try {
+      const rows = 40, cols = 48;
+      const w = matrix(rows, cols, randomNormal(createRng(13), rows * cols, 0.1));
+      const h = await hessianOf(correlatedInputs(200, cols, 14));
+      const dead = matrix64(cols, cols, Float64Array.from(h.data));
+      for (let k = 0; k < cols; k++) dead.data[5 * cols + k] = dead.data[k * cols + 5] = 0; // column 5 never active
+      for (const hessian of [h, dead]) {
+        for (const factorPrecision of ["f64", "f32"] as const) {
+          const [w0, h0] = [w.data.slice(), hessian.data.slice()];
+          await gptq(w, hessian, { bits: 3, groupSize: 16, actOrder: true, factorPrecision, backend: wasm });
+          deepStrictEqual(w.data, w0, "weights");
+          deepStrictEqual(hessian.data, h0, "Hessian");
+        }
+      }
     } finally {
       wasm.dispose();
     }

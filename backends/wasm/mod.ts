@@ -869,7 +869,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         const T = batch * S;
         const pq = rt.put(q.data), pk = rt.put(k.data), pv = rt.put(v.data), po = rt.alloc(T * heads * hd * 4);
         const threads = rt.threadsFor(2 * batch * heads * S * S * hd, batch * heads);
-        const scale = 1 / Math.sqrt(hd), scratch = () => rt.alloc(x.attentionScratchSize(S, hd) * 4);
+        const scale = 1 / Math.sqrt(hd), scratch = () => rt.alloc(x.attentionForwardScratchSize(S, hd) * 4);
         await tasks(
           threads,
           (t) => ["attentionForward", pq, pk, pv, po, batch, S, heads, kvHeads, hd, scale, t, scratch()],

@@ -15,18 +15,17 @@ function gather(src: usize, cols: i32, row0: i32, col0: i32, S: i32, hd: i32, ds
 /** Query rows per block of the attention kernels (a multiple of the gemm tile's 6 rows). */
 const RB: i32 = 96;
 
-/** Floats of per-thread scratch of the attention kernels (forward and backward). */
+/** Floats of per-thread scratch of {@link attentionBackward}. */
 export function attentionScratchSize(S: i32, hd: i32): i32 {
   const packed = ((max(S, RB) + 5) / 6) * 6 * max(RB, hd);
-  const backward = 6 * S * hd + 2 * RB * S + 2 * RB * hd + packed + gemmScratchSize() + 64;
-  return max(backward, forwardScratchSize(S, hd));
+  return 6 * S * hd + 2 * RB * S + 2 * RB * hd + packed + gemmScratchSize() + 64;
 }
 
 /**
- * Floats of the forward kernel's scratch, in order: K as 6-key strips, Vᵀ as 6-dimension strips, Q as 8-query panels
+ * Floats of per-thread scratch of {@link attentionForward}, in order: K as 6-key strips, Vᵀ as 6-dimension strips, Q as 8-query panels
  * (keys and queries padded to whole panels), one panel of scores, one output tile, 8 reciprocal sums.
  */
-function forwardScratchSize(S: i32, hd: i32): i32 {
+export function attentionForwardScratchSize(S: i32, hd: i32): i32 {
   const panels = (S + 7) / 8, keyStrips = (panels * 8 + 5) / 6, dimStrips = (hd + 5) / 6;
   return keyStrips * 6 * hd + dimStrips * 6 * panels * 8 + panels * 8 * hd + keyStrips * 6 * 8 + dimStrips * 6 * 8 + 8;
 }
@@ -76,7 +75,7 @@ export function attentionForward(
   counter: usize, scratch: usize,
 ): void {
   const qCols = heads * hd, kvCols = kvHeads * hd, group = heads / kvHeads;
-  // The layout of forwardScratchSize.
+  // The layout of attentionForwardScratchSize.
   const panels = (S + 7) / 8, keyStrips = (panels * 8 + 5) / 6, dimStrips = (hd + 5) / 6;
   const keysPadded = panels * 8; // the depth of a packed Vᵀ strip
   const Kp = scratch, Vp = Kp + (<usize>(keyStrips * 6 * hd) << 2), Qp = Vp + (<usize>(dimStrips * 6 * keysPadded) << 2);

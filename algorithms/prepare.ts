@@ -82,10 +82,9 @@ export async function prepareLayer(
   h: Matrix<FloatArray>,
   options: PrepareOptions,
 ): Promise<PreparedLayer> {
-  const [rows, cols] = w.shape;
   const { h: Hp, u, permutation, dead, damping } = await prepareHessian(h, options);
-  const W = clone(w);
-  for (const j of dead) for (let i = 0; i < rows; i++) W.data[i * cols + j] = 0;
+  // A copy in every case: engines update `w` in place.
+  const W = dead.length > 0 ? zeroColumns(w, dead) : clone(w);
   const Wp = permutation ? permuteColumns(W, permutation) : W;
   return { deadZeroed: W, w: Wp, h: Hp, u, permutation, damping };
 }

@@ -40,7 +40,15 @@ import { svd } from "../../core/linalg/svd.ts";
 import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
 import { rope } from "../../core/nn/rope.ts";
 import { checkSwigluLinear } from "../../core/nn/swiglu.ts";
-import { assertShape, type FloatArray, type Matrix, matrix, matrix64, zerosLike } from "../../core/tensor.ts";
+import {
+  assertShape,
+  type FloatArray,
+  invertPermutation,
+  type Matrix,
+  matrix,
+  matrix64,
+  zerosLike,
+} from "../../core/tensor.ts";
 import { type Call, WasmRuntime } from "./runtime.ts";
 
 /** Where a triangular solve's result stays zero (see `zeroStructure` in {@link createWasmBackend}). */
@@ -242,15 +250,23 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     }
   }
 
+  /**
+   * Runs `call(lo, hi)` for ranges of `[0, n)` (multiples of `align`), one per thread worth using for `flops` of work:
+   * the split of every kernel whose output elements are independent.
+   */
+  function byRanges(n: number, flops: number, align: number, call: (lo: number, hi: number) => Call): Promise<void> {
+    const bounds = splitEven(n, rt.threadsFor(flops, Math.ceil(n / align)), align);
+    const parts: Call[][] = [];
+    for (let t = 0; t + 1 < bounds.length; t++) {
+      if (bounds[t] < bounds[t + 1]) parts.push([call(bounds[t], bounds[t + 1])]);
+    }
+    return rt.parallel(parts);
+  }
+
   /** `silu(gate) ⊙ up` of `n` values at byte offsets `pg`, `pu`, threads taking ranges; returns the result's offset. */
   async function swigluAt(pg: number, pu: number, n: number): Promise<number> {
     const py = rt.alloc(n * 4);
-    const bounds = splitEven(n, rt.threadsFor(n * 40, Math.ceil(n / 1024)), 1024);
-    const parts: Call[][] = [];
-    for (let t = 0; t + 1 < bounds.length; t++) {
-      if (bounds[t] < bounds[t + 1]) parts.push([["swigluRange", pg, pu, py, bounds[t], bounds[t + 1]]]);
-    }
-    await rt.parallel(parts);
+    await byRanges(n, n * 40, 1024, (lo, hi) => ["swigluRange", pg, pu, py, lo, hi]);
     return py;
   }
 
@@ -310,22 +326,10 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         return { dequantized: matrix(rows, cols), codes: new Uint8Array(rows * cols), params, errorEnergy: 0 };
       }
       // Column c of W is processed at position pos[c]: the transpositions in and out apply the permutation.
-      let pos = 0;
-      if (permutation) {
-        const inverse = new Int32Array(cols);
-        for (let k = 0; k < cols; k++) inverse[permutation[k]] = k;
-        pos = rt.put(inverse);
-      }
-      const columnRanges = splitEven(cols, rt.threadsFor(rows * cols * 8, Math.ceil(cols / 8)), 8);
+      const pos = permutation ? rt.put(invertPermutation(permutation)) : 0;
       /** Runs a transposition kernel `(src, rows, cols, pos, dst, c0, c1)` with threads taking column ranges. */
-      const byColumns = (name: string, src: number, dst: number) => {
-        const parts: Call[][] = [];
-        for (let t = 0; t + 1 < columnRanges.length; t++) {
-          const [c0, c1] = [columnRanges[t], columnRanges[t + 1]];
-          if (c0 < c1) parts.push([[name, src, rows, cols, pos, dst, c0, c1]]);
-        }
-        return rt.parallel(parts);
-      };
+      const byColumns = (name: string, src: number, dst: number) =>
+        byRanges(cols, rows * cols * 8, 8, (c0, c1) => [name, src, rows, cols, pos, dst, c0, c1]);
       const pw = rt.put(w.data);
       const wt = rt.alloc(rows * cols * 4);
       await byColumns("scatterColumns32", pw, wt);
@@ -655,12 +659,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         // acc += alpha·C (mirrored), in the accumulator's own precision.
         const is64 = acc.data instanceof Float64Array;
         const pacc = rt.put(acc.data);
-        const rows = splitEven(d, rt.threadsFor(d * d * 8, Math.ceil(d / SPLIT_ALIGN)), SPLIT_ALIGN);
-        const fold: Call[][] = [];
-        for (let t = 0; t + 1 < rows.length; t++) {
-          if (rows[t] < rows[t + 1]) fold.push([["gramFold", pacc, is64 ? 1 : 0, c, d, alpha, rows[t], rows[t + 1]]]);
-        }
-        await rt.parallel(fold);
+        await byRanges(d, d * d * 8, SPLIT_ALIGN, (r0, r1) => ["gramFold", pacc, is64 ? 1 : 0, c, d, alpha, r0, r1]);
         if (is64) acc.data.set(rt.f64().subarray(pacc >> 3, (pacc >> 3) + d * d));
         else acc.data.set(rt.f32().subarray(pacc >> 2, (pacc >> 2) + d * d));
       });
@@ -823,29 +822,13 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         const levels = isTable ? rt.put(Float32Array.from(grid.levels)) : 0;
         const maxq = grid.kind === "uniform" ? uniformMaxq(grid.bits) : 0;
         const pc = rt.alloc(rows * cols), po = rt.alloc(rows * cols * 4);
-        const bounds = splitEven(rows, rt.threadsFor(rows * cols * 20, rows), 1);
-        const parts: Call[][] = [];
-        for (let t = 0; t + 1 < bounds.length; t++) {
-          if (bounds[t] === bounds[t + 1]) continue;
-          parts.push([[
-            "quantizeRows",
-            pw,
-            cols,
-            ps,
-            pz,
-            groups,
-            pg,
-            isTable ? 1 : 0,
-            maxq,
-            levels,
-            isTable ? grid.levels.length : 0,
-            pc,
-            po,
-            bounds[t],
-            bounds[t + 1],
-          ]]);
-        }
-        await rt.parallel(parts);
+        const nl = isTable ? grid.levels.length : 0, kind = isTable ? 1 : 0;
+        await byRanges(
+          rows,
+          rows * cols * 20,
+          1,
+          (r0, r1) => ["quantizeRows", pw, cols, ps, pz, groups, pg, kind, maxq, levels, nl, pc, po, r0, r1],
+        );
         return {
           codes: rt.u8().slice(pc, pc + rows * cols),
           dequantized: matrix(rows, cols, rt.takeF32(po, rows * cols)),
@@ -938,14 +921,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         const n = gate.data.length;
         const pg = rt.put(gate.data), pu = rt.put(up.data), pdy = rt.put(dy.data);
         const pdg = rt.alloc(n * 4), pdu = rt.alloc(n * 4);
-        const bounds = splitEven(n, rt.threadsFor(n * 50, Math.ceil(n / 1024)), 1024);
-        const parts: Call[][] = [];
-        for (let t = 0; t + 1 < bounds.length; t++) {
-          if (bounds[t] < bounds[t + 1]) {
-            parts.push([["swigluBackwardRange", pg, pu, pdy, pdg, pdu, bounds[t], bounds[t + 1]]]);
-          }
-        }
-        await rt.parallel(parts);
+        await byRanges(n, n * 50, 1024, (lo, hi) => ["swigluBackwardRange", pg, pu, pdy, pdg, pdu, lo, hi]);
         const [r, c] = gate.shape;
         return { dgate: matrix(r, c, rt.takeF32(pdg, n)), dup: matrix(r, c, rt.takeF32(pdu, n)) };
       });
@@ -974,14 +950,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         if (typeof gradScale === "number") scales.fill(gradScale);
         else if (gradScale) scales.set(gradScale);
         const ps = rt.put(scales);
-        const rows = splitEven(n, rt.threadsFor(n * vocab * 40, n), 1);
-        const parts: Call[][] = [];
-        for (let t = 0; t + 1 < rows.length; t++) {
-          if (rows[t] < rows[t + 1]) {
-            parts.push([["crossEntropyRows", pz, vocab, pt, pl, pd, ps, rows[t], rows[t + 1]]]);
-          }
-        }
-        await rt.parallel(parts);
+        await byRanges(n, n * vocab * 40, 1, (r0, r1) => ["crossEntropyRows", pz, vocab, pt, pl, pd, ps, r0, r1]);
         const losses = rt.takeF32(pl, n);
         if (!withGrad) return { losses };
         if (withGrad && pd) {

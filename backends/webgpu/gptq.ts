@@ -20,7 +20,7 @@ import { checkGrid, groupCount } from "../../core/grids/fit.ts";
 import type { GridParams, GridSpec } from "../../core/grids/types.ts";
 import { uniformMaxq } from "../../core/grids/uniform.ts";
 import { checkPermutation, gptqQuantize as referenceGptq } from "../../core/quant/gptq_kernel.ts";
-import { type FloatArray, type Matrix, matrix } from "../../core/tensor.ts";
+import { type FloatArray, invertPermutation, type Matrix, matrix } from "../../core/tensor.ts";
 import type { Batch, GpuContext } from "./context.ts";
 import { gpuFitGrid } from "./grid.ts";
 import { encodeCholesky, encodeTriangularSolve } from "./linalg.ts";
@@ -228,8 +228,7 @@ export async function gpuGptqQuantize(ctx: GpuContext, args: GptqKernelArgs): Pr
   const wBuf = ctx.upload(w.data);
   // Processing position k reads column permutation[k] of W; output column c is written from position inverse[c].
   const order = permutation ? Uint32Array.from(permutation) : identityMap(cols);
-  const inverse = new Uint32Array(cols);
-  for (let k = 0; k < cols; k++) inverse[order[k]] = k;
+  const inverse = permutation ? Uint32Array.from(invertPermutation(permutation)) : order;
   const mapBuf = ctx.upload(order), invBuf = ctx.upload(inverse);
   const wt = ctx.buffer(cols * ld * 4, "gptq Wt");
   const uBuf = uploadF32(ctx, batch, u, ldu, "gptq U");
@@ -373,8 +372,7 @@ export async function gpuGptqFromHessian(
     const revBuf = keep(ctx.upload(revMap));
     const wMap = Uint32Array.from(perm, (c) => dead[c] ? NONE : c);
     const wMapBuf = keep(ctx.upload(wMap));
-    const inv = new Uint32Array(cols);
-    for (let k = 0; k < cols; k++) inv[perm[k]] = k;
+    const inv = Uint32Array.from(invertPermutation(perm));
     const invBuf = keep(ctx.upload(inv));
     const aBuf = keep(ctx.buffer(n * ldh * 4, "gptq chol"));
     const xBuf = keep(ctx.buffer(n * ldh * 4, "gptq inverse"));

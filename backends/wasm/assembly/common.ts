@@ -100,6 +100,17 @@ const EXP2X64 = memory.data<f64>([
   return v128.andnot(f64x2.mul(e, pow2n), underflow);
 }
 
+/** Stores the transpose of the 4×4 block of rows `a0..a3` (f32x4 each) as four rows at `d0..d3`. */
+// @ts-ignore: decorator
+@inline export function transpose4(a0: v128, a1: v128, a2: v128, a3: v128, d0: usize, d1: usize, d2: usize, d3: usize): void {
+  const t0 = i32x4.shuffle(a0, a1, 0, 4, 1, 5), t1 = i32x4.shuffle(a0, a1, 2, 6, 3, 7);
+  const t2 = i32x4.shuffle(a2, a3, 0, 4, 1, 5), t3 = i32x4.shuffle(a2, a3, 2, 6, 3, 7);
+  v128.store(d0, i32x4.shuffle(t0, t2, 0, 1, 4, 5));
+  v128.store(d1, i32x4.shuffle(t0, t2, 2, 3, 6, 7));
+  v128.store(d2, i32x4.shuffle(t1, t3, 0, 1, 4, 5));
+  v128.store(d3, i32x4.shuffle(t1, t3, 2, 3, 6, 7));
+}
+
 /** Reverses `count` values of type `T` at `a` in place: `J·M·J` of a square matrix is its storage read backwards. */
 // @ts-ignore: decorator
 @inline export function reverseValues<T>(a: usize, count: i32): void {

@@ -4,7 +4,7 @@
 // in ascending order, then k ascending inside the micro-kernel), whatever the thread split: results do not depend on
 // the number of threads.
 
-import { madd } from "./common";
+import { madd, transpose4 } from "./common";
 
 /** Rows of a register tile. */
 const MR: i32 = 6;
@@ -87,17 +87,12 @@ function packAStrips(a: usize, lda: i32, transA: i32, m: i32, k: i32, dst: usize
           const o = <usize>p << 2;
           const a0 = v128.load(s0 + o), a1 = v128.load(s0 + ld + o), a2 = v128.load(s0 + 2 * ld + o);
           const a3 = v128.load(s0 + 3 * ld + o), a4 = v128.load(s0 + 4 * ld + o), a5 = v128.load(s0 + 5 * ld + o);
-          const t0 = i32x4.shuffle(a0, a1, 0, 4, 1, 5), t1 = i32x4.shuffle(a0, a1, 2, 6, 3, 7);
-          const t2 = i32x4.shuffle(a2, a3, 0, 4, 1, 5), t3 = i32x4.shuffle(a2, a3, 2, 6, 3, 7);
+          const dp = d + (<usize>(p * MR) << 2); // steps p..p+3, MR = 6 floats (24 bytes) each
+          transpose4(a0, a1, a2, a3, dp, dp + 24, dp + 48, dp + 72);
           const u0 = i32x4.shuffle(a4, a5, 0, 4, 1, 5), u1 = i32x4.shuffle(a4, a5, 2, 6, 3, 7);
-          const dp = d + (<usize>(p * MR) << 2);
-          v128.store(dp, i32x4.shuffle(t0, t2, 0, 1, 4, 5));
           v128.store64_lane(dp + 16, u0, 0);
-          v128.store(dp + 24, i32x4.shuffle(t0, t2, 2, 3, 6, 7));
           v128.store64_lane(dp + 40, u0, 1);
-          v128.store(dp + 48, i32x4.shuffle(t1, t3, 0, 1, 4, 5));
           v128.store64_lane(dp + 64, u1, 0);
-          v128.store(dp + 72, i32x4.shuffle(t1, t3, 2, 3, 6, 7));
           v128.store64_lane(dp + 88, u1, 1);
         }
         for (; p < kc; p++) {

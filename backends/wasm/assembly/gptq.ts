@@ -1,3 +1,5 @@
+import { transpose4 } from "./common";
+
 // GPTQ's error-feedback loop within one block of columns, on transposed weights (`Wt`, `[cols, rows]`, a column of W
 // contiguous), matching `core/quant/gptq_kernel.ts` operation for operation, all in float32: codes and values, the
 // scaled error `(x − q) / d`, and the in-block feedback `w − e·u` as a product and a difference (never fused, so that
@@ -129,22 +131,13 @@ export function gptqNegatedFactor(u: usize, cols: i32, i1: i32, i2: i32, dst: us
 /** Columns per tile: the tile's TC rows of the working layout stay in cache while its rows of W stream past. */
 const TC: i32 = 8;
 
-/** Byte address of row `pos[c]` (row `c` when `pos` is 0) of a `[cols, n]` float32 matrix at `base`, plus `r` values. */
+/**
+ * Byte address of element `r` of row `pos[c]` (row `c` when `pos` is 0) of a `[cols, n]` matrix of `T` at `base`.
+ */
 // @ts-ignore: decorator
-@inline function rowOf(base: usize, pos: usize, c: i32, n: i32, r: i32): usize {
+@inline function rowOf<T>(base: usize, pos: usize, c: i32, n: i32, r: i32): usize {
   const k = pos ? load<i32>(pos + (<usize>c << 2)) : c;
-  return base + ((<usize>k * <usize>n + <usize>r) << 2);
-}
-
-/** Stores the transpose of the 4×4 block of rows `a0..a3` as four rows at `d0..d3`. */
-// @ts-ignore: decorator
-@inline function transpose4(a0: v128, a1: v128, a2: v128, a3: v128, d0: usize, d1: usize, d2: usize, d3: usize): void {
-  const t0 = i32x4.shuffle(a0, a1, 0, 4, 1, 5), t1 = i32x4.shuffle(a0, a1, 2, 6, 3, 7);
-  const t2 = i32x4.shuffle(a2, a3, 0, 4, 1, 5), t3 = i32x4.shuffle(a2, a3, 2, 6, 3, 7);
-  v128.store(d0, i32x4.shuffle(t0, t2, 0, 1, 4, 5));
-  v128.store(d1, i32x4.shuffle(t0, t2, 2, 3, 6, 7));
-  v128.store(d2, i32x4.shuffle(t1, t3, 0, 1, 4, 5));
-  v128.store(d3, i32x4.shuffle(t1, t3, 2, 3, 6, 7));
+  return base + (<usize>k * <usize>n + <usize>r) * sizeof<T>();
 }
 
 /** `dst[pos[c]][r] = src[r][c]` (float32) for columns `[c0, c1)`: W (`[rows, cols]`) into the working layout. */
@@ -160,17 +153,17 @@ export function scatterColumns32(src: usize, rows: i32, cols: i32, pos: usize, d
         const o = <usize>c << 2;
         transpose4(
           v128.load(s + o), v128.load(s + ld + o), v128.load(s + 2 * ld + o), v128.load(s + 3 * ld + o),
-          rowOf(dst, pos, c, rows, r), rowOf(dst, pos, c + 1, rows, r), rowOf(dst, pos, c + 2, rows, r),
-          rowOf(dst, pos, c + 3, rows, r),
+          rowOf<f32>(dst, pos, c, rows, r), rowOf<f32>(dst, pos, c + 1, rows, r), rowOf<f32>(dst, pos, c + 2, rows, r),
+          rowOf<f32>(dst, pos, c + 3, rows, r),
         );
       }
       for (; c < ce; c++) {
-        const d = rowOf(dst, pos, c, rows, r);
+        const d = rowOf<f32>(dst, pos, c, rows, r);
         for (let i = 0; i < 4; i++) store<f32>(d + (<usize>i << 2), load<f32>(s + <usize>i * ld + (<usize>c << 2)));
       }
     }
     for (; r < rows; r++) {
-      for (let c = ct; c < ce; c++) store<f32>(rowOf(dst, pos, c, rows, r), load<f32>(src + <usize>r * ld + (<usize>c << 2)));
+      for (let c = ct; c < ce; c++) store<f32>(rowOf<f32>(dst, pos, c, rows, r), load<f32>(src + <usize>r * ld + (<usize>c << 2)));
     }
   }
 }
@@ -187,18 +180,18 @@ export function gatherColumns32(src: usize, rows: i32, cols: i32, pos: usize, ds
       for (; c + 4 <= ce; c += 4) {
         const o = <usize>c << 2;
         transpose4(
-          v128.load(rowOf(src, pos, c, rows, r)), v128.load(rowOf(src, pos, c + 1, rows, r)),
-          v128.load(rowOf(src, pos, c + 2, rows, r)), v128.load(rowOf(src, pos, c + 3, rows, r)),
+          v128.load(rowOf<f32>(src, pos, c, rows, r)), v128.load(rowOf<f32>(src, pos, c + 1, rows, r)),
+          v128.load(rowOf<f32>(src, pos, c + 2, rows, r)), v128.load(rowOf<f32>(src, pos, c + 3, rows, r)),
           d + o, d + ld + o, d + 2 * ld + o, d + 3 * ld + o,
         );
       }
       for (; c < ce; c++) {
-        const s = rowOf(src, pos, c, rows, r);
+        const s = rowOf<f32>(src, pos, c, rows, r);
         for (let i = 0; i < 4; i++) store<f32>(d + <usize>i * ld + (<usize>c << 2), load<f32>(s + (<usize>i << 2)));
       }
     }
     for (; r < rows; r++) {
-      for (let c = ct; c < ce; c++) store<f32>(dst + <usize>r * ld + (<usize>c << 2), load<f32>(rowOf(src, pos, c, rows, r)));
+      for (let c = ct; c < ce; c++) store<f32>(dst + <usize>r * ld + (<usize>c << 2), load<f32>(rowOf<f32>(src, pos, c, rows, r)));
     }
   }
 }
@@ -213,10 +206,10 @@ export function gatherColumns8(src: usize, rows: i32, cols: i32, pos: usize, dst
       let c = ct;
       for (; c + 4 <= ce; c += 4) {
         // Lane i: bytes r..r+3 of source row pos[c + i]; after the shuffle, lane j: column bytes c..c+3 of row r + j.
-        let v = i32x4.splat(load<i32>(byteRowOf(src, pos, c, rows, r)));
-        v = i32x4.replace_lane(v, 1, load<i32>(byteRowOf(src, pos, c + 1, rows, r)));
-        v = i32x4.replace_lane(v, 2, load<i32>(byteRowOf(src, pos, c + 2, rows, r)));
-        v = i32x4.replace_lane(v, 3, load<i32>(byteRowOf(src, pos, c + 3, rows, r)));
+        let v = i32x4.splat(load<i32>(rowOf<u8>(src, pos, c, rows, r)));
+        v = i32x4.replace_lane(v, 1, load<i32>(rowOf<u8>(src, pos, c + 1, rows, r)));
+        v = i32x4.replace_lane(v, 2, load<i32>(rowOf<u8>(src, pos, c + 2, rows, r)));
+        v = i32x4.replace_lane(v, 3, load<i32>(rowOf<u8>(src, pos, c + 3, rows, r)));
         v = i8x16.shuffle(v, v, 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         store<i32>(d + <usize>c, i32x4.extract_lane(v, 0));
         store<i32>(d + <usize>cols + <usize>c, i32x4.extract_lane(v, 1));
@@ -224,22 +217,16 @@ export function gatherColumns8(src: usize, rows: i32, cols: i32, pos: usize, dst
         store<i32>(d + 3 * <usize>cols + <usize>c, i32x4.extract_lane(v, 3));
       }
       for (; c < ce; c++) {
-        const s = byteRowOf(src, pos, c, rows, r);
+        const s = rowOf<u8>(src, pos, c, rows, r);
         for (let i = 0; i < 4; i++) store<u8>(d + <usize>i * <usize>cols + <usize>c, load<u8>(s + <usize>i));
       }
     }
     for (; r < rows; r++) {
-      for (let c = ct; c < ce; c++) store<u8>(dst + <usize>r * <usize>cols + <usize>c, load<u8>(byteRowOf(src, pos, c, rows, r)));
+      for (let c = ct; c < ce; c++) store<u8>(dst + <usize>r * <usize>cols + <usize>c, load<u8>(rowOf<u8>(src, pos, c, rows, r)));
     }
   }
 }
 
-/** {@link rowOf} for a byte matrix. */
-// @ts-ignore: decorator
-@inline function byteRowOf(base: usize, pos: usize, c: i32, n: i32, r: i32): usize {
-  const k = pos ? load<i32>(pos + (<usize>c << 2)) : c;
-  return base + <usize>k * <usize>n + <usize>r;
-}
 
 /** `init + Σ x²` over `n` float32 values, accumulated in float64 in order: GPTQ's running error energy. */
 export function sumSquares32(x: usize, n: i32, init: f64): f64 {

@@ -87,12 +87,12 @@ export function attentionForward(
     const b = t / heads, h = t % heads, g = h / group;
     const row0 = b * S;
     if (b != loadedB || g != loadedG) {
-      packKeyStrips(k, kvCols, row0, g * hd, S, hd, keyStrips, Kp);
+      packInterleaved(k, kvCols, row0, g * hd, S, hd, 6, keyStrips, 1, Kp);
       packValueStrips(v, kvCols, row0, g * hd, S, hd, dimStrips, keysPadded, Vp);
       loadedB = b;
       loadedG = g;
     }
-    packQueryPanels(q, qCols, row0, h * hd, S, hd, panels, scale, Qp);
+    packInterleaved(q, qCols, row0, h * hd, S, hd, 8, panels, scale, Qp);
     for (let j = 0; j < panels; j++) {
       const q0 = j * 8, kEnd = min(q0 + 8, S); // keys [0, kEnd) are seen by some query of the panel
       const qp = Qp + (<usize>(j * 8 * hd) << 2);
@@ -110,19 +110,6 @@ export function attentionForward(
         for (let d = 0; d < hd; d++) store<f32>(dst + (<usize>d << 2), load<f32>(O + (<usize>(d * 8 + jj) << 2)) * w);
       }
     }
-  }
-}
-
-/** K's head columns `[col0, col0 + hd)` of rows `[row0, row0 + S)` as 6-key strips `[strip][d][6]`, keys past S zero. */
-function packKeyStrips(k: usize, cols: i32, row0: i32, col0: i32, S: i32, hd: i32, strips: i32, dst: usize): void {
-  for (let key = 0; key < strips * 6; key++) {
-    const d = dst + (<usize>((key / 6) * 6 * hd + key % 6) << 2);
-    if (key >= S) {
-      for (let p = 0; p < hd; p++) store<f32>(d + <usize>p * 24, 0);
-      continue;
-    }
-    const src = k + (<usize>((row0 + key) * cols + col0) << 2);
-    for (let p = 0; p < hd; p++) store<f32>(d + <usize>p * 24, load<f32>(src + (<usize>p << 2)));
   }
 }
 
@@ -145,18 +132,23 @@ function packValueStrips(
   }
 }
 
-/** `Q·scale` of head columns `[col0, col0 + hd)`, rows `[row0, row0 + S)`, as 8-query panels `[panel][d][8]`. */
-function packQueryPanels(
-  q: usize, cols: i32, row0: i32, col0: i32, S: i32, hd: i32, panels: i32, scale: f32, dst: usize,
+/**
+ * Head columns `[col0, col0 + hd)` of rows `[row0, row0 + S)` times `scale`, interleaved `width` rows at a time:
+ * `[group][d][width]` for `groups` groups, rows past S zero. K as the micro-kernel's A operand (6-key strips, scale 1),
+ * `Q·scale` as its B operand (8-query panels).
+ */
+function packInterleaved(
+  src: usize, cols: i32, row0: i32, col0: i32, S: i32, hd: i32, width: i32, groups: i32, scale: f32, dst: usize,
 ): void {
-  for (let query = 0; query < panels * 8; query++) {
-    const d = dst + (<usize>((query / 8) * 8 * hd + query % 8) << 2);
-    if (query >= S) {
-      for (let p = 0; p < hd; p++) store<f32>(d + <usize>p * 32, 0);
+  const step = <usize>width << 2;
+  for (let row = 0; row < groups * width; row++) {
+    const d = dst + (<usize>((row / width) * width * hd + row % width) << 2);
+    if (row >= S) {
+      for (let p = 0; p < hd; p++) store<f32>(d + <usize>p * step, 0);
       continue;
     }
-    const src = q + (<usize>((row0 + query) * cols + col0) << 2);
-    for (let p = 0; p < hd; p++) store<f32>(d + <usize>p * 32, load<f32>(src + (<usize>p << 2)) * scale);
+    const s = src + (<usize>((row0 + row) * cols + col0) << 2);
+    for (let p = 0; p < hd; p++) store<f32>(d + <usize>p * step, load<f32>(s + (<usize>p << 2)) * scale);
   }
 }
 

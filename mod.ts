@@ -58,7 +58,13 @@ export { createHessianAccumulator, type HessianAccumulator, hessianOf } from "./
 export { layerLoss } from "./algorithms/layer_loss.ts";
 export { rtn, type RtnOptions } from "./algorithms/rtn.ts";
 export { gptq, type GptqOptions } from "./algorithms/gptq.ts";
-export { layerQuantizer, type MethodName, type MethodOptions, METHODS } from "./algorithms/methods.ts";
+export {
+  type LayerExtras,
+  layerQuantizer,
+  type MethodName,
+  type MethodOptions,
+  METHODS,
+} from "./algorithms/methods.ts";
 
 // models
 export type { LlamaConfig } from "./model/config.ts";

@@ -64,6 +64,14 @@ export interface BillmOptions {
    * from its own factor), while `h` drives the error feedback; default `h` for both. OAC's "salience" role.
    */
   readonly salienceHessian?: Matrix<FloatArray>;
+  /**
+   * `[rows, rows]` output-side Hessian `B`: with column feedback, each column is binarized row by row, every row's
+   * error fed to the later rows of the column through the factor of `(B + λ_B·mean(diag B)·I)⁻¹`, as
+   * `GptqOptions.outputHessian` does (the block's groups, `α` and `μ` stay those fitted at its start). Default: none.
+   */
+  readonly outputHessian?: Matrix<FloatArray>;
+  /** Relative damping of `outputHessian`; default 0.1. */
+  readonly outputDamping?: number;
   /** Kernels; default the current backend. */
   readonly backend?: Backend;
 }
@@ -181,6 +189,19 @@ export async function billm(w: Matrix, h: Matrix<FloatArray>, options: BillmOpti
   if (sh) assertFinite(sh, "billm salience Hessian");
   // The diagonal of the factor that weighs each column's salience: U's, or the salience Hessian's own.
   const US = sh ? (await prepareHessian(sh, { damping, factorPrecision: options.factorPrecision, backend })).u.data : U;
+  const { outputHessian: ob, outputDamping = 0.1 } = options;
+  if (ob) {
+    if (ob.shape[0] !== rows || ob.shape[1] !== rows) {
+      throw new ShapeError(`billm: output Hessian is ${ob.shape.join("×")} for a layer with ${rows} rows`);
+    }
+    if (feedback !== "column") throw new OptionError('billm: an output Hessian needs feedback "column"');
+    if (!(outputDamping >= 0)) throw new OptionError(`billm: outputDamping must be ≥ 0, got ${outputDamping}`);
+    assertFinite(ob, "billm output Hessian");
+  }
+  // The rows' factor (upper, of the damped inverse of B): each row's error moves the later rows of its column.
+  const V = ob &&
+    (await prepareHessian(ob, { damping: outputDamping, factorPrecision: options.factorPrecision, backend })).u.data;
+  const target = new Float64Array(rows);
 
   const Wd = W.data;
   const dequantized = matrix(rows, cols);
@@ -221,13 +242,19 @@ export async function billm(w: Matrix, h: Matrix<FloatArray>, options: BillmOpti
     const E = new Float32Array(rows * n); // [rows, n] scaled errors
     for (let c = 0; c < n; c++) {
       const j = c0 + c, d = U[j * cols + j];
+      if (V) { for (let r = 0; r < rows; r++) target[r] = Wd[r * cols + j]; }
       for (let r = 0; r < rows; r++) {
         const x = feedback === "column" ? Wd[r * cols + j] : block[r * n + c];
         const group = bin.groupOf[r * n + c];
-        const { value, code } = binarizeWith(x, group, stats, r * BILLM_ROW_STATS);
+        const { value, code } = binarizeWith(V ? target[r] : x, group, stats, r * BILLM_ROW_STATS);
         dequantized.data[r * cols + j] = value;
         codes[r * cols + j] = code;
         groupMask[r * cols + j] = group;
+        if (V) {
+          const er = (target[r] - value) / V[r * rows + r];
+          for (let k = r + 1; k < rows; k++) target[k] -= er * V[r * rows + k];
+        }
+        // Measured from the value before the rows' feedback, as GPTQ's coupled rows (the later columns carry its share).
         E[r * n + c] = (x - value) / d;
       }
       if (feedback === "column") {

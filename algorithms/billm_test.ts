@@ -1,4 +1,4 @@
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { createRng, randomNormal } from "../core/random.ts";
 import { eye, matrix, toFloat32 } from "../core/tensor.ts";
 import { assertClose } from "../tests/assert_close.ts";
@@ -15,7 +15,7 @@ import {
 import { hessianOf } from "./hessian.ts";
 import { layerLoss } from "./layer_loss.ts";
 import { getBackend } from "../backends/registry.ts";
-import { correlatedInputs } from "../tests/numeric.ts";
+import { correlatedInputs, kroneckerLoss } from "../tests/numeric.ts";
 
 /** Σ (x − (α·sign(x − μ) + μ))². */
 function termError(x: ArrayLike<number>, mean: number, alpha: number): number {
@@ -203,4 +203,17 @@ Deno.test("billm: a salience Hessian only chooses the salient columns; the same 
   equal(chosen.salientMask[7], 1);
   equal(chosen.salientMask[100], 1);
   ok(chosen.salientMask.some((v, j) => v !== plain.salientMask[j]), "the salient columns did not change");
+});
+
+Deno.test("billm: an output-side Hessian couples the rows and lowers tr(B·E·H·Eᵀ); a diagonal one changes nothing", async () => {
+  const b = await hessianOf(correlatedInputs(256, rows, 8));
+  const plain = await billm(w, h);
+  const coupled = await billm(w, h, { outputHessian: b, outputDamping: 0.01 });
+  const lp = kroneckerLoss(w, plain.dequantized, h, b), lc = kroneckerLoss(w, coupled.dequantized, h, b);
+  ok(lc < 0.97 * lp, `coupled ${lc} vs independent rows ${lp}`);
+  const diagonal = matrix(rows, rows);
+  for (let i = 0; i < rows; i++) diagonal.data[i * rows + i] = b.data[i * rows + i];
+  deepEqual((await billm(w, h, { outputHessian: diagonal })).dequantized.data, plain.dequantized.data);
+  await rejects(billm(w, h, { outputHessian: matrix(3, 3) }), /output Hessian is 3×3/);
+  await rejects(billm(w, h, { outputHessian: b, feedback: "block" }), /needs feedback "column"/);
 });

@@ -8,6 +8,8 @@
  * act-order → permute columns by descending diag(H)
  * H += λ·mean(diag H)·I;   U = upper Cholesky factor of H⁻¹
  * error-feedback loop over 128-column blocks          (Backend.gptqQuantize, W read through the permutation)
+ * with an output-side Hessian B [rows, rows]: each column rounded row by row, errors fed to later rows through
+ *   V = upper Cholesky factor of (B + λ_B·mean(diag B)·I)⁻¹     (minimises tr(B·E·H·Eᵀ): Kronecker B ⊗ H)
  * layer loss = Σ e² − δ·‖W − Q‖² − ‖(W − Q)_dead‖²      (GPTQ's identity; no rows × cols² product)
  * ```
  *
@@ -46,6 +48,15 @@ export interface GptqOptions {
   readonly blockSize?: number;
   /** Precision of the factorisation of `H` into `U` ({@link FactorPrecision}); default "f64". */
   readonly factorPrecision?: FactorPrecision;
+  /**
+   * `[rows, rows]` output-side Hessian `B`: the layer's loss is taken as `tr(B·E·H·Eᵀ)` (a Kronecker-factored Hessian
+   * `B ⊗ H`, as K-FAC approximates a loss's Fisher) instead of `tr(E·H·Eᵀ)`, so rounding is coupled across rows (see
+   * `GptqKernelArgs.rowFactor`). Default: none (`B = I`: GPTQ; a diagonal `B` changes nothing either). Every backend
+   * runs this loop in TS: `rows²·cols/2` more multiply-adds, rows in sequence within each column.
+   */
+  readonly outputHessian?: Matrix<FloatArray>;
+  /** Relative damping of `outputHessian`: `B += λ_B·mean(diag B)·I`; default 0.1. */
+  readonly outputDamping?: number;
   /** Kernels; default the current backend. */
   readonly backend?: Backend;
 }
@@ -89,6 +100,15 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
   if (!(damping >= 0)) throw new OptionError(`gptq: damping must be ≥ 0, got ${damping}`);
   assertFinite(w, "gptq weights");
   assertFinite(h, "gptq Hessian");
+  const { outputHessian, outputDamping = 0.1 } = options;
+  if (outputHessian) {
+    const rows = w.shape[0];
+    if (outputHessian.shape[0] !== rows || outputHessian.shape[1] !== rows) {
+      throw new ShapeError(`gptq: output Hessian is ${outputHessian.shape.join("×")} for a layer with ${rows} rows`);
+    }
+    if (!(outputDamping >= 0)) throw new OptionError(`gptq: outputDamping must be ≥ 0, got ${outputDamping}`);
+    assertFinite(outputHessian, "gptq output Hessian");
+  }
 
   // Per-row grids are fitted on the weights as given, before dead columns are zeroed (the reference's order).
   const perRow = groupSize === 0 ? fitGrid(w, grid, 0) : undefined;
@@ -108,8 +128,11 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
       groupOfColumn: Int32Array.from({ length: cols }, (_, k) => Math.floor((perm ? perm[k] : k) / groupSize)),
     }
     : { kind: "dynamic" as const, groupSize };
+  // Rows whose output nothing moves (B_ii = 0) get a unit diagonal, as dead columns do; rows keep their order.
+  const rowFactor = outputHessian &&
+    (await prepareHessian(outputHessian, { damping: outputDamping, factorPrecision, backend })).u;
   // The kernel reads W through the permutation and returns values and codes in the original column order.
-  const out = await backend.gptqQuantize({ w: W, permutation: perm, u, grid, blockSize, groups });
+  const out = await backend.gptqQuantize({ w: W, permutation: perm, u, grid, blockSize, groups, rowFactor });
   const { dequantized, codes } = out;
 
   // Dynamic groups were formed in processing order, so column c belongs to the group of its processing position

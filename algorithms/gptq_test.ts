@@ -11,7 +11,7 @@ import { layerLoss } from "./layer_loss.ts";
 import { prepareLayer } from "./prepare.ts";
 import { hessianOf } from "./hessian.ts";
 import { rtn } from "./rtn.ts";
-import { correlatedInputs } from "../tests/numeric.ts";
+import { correlatedInputs, kroneckerLoss } from "../tests/numeric.ts";
 
 const rows = 24, cols = 48;
 const w = matrix(rows, cols, randomNormal(createRng(5), rows * cols, 0.1));
@@ -107,4 +107,19 @@ Deno.test("gptq kernel: Σ e² equals tr(E·H_d·Eᵀ) for the damped Hessian U 
     const direct = await layerLoss(prepared.w, out.dequantized, prepared.h, tsBackend);
     assertClose([out.errorEnergy!], [direct], { rtol: 1e-6, atol: 0 }, `λ = ${damping}`);
   }
+});
+
+Deno.test("gptq: an output-side Hessian couples the rows and lowers tr(B·E·H·Eᵀ); a diagonal one changes nothing", async () => {
+  const b = await hessianOf(correlatedInputs(256, rows, 8));
+  const options = { bits: 2, groupSize: 16, damping: 0.1 };
+  const plain = await gptq(w, h, options);
+  const coupled = await gptq(w, h, { ...options, outputHessian: b, outputDamping: 0.01 });
+  const lp = kroneckerLoss(w, plain.dequantized, h, b), lc = kroneckerLoss(w, coupled.dequantized, h, b);
+  ok(lc < 0.9 * lp, `coupled ${lc} vs independent rows ${lp}`);
+  // GPTQ is invariant to scaling rows: a diagonal B leaves every code as it was.
+  const diagonal = matrix(rows, rows);
+  for (let i = 0; i < rows; i++) diagonal.data[i * rows + i] = b.data[i * rows + i];
+  deepEqual((await gptq(w, h, { ...options, outputHessian: diagonal })).codes, plain.codes);
+  await rejects(gptq(w, h, { ...options, outputHessian: matrix(rows - 1, rows - 1) }), /output Hessian is 23×23/);
+  await rejects(gptq(w, h, { ...options, outputHessian: b, outputDamping: -1 }), OptionError);
 });

@@ -14,6 +14,7 @@ import { layerLoss } from "./layer_loss.ts";
 import { addLowRank, lorc, lowRankBitsPerWeight, type LowRankFactors } from "./lorc.ts";
 import { qera } from "./qera.ts";
 import type { QuantizedLayer } from "./result.ts";
+import type { LayerExtras } from "./methods.ts";
 
 /** The reconstructions: LoRC (weight error), QERA-exact and QERA-approx (output error). */
 export const LOW_RANK_KINDS = ["lorc", "qera", "qera-approx"] as const;
@@ -47,7 +48,7 @@ export type BaseLayerQuantizer = (
   name: string,
   w: Matrix,
   h: Matrix<FloatArray> | undefined,
-  salience?: Matrix<FloatArray>,
+  extras?: LayerExtras,
 ) => Promise<QuantizedLayer>;
 
 /**
@@ -75,16 +76,16 @@ export function withLowRank(
   name: string,
   w: Matrix,
   h: Matrix<FloatArray> | undefined,
-  salience?: Matrix<FloatArray>,
+  extras?: LayerExtras,
 ) => Promise<LowRankLayer> {
   const { kind, rank, precision = "f16" } = options;
   if (!(LOW_RANK_KINDS as readonly string[]).includes(kind)) {
     throw new OptionError(`unknown low-rank kind "${kind}"; available: ${LOW_RANK_KINDS.join(", ")}`);
   }
   if (!Number.isInteger(rank) || rank < 0) throw new OptionError(`low-rank rank must be an integer ≥ 0, got ${rank}`);
-  return async (name, w, h, salience) => {
+  return async (name, w, h, extras) => {
     const backend = options.backend ?? getBackend();
-    const base = await quantizer(name, w, h, salience);
+    const base = await quantizer(name, w, h, extras);
     const t0 = performance.now();
     let factors: LowRankFactors;
     if (kind === "lorc") {

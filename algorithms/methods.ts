@@ -61,6 +61,14 @@ export interface MethodOptions {
   readonly backend?: Backend;
 }
 
+/** A layer's calibration beyond its Hessian, for the engines that take it. */
+export interface LayerExtras {
+  /** A second `[in, in]` Hessian that only chooses the salient weights (BiLLM's salient columns). */
+  readonly salience?: Matrix<FloatArray>;
+  /** `[out, out]` output-side Hessian: rounding coupled across rows (GPTQ's and BiLLM's `outputHessian`). */
+  readonly outputHessian?: Matrix<FloatArray>;
+}
+
 /** True when the method needs calibration Hessians (every method but RTN). */
 export function needsCalibration(method: MethodName): boolean {
   return method !== "rtn";
@@ -78,23 +86,38 @@ export function layerQuantizer(
   name: string,
   w: Matrix,
   h: Matrix<FloatArray> | undefined,
-  salience?: Matrix<FloatArray>,
+  extras?: LayerExtras,
 ) => Promise<QuantizedLayer> {
-  /** Only BiLLM takes a separate Hessian for its salient weights. */
-  const none = (name: string, salience?: Matrix<FloatArray>) => {
-    if (salience) throw new OptionError(`${name}: ${method} takes no separate salience Hessian (BiLLM does)`);
+  /** Only BiLLM takes a separate Hessian for its salient weights, only GPTQ and BiLLM an output-side Hessian. */
+  const none = (name: string, extras: LayerExtras | undefined, ...accepted: (keyof LayerExtras)[]) => {
+    if (extras?.salience && !accepted.includes("salience")) {
+      throw new OptionError(`${name}: ${method} takes no separate salience Hessian (BiLLM does)`);
+    }
+    if (extras?.outputHessian && !accepted.includes("outputHessian")) {
+      throw new OptionError(`${name}: ${method} takes no output-side Hessian (GPTQ and BiLLM do)`);
+    }
   };
   switch (method) {
     case "rtn":
-      return (name, w, h, salience) => (none(name, salience), rtn(w, h, options));
+      return (name, w, h, extras) => (none(name, extras), rtn(w, h, options));
     case "gptq":
-      return (name, w, h, salience) => (none(name, salience), gptq(w, requireHessian(name, h), options));
+      return (name, w, h, extras) => (
+        none(name, extras, "outputHessian"),
+          gptq(w, requireHessian(name, h), { ...options, outputHessian: extras?.outputHessian })
+      );
     case "spqr":
-      return (name, w, h, salience) => (none(name, salience), spqr(w, requireHessian(name, h), options));
+      return (name, w, h, extras) => (none(name, extras), spqr(w, requireHessian(name, h), options));
     case "billm":
-      return (name, w, h, salience) => billm(w, requireHessian(name, h), { ...options, salienceHessian: salience });
+      return (name, w, h, extras) => (
+        none(name, extras, "salience", "outputHessian"),
+          billm(w, requireHessian(name, h), {
+            ...options,
+            salienceHessian: extras?.salience,
+            outputHessian: extras?.outputHessian,
+          })
+      );
     case "vptq":
-      return (name, w, h, salience) => (none(name, salience), vptq(w, requireHessian(name, h), options));
+      return (name, w, h, extras) => (none(name, extras), vptq(w, requireHessian(name, h), options));
     default:
       throw new OptionError(`unknown method "${method}"; available: ${METHODS.join(", ")}`);
   }

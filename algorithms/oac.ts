@@ -13,6 +13,12 @@
  * Hessian (`H = Ĥ_OAC + α·Ĥ_GPTQ`, each divided by the mean of its diagonal so that `α` is scale-free); and its role
  * (the engine's Hessian everywhere, or, in BiLLM, only the choice of salient weights).
  *
+ * Beyond the paper: `rows: "coupled"` drops its independence of the rows. The loss's Fisher is taken in K-FAC's
+ * Kronecker form `B ⊗ A` (Martens and Grosse, arXiv 1503.05671), `A = XᵀX/N` the inputs' (GPTQ's) Hessian and
+ * `B = (1/N) Σ_n Σ_t γ_t γ_tᵀ` the covariance of the loss gradients of the layer's outputs, and GPTQ (or BiLLM) rounds
+ * each column row by row through `B` (see `GptqOptions.outputHessian`). A diagonal `B` would change nothing (both are
+ * invariant to scaling rows), so only the coupling of the rows counts.
+ *
  * @module
  */
 
@@ -89,6 +95,12 @@ export interface OacOptions {
    * of magnitude); default 0.05.
    */
   readonly firstOrderTrust?: number;
+  /**
+   * `"independent"` (default): the paper's rows, independent and summed into one `[in, in]` Hessian. `"coupled"`:
+   * GPTQ's input Hessian and an output-side Hessian `B` from the loss gradients, rounding coupled across rows (GPTQ
+   * and BiLLM engines; not with `mix`, `firstOrder`, `normalize`, the token-diagonal form, chunks or the salience role).
+   */
+  readonly rows?: "independent" | "coupled";
   /** Seed of the sampled labels; default 0. */
   readonly seed?: number;
   /** Windows per forward/backward pass; default 4. */
@@ -122,8 +134,12 @@ export async function oacHessians(
   return (await oacStatistics(model, tokens, options, names, start, false)).hessians;
 }
 
-/** Output-adaptive Hessians and, when asked, the mean loss gradient `Ḡ = (1/N) Σ_n G_n` of each layer. */
+/**
+ * Output-adaptive Hessians (or, with `rows: "coupled"`, output-side Hessians) and, when asked, the mean loss gradient
+ * `Ḡ = (1/N) Σ_n G_n` of each layer.
+ */
 export interface OacStatistics {
+  /** `[in, in]` `H_OAC`, or with `rows: "coupled"` `[out, out]` `B = (1/N) Σ_n Σ_t γ_t γ_tᵀ`, by layer name. */
   readonly hessians: Map<string, Matrix<FloatArray>>;
   /** `[out, in]` mean gradients (present when requested). */
   readonly gradients: Map<string, Matrix>;
@@ -157,6 +173,7 @@ export async function oacStatistics(
   if (normalize !== "none" && normalize !== "sequence") {
     throw new OptionError(`OAC: unknown normalisation "${normalize}"`);
   }
+  const coupled = options.rows === "coupled";
   const windows = tokens.length / seqLen;
   const wanted = new Set(names ?? allLinearNames(model));
   const hessians = new Map<string, Matrix<FloatArray>>();
@@ -195,6 +212,11 @@ export async function oacStatistics(
       onLinear: async (name, x, gamma) => {
         if (!wanted.has(name)) return;
         const [rows, cols] = x.shape, out = gamma.shape[1];
+        if (coupled) {
+          // K-FAC's output factor: every token's output gradient is a sample of its Gram matrix.
+          await backend.gramAccumulate(acc(name, out), gamma, scale);
+          return;
+        }
         const h = acc(name, cols);
         if (withGradients) {
           // Σ_n G_n = Γᵀ X over every row of the pass.
@@ -361,8 +383,18 @@ function mixed(oac: Matrix<FloatArray>, gptq: Matrix<FloatArray>, alpha: number)
  * it stands when that layer's turn comes (earlier layers quantized).
  */
 export function oacHessianSource(tokens: Int32Array, options: OacOptions): HessianSource {
-  const { refresh = "per-layer", mix = 0, role = "hessian" } = options;
+  const { refresh = "per-layer", mix = 0, role = "hessian", rows = "independent" } = options;
   if (refresh !== "once" && refresh !== "per-layer") throw new OptionError(`OAC: unknown refresh "${refresh}"`);
+  if (rows !== "independent" && rows !== "coupled") throw new OptionError(`OAC: unknown rows "${rows}"`);
+  if (
+    rows === "coupled" && (mix > 0 || (options.firstOrder ?? 0) > 0 || (options.normalize ?? "none") !== "none" ||
+      (options.form ?? "sequence") !== "sequence" || options.chunk !== undefined || role !== "hessian")
+  ) {
+    throw new OptionError(
+      "OAC: rows \"coupled\" takes GPTQ's input Hessian and the loss gradients' output-side one; mix, firstOrder, " +
+        "normalize, the token-diagonal form, chunk and the salience role do not apply",
+    );
+  }
   if (role !== "hessian" && role !== "salience") throw new OptionError(`OAC: unknown role "${role}"`);
   if (!(mix >= 0)) throw new OptionError(`OAC: mix must be ≥ 0, got ${mix}`);
   const beta = options.firstOrder ?? 0;
@@ -389,6 +421,16 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
       stats = await oacStatistics(model, tokens, options, names, { layer, hidden: stream }, beta > 0);
     }
     const hessians = new Map<string, Matrix<FloatArray>>();
+    if (rows === "coupled") {
+      const outputHessians = new Map<string, Matrix<FloatArray>>();
+      for (const name of names) {
+        const b = stats.hessians.get(name);
+        if (!b) throw new OptionError(`OAC: no output-side Hessian for ${name} (layer ${layer})`);
+        outputHessians.set(name, b);
+      }
+      for (const name of refresh === "once" ? names : []) cached?.hessians.delete(name);
+      return { hessians: await inputHessians(), outputHessians };
+    }
     const gptq = mix > 0 || role === "salience" ? await inputHessians() : undefined;
     if (role === "salience") {
       // GPTQ's Hessians drive the engine; OAC's (mixed as asked) only choose the salient weights.

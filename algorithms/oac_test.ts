@@ -1,10 +1,10 @@
-import { deepEqual, notDeepEqual, ok, throws } from "node:assert/strict";
+import { deepEqual, equal, notDeepEqual, ok, rejects, throws } from "node:assert/strict";
 import { OptionError } from "../core/errors.ts";
 import { tsBackend } from "../backends/ts/mod.ts";
 import { gramAccumulate } from "../core/linalg/gram.ts";
 import { matmul } from "../core/linalg/matmul.ts";
 import { createRng, randomNormal } from "../core/random.ts";
-import { type Matrix, matrix, matrix64 } from "../core/tensor.ts";
+import { type FloatArray, type Matrix, matrix, matrix64 } from "../core/tensor.ts";
 import { quantizeSequential } from "../model/calibrate.ts";
 import { forward, linearName, lossAndGradients } from "../model/llama.ts";
 import { quantizeModel } from "../model/quantize_model.ts";
@@ -275,4 +275,79 @@ Deno.test("OAC through quantizeModel: damping defaults to OAC_DEFAULT_DAMPING, a
 Deno.test("OAC: bad option combinations are refused up front", () => {
   throws(() => oacHessianSource(tokens, { seqLen, firstOrder: 1, normalize: "sequence" }), OptionError);
   throws(() => oacHessianSource(tokens, { seqLen, mix: -1 }), OptionError);
+});
+
+Deno.test("OAC coupled rows: B = Σ_t γ_t γ_tᵀ / N; GPTQ's input Hessian and B reach the engine", async () => {
+  const name = linearName(1, "o_proj"), out = model.config.hiddenSize;
+  const want = matrix64(out, out);
+  await lossAndGradients(model, tokens, {
+    batch: windows,
+    seqLen,
+    reduction: "sequence",
+    gradients: [],
+    onLinear: (n, _x, gamma) => {
+      if (n !== name) return;
+      for (let t = 0; t < gamma.shape[0]; t++) {
+        const g = { data: gamma.data.slice(t * out, (t + 1) * out), shape: [1, out] as const };
+        gramAccumulate(want, g, 1 / windows);
+      }
+    },
+  });
+  for (const batch of [1, 2]) {
+    const got = await oacHessians(model, tokens, { seqLen, batch, rows: "coupled" }, [name]);
+    assertClose(got.get(name)!.data, want.data, { atol: 1e-9, rtol: 1e-4 }, `batch ${batch}`);
+  }
+
+  // The driver: the quantizer sees GPTQ's own Hessian and, as the output side, B of the model as it stands.
+  const seen = new Map<string, { h: Matrix; b?: Matrix<FloatArray> }>();
+  const record = (source?: ReturnType<typeof oacHessianSource>) =>
+    quantizeSequential(model, tokens, {
+      seqLen,
+      hessians: source,
+      quantize: async (n, w, h, extras) => {
+        seen.set(n, { h: { data: Float32Array.from(h.data), shape: h.shape }, b: extras?.outputHessian });
+        return await gptq(w, h, { bits: 2, damping: 0.1, outputHessian: extras?.outputHessian });
+      },
+    });
+  await record();
+  const plain = new Map(seen);
+  seen.clear();
+  await record(oacHessianSource(tokens, { seqLen, rows: "coupled", refresh: "once" }));
+  const q = linearName(0, "q_proj");
+  deepEqual(seen.get(q)!.h, plain.get(q)!.h); // layer 0 sees the full-precision model either way
+  const b0 = await oacHessians(model, tokens, { seqLen, rows: "coupled" }, [q]);
+  assertClose(seen.get(q)!.b!.data, b0.get(q)!.data, { atol: 1e-9, rtol: 1e-4 });
+  equal(plain.get(q)!.b, undefined);
+});
+
+Deno.test("OAC coupled rows: the GPTQ and BiLLM engines only, and none of the options built on H_OAC", async () => {
+  for (
+    const extra of [{ mix: 1 }, { firstOrder: 1 }, { normalize: "sequence" }, { role: "salience" }, {
+      chunk: 2,
+    }] as const
+  ) {
+    throws(() => oacHessianSource(tokens, { seqLen, rows: "coupled", ...extra }), /rows "coupled"/);
+  }
+  throws(() => oacHessianSource(tokens, { seqLen, rows: "diagonal" as "coupled" }), /unknown rows/);
+  const run = (engine: "gptq" | "spqr") =>
+    quantizeModel(model, {
+      method: "oac",
+      engine,
+      options: { bits: 2 },
+      oac: { rows: "coupled", refresh: "once" },
+      calibration: tokens,
+      seqLen,
+      backend: tsBackend,
+    });
+  await rejects(run("spqr"), /coupled rows need an engine that rounds rows coupled \(gptq, billm\)/);
+  const coupled = await run("gptq");
+  const plain = await quantizeModel(model, {
+    method: "gptq",
+    options: { bits: 2, damping: OAC_DEFAULT_DAMPING },
+    calibration: tokens,
+    seqLen,
+    backend: tsBackend,
+  });
+  const values = (r: typeof plain) => [...r.layers.values()].flatMap((l) => Array.from(l.dequantized.data));
+  notDeepEqual(values(coupled), values(plain));
 });

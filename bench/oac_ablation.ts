@@ -72,6 +72,8 @@ const VARIANTS: Variant[] = [
   { name: "oac norm λ0.1", damping: 0.1, oac: { normalize: "sequence" } },
   { name: "oac norm λ1", damping: 1, oac: { normalize: "sequence" } },
   { name: "oac salience λ0.1", damping: 0.1, oac: { role: "salience" } },
+  { name: "oac coupled-rows λ0.1", damping: 0.1, oac: { rows: "coupled" } },
+  { name: "oac coupled-rows λ1", damping: 1, oac: { rows: "coupled" } },
 ];
 
 const { values } = parseArgs({

@@ -66,6 +66,8 @@ Options:
   --oac-mix A        mix in GPTQ's Hessian: Ĥ_OAC + A·Ĥ_GPTQ, both normalised to a unit mean diagonal (default 0)
   --oac-role R       hessian (OAC's Hessian everywhere, default) | salience (GPTQ's for the error feedback, OAC's to
                      choose BiLLM's salient columns; --engine billm)
+  --oac-rows R       independent (the paper's, default) | coupled (K-FAC: GPTQ's input Hessian, the loss gradients'
+                     output-side one, rounding coupled across rows; --engine gptq or billm)
   --calib FILE       calibration text (required for every method but rtn)
   --samples N        calibration windows (default 128)
   --seqlen L         window length for calibration and evaluation (default 512)
@@ -91,6 +93,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     "oac-refresh": { type: "string" },
     "oac-mix": { type: "string" },
     "oac-role": { type: "string" },
+    "oac-rows": { type: "string" },
     bits: { type: "string" },
     group: { type: "string" },
     "act-order": { type: "boolean", default: false },
@@ -141,6 +144,10 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const oacRefresh = choice(values["oac-refresh"], "oac-refresh", ["per-layer", "once"] as const, "per-layer");
     const oacMix = numberOption(values["oac-mix"], "oac-mix", 0, 0);
     const oacRole = choice(values["oac-role"], "oac-role", ["hessian", "salience"] as const, "hessian");
+    const oacRows = choice(values["oac-rows"], "oac-rows", ["independent", "coupled"] as const, "independent");
+    if (oacRows === "coupled" && engine !== "gptq" && engine !== "billm") {
+      throw new UsageError(`--oac-rows coupled needs --engine gptq or billm (the engines that round rows coupled)`);
+    }
     if (oacRole === "salience" && engine !== "billm") {
       throw new UsageError(`--oac-role salience needs --engine billm (the engine that chooses salient weights)`);
     }
@@ -212,7 +219,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       method: method as MethodName | "oac",
       engine: engine as Exclude<MethodName, "rtn">,
       options,
-      oac: { labels: oacLabels, form: oacForm, refresh: oacRefresh, mix: oacMix, role: oacRole, seed },
+      oac: { labels: oacLabels, form: oacForm, refresh: oacRefresh, mix: oacMix, role: oacRole, rows: oacRows, seed },
       calibration,
       seqLen,
       batch,
@@ -250,7 +257,10 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const summary = {
       method,
       ...(method === "oac"
-        ? { engine, oac: { labels: oacLabels, form: oacForm, refresh: oacRefresh, mix: oacMix, role: oacRole } }
+        ? {
+          engine,
+          oac: { labels: oacLabels, form: oacForm, refresh: oacRefresh, mix: oacMix, role: oacRole, rows: oacRows },
+        }
         : {}),
       // Code bits per weight: BiLLM's first binary term, VPTQ's index bits; the grid's bits otherwise.
       bits: engine === "billm" ? 1 : engine === "vptq" ? Math.log2(options.codebookSize!) / options.vectorSize! : bits,

@@ -105,7 +105,14 @@ Deno.test("ptq quantize --method oac: the engine and variant are reported", asyn
   assert.equal(status, 0);
   const summary = JSON.parse(out.at(-1)!);
   assert.equal(summary.engine, "gptq");
-  assert.deepEqual(summary.oac, { labels: "data", form: "sequence", refresh: "once", mix: 0, role: "hessian" });
+  assert.deepEqual(summary.oac, {
+    labels: "data",
+    form: "sequence",
+    refresh: "once",
+    mix: 0,
+    role: "hessian",
+    rows: "independent",
+  });
   // The salience role: BiLLM only.
   const billm = await run([
     "--model",
@@ -124,6 +131,10 @@ Deno.test("ptq quantize --method oac: the engine and variant are reported", asyn
   const refused = await run(["--model", model, "--method", "oac", "--oac-role", "salience", ...small]);
   assert.equal(refused.status, 2);
   assert.match(refused.err.join("\n"), /salience/);
+  // Coupled rows: GPTQ only.
+  const spqr = await run(["--model", model, "--method", "oac", "--engine", "spqr", "--oac-rows", "coupled", ...small]);
+  assert.equal(spqr.status, 2);
+  assert.match(spqr.err.join("\n"), /--oac-rows coupled needs --engine gptq or billm/);
 });
 
 Deno.test("ptq quantize: bad command lines exit 2 with a message, --help exits 0", async () => {

@@ -112,6 +112,13 @@ export interface GptqKernelArgs {
   readonly groups:
     | { readonly kind: "dynamic"; readonly groupSize: number }
     | { readonly kind: "fixed"; readonly params: GridParams; readonly groupOfColumn: Int32Array };
+  /**
+   * `[rows, rows]` upper Cholesky factor of the damped inverse of an output-side Hessian `B` (rows in `w`'s order):
+   * each column is then rounded row by row, every row's rounding error fed forward to the later rows of the same
+   * column through it (the column's feedback to later columns is unchanged), which minimises
+   * `tr(B·(W − Q)·H·(W − Q)ᵀ)` instead of `tr((W − Q)·H·(W − Q)ᵀ)`. Default: none (rows independent).
+   */
+  readonly rowFactor?: Matrix<FloatArray>;
 }
 
 /** Result of {@link Backend.gptqQuantize}. */

@@ -18,6 +18,7 @@ import type { Backend } from "../core/backend.ts";
 import { OptionError } from "../core/errors.ts";
 import type { FloatArray, Matrix } from "../core/tensor.ts";
 import { createHessianAccumulator, type HessianAccumulator } from "../algorithms/hessian.ts";
+import type { LayerExtras } from "../algorithms/methods.ts";
 import { getBackend } from "../backends/registry.ts";
 import {
   decoderLayerForward,
@@ -36,7 +37,7 @@ export type LayerQuantizer<R extends { dequantized: Matrix }> = (
   name: string,
   w: Matrix,
   h: Matrix<FloatArray>,
-  salience?: Matrix<FloatArray>,
+  extras?: LayerExtras,
 ) => Promise<R>;
 
 /** What a {@link HessianSource} supplies for a group of linear layers. */
@@ -47,6 +48,8 @@ export interface LayerCalibration {
   readonly targets?: ReadonlyMap<string, Matrix>;
   /** A second Hessian per layer that only chooses the salient weights (BiLLM's salient columns), where given. */
   readonly salience?: ReadonlyMap<string, Matrix<FloatArray>>;
+  /** `[out, out]` output-side Hessian per layer (rounding coupled across rows), where given. */
+  readonly outputHessians?: ReadonlyMap<string, Matrix<FloatArray>>;
 }
 
 /**
@@ -188,14 +191,17 @@ export async function quantizeSequential<R extends { dequantized: Matrix }>(
     for (const kinds of groups) {
       const names = kinds.map((k) => linearName(l, k));
       const fromInputs = () => inputHessians(l, current, names, runLayer, precision, backend);
-      const { hessians, targets, salience } = options.hessians
+      const { hessians, targets, salience, outputHessians }: LayerCalibration = options.hessians
         ? await options.hessians(l, current, names, { stream, inputHessians: fromInputs })
-        : { hessians: await fromInputs(), targets: undefined, salience: undefined };
+        : { hessians: await fromInputs() };
       const replaced = new Map<string, Matrix>();
       for (const name of names) {
         const h = hessians.get(name);
         if (!h) throw new OptionError(`no Hessian for ${name}`);
-        const r = await quantize(name, targets?.get(name) ?? linearWeight(current, name), h, salience?.get(name));
+        const r = await quantize(name, targets?.get(name) ?? linearWeight(current, name), h, {
+          salience: salience?.get(name),
+          outputHessian: outputHessians?.get(name),
+        });
         results.set(name, r);
         replaced.set(name, r.dequantized);
         onProgress?.({ stage: "quantize", layer: l, layers, name, done: ++done, total: 7 });

@@ -10,7 +10,13 @@
  * @module
  */
 
-import { layerQuantizer, type MethodName, type MethodOptions, METHODS } from "../algorithms/methods.ts";
+import {
+  type LayerExtras,
+  layerQuantizer,
+  type MethodName,
+  type MethodOptions,
+  METHODS,
+} from "../algorithms/methods.ts";
 import { type LowRankKind, withLowRank } from "../algorithms/low_rank.ts";
 import { OAC_DEFAULT_DAMPING, oacHessianSource, type OacOptions } from "../algorithms/oac.ts";
 import type { QuantizedLayer } from "../algorithms/result.ts";
@@ -92,12 +98,15 @@ export async function quantizeModel(original: LlamaModel, run: ModelQuantizeOpti
   if (method === "oac" && run.oac?.role === "salience" && engine !== "billm") {
     throw new OptionError(`OAC's "salience" role needs an engine that chooses salient weights (billm), not ${engine}`);
   }
+  if (method === "oac" && run.oac?.rows === "coupled" && engine !== "gptq" && engine !== "billm") {
+    throw new OptionError(`OAC's coupled rows need an engine that rounds rows coupled (gptq, billm), not ${engine}`);
+  }
   const baseQuantizer = layerQuantizer(engine, { ...options, backend });
   const quantizer = run.lowRank ? withLowRank(baseQuantizer, { ...run.lowRank, backend }) : baseQuantizer;
   let quantizeSeconds = 0;
-  const timed = async (name: string, w: Matrix, h: Matrix<FloatArray> | undefined, salience?: Matrix<FloatArray>) => {
+  const timed = async (name: string, w: Matrix, h: Matrix<FloatArray> | undefined, extras?: LayerExtras) => {
     const t = performance.now();
-    const r = await quantizer(name, w, h, salience);
+    const r = await quantizer(name, w, h, extras);
     quantizeSeconds += (performance.now() - t) / 1000;
     return r;
   };
@@ -185,8 +194,10 @@ export function quantizeProgressTotal(layers: number, run: ModelQuantizeOptions)
   if (engine === "rtn" && !run.lowRank?.kind.startsWith("qera")) return 7 * layers;
   const windows = (run.calibration?.length ?? 0) / (run.seqLen ?? 512);
   const groups = run.trueSequential ? 4 : 1;
-  // OAC brings its own Hessians (its gradient passes report nothing); GPTQ's input pass runs only to mix them in.
-  const passes = run.method === "oac" && !((run.oac?.mix ?? 0) > 0) && run.oac?.role !== "salience" ? 0 : groups;
+  // OAC brings its own Hessians (its gradient passes report nothing); GPTQ's input pass runs only to mix them in, to
+  // drive the salience role's feedback, or as the input side of coupled rows.
+  const ownHessians = !((run.oac?.mix ?? 0) > 0) && run.oac?.role !== "salience" && run.oac?.rows !== "coupled";
+  const passes = run.method === "oac" && ownHessians ? 0 : groups;
   return calibrationSteps(layers, windows, passes);
 }
 

@@ -184,6 +184,21 @@ Deno.test("server: malformed and forbidden requests get JSON errors and the serv
       server,
     );
     await expectError(
+      await post(
+        server,
+        JSON.stringify({
+          ...SMALL_RTN,
+          method: "oac",
+          engine: "spqr",
+          calib: "data/stories.txt",
+          "oac-rows": "coupled",
+        }),
+      ),
+      400,
+      "bad_request",
+      server,
+    );
+    await expectError(
       await post(server, JSON.stringify({ model: "stories260K", method: "gptq" })),
       400,
       "bad_request",

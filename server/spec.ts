@@ -13,7 +13,7 @@
  * | `act-order`, `static-groups`, `sym`, `mse`, `true-sequential` | boolean | false | as the CLI flags |
  * | `damping`, `outlier-threshold`, `stat-bits` | number | 0.01 (OAC 0.1), 0.2, 3 | as the CLI flags |
  * | `factor-precision` | string | `f64` | `f64` or `f32`: precision of the Hessian's factorisation |
- * | `oac-labels`, `oac-form`, `oac-refresh`, `oac-mix`, `oac-role` | | | OAC's variant, as the CLI flags |
+ * | `oac-labels`, `oac-form`, `oac-refresh`, `oac-mix`, `oac-role`, `oac-rows` | | | OAC's variant, as the CLI flags |
  * | `calib` / `calib-text` | string | — | calibration text: a file under the roots, or the text itself |
  * | `samples`, `seqlen`, `seed`, `batch` | integer | 128, 512, 0, 8 | calibration windows, window length, ... |
  * | `eval` / `eval-text` | string or string[] / string | — | texts to evaluate perplexity on |
@@ -62,6 +62,7 @@ export interface JobSpec {
     readonly refresh: "per-layer" | "once";
     readonly mix: number;
     readonly role: "hessian" | "salience";
+    readonly rows: "independent" | "coupled";
   };
   /** Calibration text; required for every engine but RTN. */
   readonly calib?: TextSource;
@@ -110,6 +111,7 @@ const KEYS = [
   "oac-refresh",
   "oac-mix",
   "oac-role",
+  "oac-rows",
   "calib",
   "calib-text",
   "samples",
@@ -211,6 +213,9 @@ export function parseJobSpec(
   }
   const engine = (method === "oac" ? engineValue : method) as JobSpec["engine"];
   if (o["oac-role"] === "salience" && engine !== "billm") throw bad(`"oac-role" "salience" needs engine "billm"`);
+  if (o["oac-rows"] === "coupled" && engine !== "gptq" && engine !== "billm") {
+    throw bad(`"oac-rows" "coupled" needs engine "gptq" or "billm"`);
+  }
 
   const model = str("model");
   if (options.uploaded && model !== undefined) throw bad(`"model" must be absent when the model is uploaded`);
@@ -270,6 +275,7 @@ export function parseJobSpec(
       refresh: oneOf("oac-refresh", ["per-layer", "once"] as const, "per-layer"),
       mix: num("oac-mix", 0, 0),
       role: oneOf("oac-role", ["hessian", "salience"] as const, "hessian"),
+      rows: oneOf("oac-rows", ["independent", "coupled"] as const, "independent"),
     },
     calib: calibs[0],
     samples: int("samples", 128, 1, maxSamples),

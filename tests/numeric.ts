@@ -6,7 +6,7 @@
  */
 
 import { createRng, randomNormal } from "../core/random.ts";
-import { type Matrix, matrix, matrix64 } from "../core/tensor.ts";
+import { type FloatArray, type Matrix, matrix, matrix64 } from "../core/tensor.ts";
 
 /** A float64 matrix of normal values times `scale`. */
 export function random64(seed: number, rows: number, cols: number, scale = 1): Matrix<Float64Array> {
@@ -53,4 +53,26 @@ export function correlatedInputs(n: number, d: number, seed: number, columnScale
     }
   }
   return x;
+}
+
+/** `tr(B·E·H·Eᵀ)`, `E = W − Q`: the Kronecker-factored loss that an output-side Hessian `B` asks for. */
+export function kroneckerLoss(w: Matrix, q: Matrix, h: Matrix<FloatArray>, b: Matrix<FloatArray>): number {
+  const [r, c] = w.shape;
+  const eh = new Float64Array(r * c); // E·H
+  for (let i = 0; i < r; i++) {
+    for (let j = 0; j < c; j++) {
+      let s = 0;
+      for (let k = 0; k < c; k++) s += (w.data[i * c + k] - q.data[i * c + k]) * h.data[k * c + j];
+      eh[i * c + j] = s;
+    }
+  }
+  let total = 0;
+  for (let i = 0; i < r; i++) {
+    for (let k = 0; k < r; k++) {
+      let s = 0; // (E·H·Eᵀ)[k, i]
+      for (let j = 0; j < c; j++) s += eh[k * c + j] * (w.data[i * c + j] - q.data[i * c + j]);
+      total += b.data[i * r + k] * s;
+    }
+  }
+  return total;
 }

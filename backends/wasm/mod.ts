@@ -30,7 +30,7 @@ import type {
 } from "../../core/backend.ts";
 import { NonFiniteError, NotPositiveDefiniteError, OptionError, ShapeError } from "../../core/errors.ts";
 import { checkGrid, fitGrid, groupCount } from "../../core/grids/fit.ts";
-import { checkPermutation } from "../../core/quant/gptq_kernel.ts";
+import { checkPermutation, gptqQuantize as referenceGptq } from "../../core/quant/gptq_kernel.ts";
 import type { GridParams, GridSpec } from "../../core/grids/types.ts";
 import { fitUniformRow, uniformMaxq } from "../../core/grids/uniform.ts";
 import { squareSize } from "../../core/linalg/cholesky.ts";
@@ -288,6 +288,8 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       if (!Number.isInteger(blockSize) || blockSize < 1) throw new OptionError(`gptq: block size ${blockSize}`);
       checkGrid(grid);
       if (permutation) checkPermutation(permutation, cols);
+      // Rounding coupled across rows (a row factor) runs the TS reference loop: a column's rows depend on each other.
+      if (args.rowFactor) return Promise.resolve(referenceGptq(args));
     } catch (e) {
       return Promise.reject(e);
     }

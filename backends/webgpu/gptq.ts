@@ -219,9 +219,12 @@ export async function gpuGptqQuantize(ctx: GpuContext, args: GptqKernelArgs): Pr
   checkGrid(grid);
   validateGroups(groups, rows, cols);
   if (permutation) checkPermutation(permutation, cols);
-  // Delegated to the TS reference: empty layers (nothing to dispatch), and blocks whose working copy would not fit in
-  // workgroup memory (GPTQ uses 128; the limit is 256 on 32 KiB devices).
-  if (rows === 0 || cols === 0 || blockSize * GPTQ_ROWS * 4 > ctx.maxWorkgroupStorage) return referenceGptq(args);
+  // Delegated to the TS reference: empty layers (nothing to dispatch), blocks whose working copy would not fit in
+  // workgroup memory (GPTQ uses 128; the limit is 256 on 32 KiB devices), and rounding coupled across rows (a row
+  // factor: a column's rows depend on each other, where the shader gives each thread its own rows).
+  if (rows === 0 || cols === 0 || blockSize * GPTQ_ROWS * 4 > ctx.maxWorkgroupStorage || args.rowFactor) {
+    return referenceGptq(args);
+  }
 
   const ld = up4(rows), ldu = up4(cols);
   const batch = ctx.batch();

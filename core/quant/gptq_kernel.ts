@@ -8,6 +8,7 @@
  *   for column j = i1 + i:
  *     if dynamic groups and j % g == 0: fit the grid on W[:, j:j+g]   (block-start weights, as the reference)
  *     q = quant(W1[:, i]);  e = (W1[:, i] − q) / U[j, j];  energy += Σ e²
+ *       (with a row factor V: q_r = quant(c_r) row by row, c = W1[:, i], c[r+1:] −= (c_r − q_r)/V[r, r] · V[r, r+1:])
  *     W1[:, i:] −= e ⊗ U[j, i1+i : i2]                 error feedback inside the block
  *     E[:, i] = e
  *   W[:, i2:] −= E · U[i1:i2, i2:]                     lazy batch update of the rest
@@ -40,10 +41,13 @@ const fround = Math.fround;
  * @throws {OptionError} on a bad grid, block size or group size.
  */
 export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
-  const { w, u, grid, blockSize, groups, permutation } = args;
+  const { w, u, grid, blockSize, groups, permutation, rowFactor } = args;
   const [rows, cols] = w.shape;
   if (u.shape[0] !== cols || u.shape[1] !== cols) {
     throw new ShapeError(`gptq: U is ${u.shape[0]}×${u.shape[1]} for ${cols} columns`);
+  }
+  if (rowFactor && (rowFactor.shape[0] !== rows || rowFactor.shape[1] !== rows)) {
+    throw new ShapeError(`gptq: the row factor is ${rowFactor.shape.join("×")} for ${rows} rows`);
   }
   if (!Number.isInteger(blockSize) || blockSize < 1) throw new OptionError(`gptq: block size ${blockSize}`);
   checkGrid(grid);
@@ -75,6 +79,8 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
   const codesT = new Uint8Array(cols * rows);
   const scale = new Float32Array(rows), zero = new Float32Array(rows); // current group of every row
   const round = rounder(grid);
+  const V = rowFactor && (rowFactor.data instanceof Float32Array ? rowFactor.data : new Float32Array(rowFactor.data));
+  const target = new Float32Array(rows); // a column's values as its rows' rounding errors move them (row factor only)
   let energy = 0;
 
   for (let i1 = 0; i1 < cols; i1 += blockSize) {
@@ -102,12 +108,19 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
       }
       const d = U[j * cols + j];
       const col = i * rows;
+      if (V) target.set(W1.subarray(col, col + rows));
       for (let r = 0; r < rows; r++) {
         const x = W1[col + r];
-        const code = round.code(x, scale[r], zero[r]);
+        const code = round.code(V ? target[r] : x, scale[r], zero[r]);
         const q = round.value(code, scale[r], zero[r]);
         codesT[j * rows + r] = code;
         Qt[j * rows + r] = q;
+        if (V) {
+          const er = fround(fround(target[r] - q) / V[r * rows + r]);
+          for (let k = r + 1; k < rows; k++) target[k] = fround(target[k] - fround(er * V[r * rows + k]));
+        }
+        // The column's error is measured from its value before the rows' feedback: the later columns' feedback through
+        // U then carries the rows' share too (the Kronecker factors' updates are separable).
         const e = fround(fround(x - q) / d);
         E[col + r] = e;
         energy += e * e;

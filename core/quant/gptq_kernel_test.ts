@@ -1,4 +1,5 @@
-import { deepStrictEqual, throws } from "node:assert/strict";
+import { deepStrictEqual, ok, throws } from "node:assert/strict";
+import { fitGrid } from "../grids/fit.ts";
 import { OptionError, ShapeError } from "../errors.ts";
 import { upperCholeskyOfInverse } from "../linalg/cholesky.ts";
 import { createRng, permutation, randomNormal } from "../random.ts";
@@ -44,4 +45,85 @@ Deno.test("checkPermutation rejects a wrong length, an index out of range and a 
   throws(() => checkPermutation(Int32Array.of(0, 1), 3), ShapeError);
   throws(() => checkPermutation(Int32Array.of(0, 3, 1), 3), /permutation\[1\] = 3 is out of range/);
   throws(() => checkPermutation(Int32Array.of(0, 1, 0), 3), OptionError);
+});
+
+/** A random symmetric positive definite `[n, n]` matrix with correlated entries: `XᵀX/m + 0.05·I`. */
+function spd(n: number, seed: number) {
+  const rng = createRng(seed), m = 2 * n, x = randomNormal(rng, m * n);
+  const h = matrix64(n, n);
+  for (let t = 0; t < m; t++) {
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) h.data[i * n + j] += x[t * n + i] * x[t * n + j] / m;
+  }
+  for (let i = 0; i < n; i++) h.data[i * n + i] += 0.05;
+  return h;
+}
+
+Deno.test("gptqQuantize with a row factor is GPTQ over vec(W) with the Kronecker Hessian A ⊗ B", () => {
+  // Column-major vec(W) (index j·rows + i) as a single row, its Hessian A ⊗ B factored as one big matrix: the
+  // sequential OBS that the row factor's separable updates must reproduce element by element.
+  const rows = 5, cols = 7, rng = createRng(11);
+  const w = matrix(rows, cols, randomNormal(rng, rows * cols));
+  const a = spd(cols, 12), b = spd(rows, 13), n = rows * cols;
+  const big = matrix64(n, n);
+  for (let j = 0; j < cols; j++) {
+    for (let i = 0; i < rows; i++) {
+      for (let l = 0; l < cols; l++) {
+        for (let k = 0; k < rows; k++) {
+          big.data[(j * rows + i) * n + l * rows + k] = a.data[j * cols + l] * b.data[i * rows + k];
+        }
+      }
+    }
+  }
+  const params = fitGrid(w, { kind: "uniform", bits: 3 }, 0); // one grid per row, fixed
+  const grid = { kind: "uniform", bits: 3 } as const;
+  const coupled = gptqQuantize({
+    w,
+    u: upperCholeskyOfInverse(a),
+    rowFactor: upperCholeskyOfInverse(b),
+    grid,
+    blockSize: 3,
+    groups: { kind: "fixed", params, groupOfColumn: new Int32Array(cols) },
+  });
+  const vec = matrix(1, n);
+  for (let j = 0; j < cols; j++) for (let i = 0; i < rows; i++) vec.data[j * rows + i] = w.data[i * cols + j];
+  const flat = gptqQuantize({
+    w: vec,
+    u: upperCholeskyOfInverse(big),
+    grid,
+    blockSize: 4,
+    groups: {
+      kind: "fixed",
+      params: { rows: 1, groups: rows, scale: params.scale, zero: params.zero },
+      groupOfColumn: Int32Array.from({ length: n }, (_, t) => t % rows),
+    },
+  });
+  const codes = new Uint8Array(n);
+  for (let j = 0; j < cols; j++) for (let i = 0; i < rows; i++) codes[j * rows + i] = coupled.codes[i * cols + j];
+  deepStrictEqual(codes, flat.codes);
+  // Coupled rows do round differently from independent ones here.
+  const independent = gptqQuantize({
+    w,
+    u: upperCholeskyOfInverse(a),
+    grid,
+    blockSize: 3,
+    groups: { kind: "fixed", params, groupOfColumn: new Int32Array(cols) },
+  });
+  ok(independent.codes.some((c, t) => c !== coupled.codes[t]));
+});
+
+Deno.test("gptqQuantize: a diagonal row factor changes nothing; a wrong-sized one is refused", () => {
+  const { w, u } = layer(9, 20, 5);
+  const base = {
+    w,
+    u,
+    grid: { kind: "uniform", bits: 2 },
+    blockSize: 8,
+    groups: { kind: "dynamic", groupSize: 8 },
+  } as const;
+  const diagonal = matrix64(9, 9);
+  for (let i = 0; i < 9; i++) diagonal.data[i * 9 + i] = 0.5 + i;
+  const plain = gptqQuantize(base), scaled = gptqQuantize({ ...base, rowFactor: diagonal });
+  deepStrictEqual(scaled.codes, plain.codes);
+  deepStrictEqual(scaled.errorEnergy, plain.errorEnergy);
+  throws(() => gptqQuantize({ ...base, rowFactor: matrix64(8, 8) }), ShapeError);
 });

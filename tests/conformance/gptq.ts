@@ -56,9 +56,17 @@ function loss(w: Matrix, q: Matrix, h: Matrix<Float64Array>): number {
   return total;
 }
 
-type Case = [string, number, number, (w: Matrix) => GptqKernelArgs["groups"], GptqKernelArgs["grid"], boolean?];
+type Case = [
+  string,
+  number,
+  number,
+  (w: Matrix) => GptqKernelArgs["groups"],
+  GptqKernelArgs["grid"],
+  boolean?,
+  boolean?,
+];
 
-/** Name, rows, columns, groups, grid, and whether W is read through a permutation. */
+/** Name, rows, columns, groups, grid, whether W is read through a permutation, whether rows are coupled. */
 const CASES: Case[] = [
   [
     "4-bit per row",
@@ -82,14 +90,28 @@ const CASES: Case[] = [
     kind: "uniform",
     bits: 4,
   }, true],
+  [
+    "3-bit groups of 16, rows coupled by a row factor",
+    21,
+    70,
+    () => ({ kind: "dynamic", groupSize: 16 }),
+    {
+      kind: "uniform",
+      bits: 3,
+    },
+    false,
+    true,
+  ],
 ];
 
-export const gptqCases: ConformanceCase[] = CASES.map(([name, rows, cols, groups, grid, permute], i) => ({
+export const gptqCases: ConformanceCase[] = CASES.map(([name, rows, cols, groups, grid, permute, coupled], i) => ({
   name: `gptqQuantize ${name} (${rows}×${cols}, blocks of 32)`,
   async run({ backend, toleranceScale }) {
     const { w, h, u } = problem(rows, cols, 40 + i);
     const permutation = permute ? randomPermutation(createRng(60 + i), cols) : undefined;
-    const args: GptqKernelArgs = { w, u, grid, blockSize: 32, groups: groups(w), permutation };
+    // A row factor: the U of another correlated Hessian, over the rows.
+    const rowFactor = coupled ? problem(1, rows, 80 + i).u : undefined;
+    const args: GptqKernelArgs = { w, u, grid, blockSize: 32, groups: groups(w), permutation, rowFactor };
     const want = gptqQuantize(args);
     const got = await backend.gptqQuantize(args);
     let same = 0;

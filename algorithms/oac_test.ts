@@ -24,6 +24,19 @@ const seqLen = 6, windows = 5;
 const tokens = randomTokens(seqLen * windows, model.config.vocabSize, 3);
 const names = [linearName(0, "q_proj"), linearName(1, "down_proj"), linearName(1, "o_proj")];
 
+/** One pass of the whole calibration batch (per-sequence losses): linear `name`'s inputs and output gradients. */
+async function streamLinear(name: string, visit: (x: Matrix, gamma: Matrix) => void): Promise<void> {
+  await lossAndGradients(model, tokens, {
+    batch: windows,
+    seqLen,
+    reduction: "sequence",
+    gradients: [],
+    onLinear: (n, x, gamma) => {
+      if (n === name) visit(x, gamma);
+    },
+  });
+}
+
 Deno.test("OAC: H = mean over sequences of G_nᵀG_n, each G_n the gradient of that sequence's own loss", async () => {
   const want = new Map(names.map((n) => [n, undefined as Matrix<Float64Array> | undefined]));
   for (let w = 0; w < windows; w++) {
@@ -72,20 +85,13 @@ Deno.test("OAC: the token-diagonal form is Σ_t ‖γ_t‖² x_t x_tᵀ / N", as
   const name = linearName(1, "o_proj");
   const d = model.config.numHeads * model.config.headDim; // o_proj reads the attention output
   const want = matrix64(d, d);
-  await lossAndGradients(model, tokens, {
-    batch: windows,
-    seqLen,
-    reduction: "sequence",
-    gradients: [],
-    onLinear: (n, x, gamma) => {
-      if (n !== name) return;
-      for (let t = 0; t < x.shape[0]; t++) {
-        const g = gamma.data.subarray(t * gamma.shape[1], (t + 1) * gamma.shape[1]);
-        const norm2 = g.reduce((s, v) => s + v * v, 0);
-        const row = { data: x.data.slice(t * x.shape[1], (t + 1) * x.shape[1]), shape: [1, x.shape[1]] as const };
-        gramAccumulate(want, row, norm2 / windows);
-      }
-    },
+  await streamLinear(name, (x, gamma) => {
+    for (let t = 0; t < x.shape[0]; t++) {
+      const g = gamma.data.subarray(t * gamma.shape[1], (t + 1) * gamma.shape[1]);
+      const norm2 = g.reduce((s, v) => s + v * v, 0);
+      const row = { data: x.data.slice(t * x.shape[1], (t + 1) * x.shape[1]), shape: [1, x.shape[1]] as const };
+      gramAccumulate(want, row, norm2 / windows);
+    }
   });
   const got = await oacHessians(model, tokens, { seqLen, form: "token-diagonal" }, [name]);
   assertClose(got.get(name)!.data, want.data, { atol: 1e-9, rtol: 1e-4 });
@@ -280,18 +286,11 @@ Deno.test("OAC: bad option combinations are refused up front", () => {
 Deno.test("OAC coupled rows: B = Σ_t γ_t γ_tᵀ / N; GPTQ's input Hessian and B reach the engine", async () => {
   const name = linearName(1, "o_proj"), out = model.config.hiddenSize;
   const want = matrix64(out, out);
-  await lossAndGradients(model, tokens, {
-    batch: windows,
-    seqLen,
-    reduction: "sequence",
-    gradients: [],
-    onLinear: (n, _x, gamma) => {
-      if (n !== name) return;
-      for (let t = 0; t < gamma.shape[0]; t++) {
-        const g = { data: gamma.data.slice(t * out, (t + 1) * out), shape: [1, out] as const };
-        gramAccumulate(want, g, 1 / windows);
-      }
-    },
+  await streamLinear(name, (_x, gamma) => {
+    for (let t = 0; t < gamma.shape[0]; t++) {
+      const g = { data: gamma.data.slice(t * out, (t + 1) * out), shape: [1, out] as const };
+      gramAccumulate(want, g, 1 / windows);
+    }
   });
   for (const batch of [1, 2]) {
     const got = await oacHessians(model, tokens, { seqLen, batch, rows: "coupled" }, [name]);

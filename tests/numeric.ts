@@ -5,7 +5,7 @@
  * @module
  */
 
-import { createRng, randomNormal } from "../core/random.ts";
+import { createRng, randomNormal, type Rng } from "../core/random.ts";
 import { type FloatArray, type Matrix, matrix, matrix64 } from "../core/tensor.ts";
 
 /** A float64 matrix of normal values times `scale`. */
@@ -75,4 +75,17 @@ export function kroneckerLoss(w: Matrix, q: Matrix, h: Matrix<FloatArray>, b: Ma
     }
   }
   return total;
+}
+
+/**
+ * A random well-conditioned Hessian: `XᵀX/m + ridge·I` (float64) for `m = 2n` standard normal rows of `X` drawn from
+ * `rng`, summed row by row.
+ */
+export function randomHessian(rng: Rng, n: number, ridge: number): Matrix<Float64Array> {
+  const m = 2 * n, x = randomNormal(rng, m * n), h = matrix64(n, n);
+  for (let t = 0; t < m; t++) {
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) h.data[i * n + j] += (x[t * n + i] * x[t * n + j]) / m;
+  }
+  for (let i = 0; i < n; i++) h.data[i * n + i] += ridge;
+  return h;
 }

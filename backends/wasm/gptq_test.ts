@@ -20,23 +20,13 @@ import { assertClose } from "../../tests/assert_close.ts";
 import { createWasmBackend } from "./mod.ts";
 import { gptq } from "../../algorithms/gptq.ts";
 import { hessianOf } from "../../algorithms/hessian.ts";
-import { correlatedInputs } from "../../tests/numeric.ts";
+import { correlatedInputs, randomHessian } from "../../tests/numeric.ts";
 
 /** A random layer and the U factor of a random well-conditioned Hessian. */
 function layer(rows: number, cols: number, seed: number) {
   const rng = createRng(seed);
   const w = matrix(rows, cols, randomNormal(rng, rows * cols));
-  const n = cols * 2;
-  const x = randomNormal(rng, n * cols);
-  const h = matrix64(cols, cols);
-  for (let t = 0; t < n; t++) {
-    for (let i = 0; i < cols; i++) {
-      const xi = x[t * cols + i];
-      for (let j = 0; j < cols; j++) h.data[i * cols + j] += (xi * x[t * cols + j]) / n;
-    }
-  }
-  for (let i = 0; i < cols; i++) h.data[i * cols + i] += 0.01;
-  return { w, u: upperCholeskyOfInverse(h) };
+  return { w, u: upperCholeskyOfInverse(randomHessian(rng, cols, 0.01)) };
 }
 
 const GRIDS: GridSpec[] = [

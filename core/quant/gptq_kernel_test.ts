@@ -1,5 +1,6 @@
 import { deepStrictEqual, ok, throws } from "node:assert/strict";
 import { fitGrid } from "../grids/fit.ts";
+import { randomHessian } from "../../tests/numeric.ts";
 import { OptionError, ShapeError } from "../errors.ts";
 import { upperCholeskyOfInverse } from "../linalg/cholesky.ts";
 import { createRng, permutation, randomNormal } from "../random.ts";
@@ -10,15 +11,7 @@ import { checkPermutation, gptqQuantize } from "./gptq_kernel.ts";
 function layer(rows: number, cols: number, seed: number) {
   const rng = createRng(seed);
   const w = matrix(rows, cols, randomNormal(rng, rows * cols));
-  const n = 2 * cols, x = randomNormal(rng, n * cols);
-  const h = matrix64(cols, cols);
-  for (let t = 0; t < n; t++) {
-    for (let i = 0; i < cols; i++) {
-      for (let j = 0; j < cols; j++) h.data[i * cols + j] += x[t * cols + i] * x[t * cols + j] / n;
-    }
-  }
-  for (let i = 0; i < cols; i++) h.data[i * cols + i] += 0.01;
-  return { w, u: upperCholeskyOfInverse(h) };
+  return { w, u: upperCholeskyOfInverse(randomHessian(rng, cols, 0.01)) };
 }
 
 Deno.test("gptqQuantize through a permutation equals permuting W first and the results back", () => {
@@ -47,23 +40,12 @@ Deno.test("checkPermutation rejects a wrong length, an index out of range and a 
   throws(() => checkPermutation(Int32Array.of(0, 1, 0), 3), OptionError);
 });
 
-/** A random symmetric positive definite `[n, n]` matrix with correlated entries: `XᵀX/m + 0.05·I`. */
-function spd(n: number, seed: number) {
-  const rng = createRng(seed), m = 2 * n, x = randomNormal(rng, m * n);
-  const h = matrix64(n, n);
-  for (let t = 0; t < m; t++) {
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) h.data[i * n + j] += x[t * n + i] * x[t * n + j] / m;
-  }
-  for (let i = 0; i < n; i++) h.data[i * n + i] += 0.05;
-  return h;
-}
-
 Deno.test("gptqQuantize with a row factor is GPTQ over vec(W) with the Kronecker Hessian A ⊗ B", () => {
   // Column-major vec(W) (index j·rows + i) as a single row, its Hessian A ⊗ B factored as one big matrix: the
   // sequential OBS that the row factor's separable updates must reproduce element by element.
   const rows = 5, cols = 7, rng = createRng(11);
   const w = matrix(rows, cols, randomNormal(rng, rows * cols));
-  const a = spd(cols, 12), b = spd(rows, 13), n = rows * cols;
+  const a = randomHessian(createRng(12), cols, 0.05), b = randomHessian(createRng(13), rows, 0.05), n = rows * cols;
   const big = matrix64(n, n);
   for (let j = 0; j < cols; j++) {
     for (let i = 0; i < rows; i++) {

@@ -18,6 +18,7 @@ import { createRng, permutation, randomNormal } from "../../core/random.ts";
 import { matrix, matrix64, toFloat32 } from "../../core/tensor.ts";
 import { assertClose } from "../../tests/assert_close.ts";
 import { createWasmBackend } from "./mod.ts";
+import { wasmTest } from "./testing.ts";
 import { gptq } from "../../algorithms/gptq.ts";
 import { hessianOf } from "../../algorithms/hessian.ts";
 import { correlatedInputs, randomHessian } from "../../tests/numeric.ts";
@@ -37,83 +38,73 @@ const GRIDS: GridSpec[] = [
 ];
 
 for (const threads of [1, 2]) {
-  Deno.test({
-    name: `wasm gptqQuantize matches the reference (${threads} thread${threads > 1 ? "s" : ""})`,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    async fn() {
-      const wasm = await createWasmBackend({ threads, parallelThreshold: 0 });
-      try {
-        for (const grid of GRIDS) {
-          // One block (cols ≤ blockSize): bit-identical, dynamic and fixed groups.
-          const one = layer(37, 24, 5), odd = layer(37, 25, 7), tall = layer(150, 20, 11);
-          const perRow = fitGrid(one.w, grid, 0);
-          const cases: GptqKernelArgs[] = [
-            { ...one, grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
-            { ...one, grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 7 } },
-            {
-              ...one,
-              grid,
-              blockSize: 24,
-              groups: { kind: "fixed", params: perRow, groupOfColumn: new Int32Array(24) },
-            },
-            // A float32 U (the float32 factorisation's), used as it is (a float64 one is rounded first); 25 columns,
-            // so that the rows of U are not whole vectors.
-            { ...odd, u: toFloat32(odd.u), grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
-            // 150 rows: three chunks of rows, the last one partial, each a thread's share.
-            {
-              ...tall,
-              permutation: permutation(createRng(12), 20),
-              grid,
-              blockSize: 32,
-              groups: { kind: "dynamic", groupSize: 8 },
-            },
-            // W read through a permutation (act-order), 24 and 25 columns: whole and partial column tiles.
-            {
-              ...one,
-              permutation: permutation(createRng(8), 24),
-              grid,
-              blockSize: 32,
-              groups: { kind: "dynamic", groupSize: 8 },
-            },
-            {
-              ...odd,
-              permutation: permutation(createRng(9), 25),
-              grid,
-              blockSize: 32,
-              groups: { kind: "fixed", params: fitGrid(odd.w, grid, 0), groupOfColumn: new Int32Array(25) },
-            },
-          ];
-          for (const args of cases) {
-            const got = await wasm.gptqQuantize(args);
-            const want = gptqQuantize(args);
-            deepStrictEqual(got.codes, want.codes, `${grid.kind} codes`);
-            deepStrictEqual(got.dequantized.data, want.dequantized.data, `${grid.kind} values`);
-            deepStrictEqual(got.params.scale, want.params.scale);
-            deepStrictEqual(got.params.zero, want.params.zero);
-            deepStrictEqual(got.errorEnergy, want.errorEnergy, `${grid.kind} Σ e²`);
-          }
-          // Several blocks, group boundaries inside blocks: the lazy update accumulates in float32 here.
-          const many = layer(45, 70, 6);
-          const args: GptqKernelArgs = {
-            ...many,
-            permutation: permutation(createRng(10), 70),
-            grid,
-            blockSize: 16,
-            groups: { kind: "dynamic", groupSize: 12 },
-          };
-          const got = await wasm.gptqQuantize(args);
-          const want = gptqQuantize(args);
-          let same = 0;
-          for (let i = 0; i < want.codes.length; i++) same += got.codes[i] === want.codes[i] ? 1 : 0;
-          ok(same >= 0.99 * want.codes.length, `${grid.kind}: ${same} of ${want.codes.length} codes agree`);
-          assertClose(got.params.scale, want.params.scale, { atol: 1e-4, rtol: 1e-3 }, "scales");
-        }
-      } finally {
-        wasm.dispose();
+  wasmTest(`wasm gptqQuantize matches the reference (${threads} thread${threads > 1 ? "s" : ""})`, async (wasm) => {
+    for (const grid of GRIDS) {
+      // One block (cols ≤ blockSize): bit-identical, dynamic and fixed groups.
+      const one = layer(37, 24, 5), odd = layer(37, 25, 7), tall = layer(150, 20, 11);
+      const perRow = fitGrid(one.w, grid, 0);
+      const cases: GptqKernelArgs[] = [
+        { ...one, grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
+        { ...one, grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 7 } },
+        {
+          ...one,
+          grid,
+          blockSize: 24,
+          groups: { kind: "fixed", params: perRow, groupOfColumn: new Int32Array(24) },
+        },
+        // A float32 U (the float32 factorisation's), used as it is (a float64 one is rounded first); 25 columns,
+        // so that the rows of U are not whole vectors.
+        { ...odd, u: toFloat32(odd.u), grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
+        // 150 rows: three chunks of rows, the last one partial, each a thread's share.
+        {
+          ...tall,
+          permutation: permutation(createRng(12), 20),
+          grid,
+          blockSize: 32,
+          groups: { kind: "dynamic", groupSize: 8 },
+        },
+        // W read through a permutation (act-order), 24 and 25 columns: whole and partial column tiles.
+        {
+          ...one,
+          permutation: permutation(createRng(8), 24),
+          grid,
+          blockSize: 32,
+          groups: { kind: "dynamic", groupSize: 8 },
+        },
+        {
+          ...odd,
+          permutation: permutation(createRng(9), 25),
+          grid,
+          blockSize: 32,
+          groups: { kind: "fixed", params: fitGrid(odd.w, grid, 0), groupOfColumn: new Int32Array(25) },
+        },
+      ];
+      for (const args of cases) {
+        const got = await wasm.gptqQuantize(args);
+        const want = gptqQuantize(args);
+        deepStrictEqual(got.codes, want.codes, `${grid.kind} codes`);
+        deepStrictEqual(got.dequantized.data, want.dequantized.data, `${grid.kind} values`);
+        deepStrictEqual(got.params.scale, want.params.scale);
+        deepStrictEqual(got.params.zero, want.params.zero);
+        deepStrictEqual(got.errorEnergy, want.errorEnergy, `${grid.kind} Σ e²`);
       }
-    },
-  });
+      // Several blocks, group boundaries inside blocks: the lazy update accumulates in float32 here.
+      const many = layer(45, 70, 6);
+      const args: GptqKernelArgs = {
+        ...many,
+        permutation: permutation(createRng(10), 70),
+        grid,
+        blockSize: 16,
+        groups: { kind: "dynamic", groupSize: 12 },
+      };
+      const got = await wasm.gptqQuantize(args);
+      const want = gptqQuantize(args);
+      let same = 0;
+      for (let i = 0; i < want.codes.length; i++) same += got.codes[i] === want.codes[i] ? 1 : 0;
+      ok(same >= 0.99 * want.codes.length, `${grid.kind}: ${same} of ${want.codes.length} codes agree`);
+      assertClose(got.params.scale, want.params.scale, { atol: 1e-4, rtol: 1e-3 }, "scales");
+    }
+  }, { threads, parallelThreshold: 0 });
 }
 
 Deno.test("wasm gptqQuantize rejects bad arguments as the reference does", async () => {
@@ -154,52 +145,38 @@ Deno.test("wasm gptqQuantize rejects bad arguments as the reference does", async
   wasm.dispose();
 });
 
-Deno.test({
-  name: "gptq with factorPrecision f32 on wasm: the float64 result to float32 accuracy (few codes differ, same loss)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const wasm = await createWasmBackend({ threads: 2, parallelThreshold: 0 });
-    try {
-      // 300 columns: three of the float32 path's 120-column blocks, with act-order and correlated inputs.
-      const rows = 64, cols = 300;
-      const w = matrix(rows, cols, randomNormal(createRng(31), rows * cols, 0.1));
-      const h = await hessianOf(correlatedInputs(1200, cols, 32));
-      const options = { bits: 3, groupSize: 32, actOrder: true, backend: wasm } as const;
-      const f64 = await gptq(w, h, options);
-      const f32 = await gptq(w, h, { ...options, factorPrecision: "f32" });
-      let differ = 0;
-      for (let i = 0; i < rows * cols; i++) if (f64.codes![i] !== f32.codes![i]) differ++;
-      ok(differ < 0.01 * rows * cols, `${differ} of ${rows * cols} codes differ`);
-      assertClose([f32.stats.layerLoss], [f64.stats.layerLoss], { rtol: 1e-3, atol: 0 }, "layer loss");
-    } finally {
-      wasm.dispose();
-    }
+wasmTest(
+  "gptq with factorPrecision f32 on wasm: the float64 result to float32 accuracy (few codes differ, same loss)",
+  async (wasm) => {
+    // 300 columns: three of the float32 path's 120-column blocks, with act-order and correlated inputs.
+    const rows = 64, cols = 300;
+    const w = matrix(rows, cols, randomNormal(createRng(31), rows * cols, 0.1));
+    const h = await hessianOf(correlatedInputs(1200, cols, 32));
+    const options = { bits: 3, groupSize: 32, actOrder: true, backend: wasm } as const;
+    const f64 = await gptq(w, h, options);
+    const f32 = await gptq(w, h, { ...options, factorPrecision: "f32" });
+    let differ = 0;
+    for (let i = 0; i < rows * cols; i++) if (f64.codes![i] !== f32.codes![i]) differ++;
+    ok(differ < 0.01 * rows * cols, `${differ} of ${rows * cols} codes differ`);
+    assertClose([f32.stats.layerLoss], [f64.stats.layerLoss], { rtol: 1e-3, atol: 0 }, "layer loss");
   },
-});
+);
 
-Deno.test({
-  name: "gptq on wasm leaves the caller's weights and Hessian unchanged, with and without dead columns",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const wasm = await createWasmBackend({ threads: 2, parallelThreshold: 0 });
-    try {
-      const rows = 40, cols = 48;
-      const w = matrix(rows, cols, randomNormal(createRng(13), rows * cols, 0.1));
-      const h = await hessianOf(correlatedInputs(200, cols, 14));
-      const dead = matrix64(cols, cols, Float64Array.from(h.data));
-      for (let k = 0; k < cols; k++) dead.data[5 * cols + k] = dead.data[k * cols + 5] = 0; // column 5 never active
-      for (const hessian of [h, dead]) {
-        for (const factorPrecision of ["f64", "f32"] as const) {
-          const [w0, h0] = [w.data.slice(), hessian.data.slice()];
-          await gptq(w, hessian, { bits: 3, groupSize: 16, actOrder: true, factorPrecision, backend: wasm });
-          deepStrictEqual(w.data, w0, "weights");
-          deepStrictEqual(hessian.data, h0, "Hessian");
-        }
+wasmTest(
+  "gptq on wasm leaves the caller's weights and Hessian unchanged, with and without dead columns",
+  async (wasm) => {
+    const rows = 40, cols = 48;
+    const w = matrix(rows, cols, randomNormal(createRng(13), rows * cols, 0.1));
+    const h = await hessianOf(correlatedInputs(200, cols, 14));
+    const dead = matrix64(cols, cols, Float64Array.from(h.data));
+    for (let k = 0; k < cols; k++) dead.data[5 * cols + k] = dead.data[k * cols + 5] = 0; // column 5 never active
+    for (const hessian of [h, dead]) {
+      for (const factorPrecision of ["f64", "f32"] as const) {
+        const [w0, h0] = [w.data.slice(), hessian.data.slice()];
+        await gptq(w, hessian, { bits: 3, groupSize: 16, actOrder: true, factorPrecision, backend: wasm });
+        deepStrictEqual(w.data, w0, "weights");
+        deepStrictEqual(hessian.data, h0, "Hessian");
       }
-    } finally {
-      wasm.dispose();
     }
   },
-});
+);

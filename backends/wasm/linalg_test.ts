@@ -14,6 +14,7 @@ import { createRng, randomNormal } from "../../core/random.ts";
 import { type FloatArray, type Matrix, matrix, matrix64 } from "../../core/tensor.ts";
 import { assertClose } from "../../tests/assert_close.ts";
 import { createWasmBackend } from "./mod.ts";
+import { wasmTest } from "./testing.ts";
 
 function spd(n: number, seed: number): Matrix<Float64Array> {
   const rng = createRng(seed);
@@ -46,49 +47,43 @@ function triangle(n: number, seed: number, lower: boolean): Matrix<Float64Array>
 const f32 = (m: Matrix<Float64Array>): Matrix => matrix(m.shape[0], m.shape[1], Float32Array.from(m.data));
 
 for (const threads of [1, 2]) {
-  Deno.test({
-    name: `wasm float64 factorisations match core/linalg (${threads} thread${threads > 1 ? "s" : ""})`,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    async fn() {
-      const wasm = await createWasmBackend({ threads, parallelThreshold: 0 });
-      try {
-        for (const n of [1, 5, 129, 300]) {
-          const a = spd(n, n);
-          const close = (got: Matrix<FloatArray>, want: Matrix<FloatArray>, tol: number, what: string) =>
-            assertClose(got.data, want.data, { atol: tol, rtol: tol }, `${what} n=${n}`);
-          const l = await wasm.cholesky(a);
-          close(l, cholesky(a), 1e-10, "cholesky f64");
-          close(await wasm.cholesky(f32(a)), cholesky(f32(a)), 1e-6, "cholesky f32");
-          close(await wasm.choleskyInverse(l), choleskyInverse(l), 1e-9, "choleskyInverse");
-          for (const lower of [true, false]) {
-            const t = triangle(n, n + 1, lower);
-            const rng = createRng(n + 2);
-            const b = matrix64(n, 37, Float64Array.from(randomNormal(rng, n * 37)));
-            for (const transpose of [false, true]) {
-              for (const unitDiagonal of [false, true]) {
-                const opts = { lower, transpose, unitDiagonal };
-                const what = `solve ${JSON.stringify(opts)}`;
-                close(await wasm.triangularSolve(t, b, opts), triangularSolve(t, b, opts), 1e-9, what);
-              }
+  wasmTest(
+    `wasm float64 factorisations match core/linalg (${threads} thread${threads > 1 ? "s" : ""})`,
+    async (wasm) => {
+      for (const n of [1, 5, 129, 300]) {
+        const a = spd(n, n);
+        const close = (got: Matrix<FloatArray>, want: Matrix<FloatArray>, tol: number, what: string) =>
+          assertClose(got.data, want.data, { atol: tol, rtol: tol }, `${what} n=${n}`);
+        const l = await wasm.cholesky(a);
+        close(l, cholesky(a), 1e-10, "cholesky f64");
+        close(await wasm.cholesky(f32(a)), cholesky(f32(a)), 1e-6, "cholesky f32");
+        close(await wasm.choleskyInverse(l), choleskyInverse(l), 1e-9, "choleskyInverse");
+        for (const lower of [true, false]) {
+          const t = triangle(n, n + 1, lower);
+          const rng = createRng(n + 2);
+          const b = matrix64(n, 37, Float64Array.from(randomNormal(rng, n * 37)));
+          for (const transpose of [false, true]) {
+            for (const unitDiagonal of [false, true]) {
+              const opts = { lower, transpose, unitDiagonal };
+              const what = `solve ${JSON.stringify(opts)}`;
+              close(await wasm.triangularSolve(t, b, opts), triangularSolve(t, b, opts), 1e-9, what);
             }
           }
         }
-        // A matrix that fails at pivot 3 (and would fail later too).
-        const bad = spd(200, 9);
-        bad.data[3 * 200 + 3] = -1;
-        bad.data[150 * 200 + 150] = -1;
-        const err = await wasm.cholesky(bad).catch((e) => e);
-        strictEqual(err instanceof NotPositiveDefiniteError && err.pivot, 3);
-        const sing = triangle(4, 1, true);
-        sing.data[2 * 4 + 2] = 0;
-        await rejects(wasm.triangularSolve(sing, matrix64(4, 1), { lower: true }), NonFiniteError);
-        await rejects(wasm.choleskyInverse(sing), NotPositiveDefiniteError);
-      } finally {
-        wasm.dispose();
       }
+      // A matrix that fails at pivot 3 (and would fail later too).
+      const bad = spd(200, 9);
+      bad.data[3 * 200 + 3] = -1;
+      bad.data[150 * 200 + 150] = -1;
+      const err = await wasm.cholesky(bad).catch((e) => e);
+      strictEqual(err instanceof NotPositiveDefiniteError && err.pivot, 3);
+      const sing = triangle(4, 1, true);
+      sing.data[2 * 4 + 2] = 0;
+      await rejects(wasm.triangularSolve(sing, matrix64(4, 1), { lower: true }), NonFiniteError);
+      await rejects(wasm.choleskyInverse(sing), NotPositiveDefiniteError);
     },
-  });
+    { threads, parallelThreshold: 0 },
+  );
 }
 
 Deno.test({

@@ -10,6 +10,7 @@ import { upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
 import { createRng, randomNormal } from "../../core/random.ts";
 import { eye, matrix, matrix64 } from "../../core/tensor.ts";
 import { createWasmBackend } from "./mod.ts";
+import { wasmTest } from "./testing.ts";
 import { threadsSupported, WasmRuntime } from "./runtime.ts";
 
 Deno.test({
@@ -57,22 +58,12 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "wasm: overlapping kernel calls are serialised and each gets its own result",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const wasm = await createWasmBackend({ threads: 2, parallelThreshold: 0 });
-    try {
-      const rng = createRng(5);
-      const mats = Array.from({ length: 4 }, (_, i) => matrix(40 + i, 50, randomNormal(rng, (40 + i) * 50)));
-      const w = matrix(50, 30, randomNormal(rng, 50 * 30));
-      const together = await Promise.all(mats.map((m) => wasm.matmul(m, w)));
-      for (let i = 0; i < mats.length; i++) deepStrictEqual(together[i].data, (await wasm.matmul(mats[i], w)).data);
-    } finally {
-      wasm.dispose();
-    }
-  },
+wasmTest("wasm: overlapping kernel calls are serialised and each gets its own result", async (wasm) => {
+  const rng = createRng(5);
+  const mats = Array.from({ length: 4 }, (_, i) => matrix(40 + i, 50, randomNormal(rng, (40 + i) * 50)));
+  const w = matrix(50, 30, randomNormal(rng, 50 * 30));
+  const together = await Promise.all(mats.map((m) => wasm.matmul(m, w)));
+  for (let i = 0; i < mats.length; i++) deepStrictEqual(together[i].data, (await wasm.matmul(mats[i], w)).data);
 });
 
 Deno.test({

@@ -72,6 +72,8 @@ export interface BillmOptions {
   readonly outputHessian?: Matrix<FloatArray>;
   /** Relative damping of `outputHessian`; default 0.1. */
   readonly outputDamping?: number;
+  /** With `outputHessian`: round each column's rows by descending `B_ii`, as `GptqOptions.outputOrder`; default false. */
+  readonly outputOrder?: boolean;
   /** Kernels; default the current backend. */
   readonly backend?: Backend;
 }
@@ -189,7 +191,7 @@ export async function billm(w: Matrix, h: Matrix<FloatArray>, options: BillmOpti
   if (sh) assertFinite(sh, "billm salience Hessian");
   // The diagonal of the factor that weighs each column's salience: U's, or the salience Hessian's own.
   const US = sh ? (await prepareHessian(sh, { damping, factorPrecision: options.factorPrecision, backend })).u.data : U;
-  const { outputHessian: ob, outputDamping = 0.1 } = options;
+  const { outputHessian: ob, outputDamping = 0.1, outputOrder = false } = options;
   if (ob) {
     if (ob.shape[0] !== rows || ob.shape[1] !== rows) {
       throw new ShapeError(`billm: output Hessian is ${ob.shape.join("×")} for a layer with ${rows} rows`);
@@ -199,8 +201,13 @@ export async function billm(w: Matrix, h: Matrix<FloatArray>, options: BillmOpti
     assertFinite(ob, "billm output Hessian");
   }
   // The rows' factor (upper, of the damped inverse of B): each row's error moves the later rows of its column.
-  const V = ob &&
-    (await prepareHessian(ob, { damping: outputDamping, factorPrecision: options.factorPrecision, backend })).u.data;
+  const coupled = ob && await prepareHessian(ob, {
+    damping: outputDamping,
+    order: outputOrder,
+    factorPrecision: options.factorPrecision,
+    backend,
+  });
+  const V = coupled?.u.data, rowOrder = coupled?.permutation;
   const target = new Float64Array(rows);
 
   const Wd = W.data;
@@ -243,7 +250,8 @@ export async function billm(w: Matrix, h: Matrix<FloatArray>, options: BillmOpti
     for (let c = 0; c < n; c++) {
       const j = c0 + c, d = U[j * cols + j];
       if (V) { for (let r = 0; r < rows; r++) target[r] = Wd[r * cols + j]; }
-      for (let r = 0; r < rows; r++) {
+      for (let s = 0; s < rows; s++) {
+        const r = rowOrder ? rowOrder[s] : s;
         const x = feedback === "column" ? Wd[r * cols + j] : block[r * n + c];
         const group = bin.groupOf[r * n + c];
         const { value, code } = binarizeWith(V ? target[r] : x, group, stats, r * BILLM_ROW_STATS);
@@ -251,8 +259,8 @@ export async function billm(w: Matrix, h: Matrix<FloatArray>, options: BillmOpti
         codes[r * cols + j] = code;
         groupMask[r * cols + j] = group;
         if (V) {
-          const er = (target[r] - value) / V[r * rows + r];
-          for (let k = r + 1; k < rows; k++) target[k] -= er * V[r * rows + k];
+          const er = (target[r] - value) / V[s * rows + s];
+          for (let k = s + 1; k < rows; k++) target[rowOrder ? rowOrder[k] : k] -= er * V[s * rows + k];
         }
         // Measured from the value before the rows' feedback, as GPTQ's coupled rows (the later columns carry its share).
         E[r * n + c] = (x - value) / d;

@@ -211,6 +211,11 @@ Deno.test("billm: an output-side Hessian couples the rows and lowers tr(B·E·H�
   const coupled = await billm(w, h, { outputHessian: b, outputDamping: 0.01 });
   const lp = kroneckerLoss(w, plain.dequantized, h, b), lc = kroneckerLoss(w, coupled.dequantized, h, b);
   ok(lc < 0.97 * lp, `coupled ${lc} vs independent rows ${lp}`);
+  const uneven = await hessianOf(correlatedInputs(256, rows, 8, (i) => 0.3 + (i % 7) / 2));
+  const ordered = await billm(w, h, { outputHessian: uneven, outputOrder: true });
+  const stored = await billm(w, h, { outputHessian: uneven });
+  const lo = kroneckerLoss(w, ordered.dequantized, h, uneven), ls = kroneckerLoss(w, stored.dequantized, h, uneven);
+  ok(lo < 0.9 * ls, `rows by descending B_ii ${lo} vs in stored order ${ls}`);
   const diagonal = matrix(rows, rows);
   for (let i = 0; i < rows; i++) diagonal.data[i * rows + i] = b.data[i * rows + i];
   deepEqual((await billm(w, h, { outputHessian: diagonal })).dequantized.data, plain.dequantized.data);

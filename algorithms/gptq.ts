@@ -57,6 +57,12 @@ export interface GptqOptions {
   readonly outputHessian?: Matrix<FloatArray>;
   /** Relative damping of `outputHessian`: `B += λ_B·mean(diag B)·I`; default 0.1. */
   readonly outputDamping?: number;
+  /**
+   * With `outputHessian`: round each column's rows by descending `B_ii` (act-order for the rows: the outputs the loss
+   * weighs most are rounded first and the others absorb their errors); default false. It lowers `tr(B·E·H·Eᵀ)` on
+   * layers whose `B_ii` vary, but gave no better perplexity on llama-12m (README, "Coupled rows").
+   */
+  readonly outputOrder?: boolean;
   /** Kernels; default the current backend. */
   readonly backend?: Backend;
 }
@@ -100,7 +106,7 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
   if (!(damping >= 0)) throw new OptionError(`gptq: damping must be ≥ 0, got ${damping}`);
   assertFinite(w, "gptq weights");
   assertFinite(h, "gptq Hessian");
-  const { outputHessian, outputDamping = 0.1 } = options;
+  const { outputHessian, outputDamping = 0.1, outputOrder = false } = options;
   if (outputHessian) {
     const rows = w.shape[0];
     if (outputHessian.shape[0] !== rows || outputHessian.shape[1] !== rows) {
@@ -128,11 +134,20 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
       groupOfColumn: Int32Array.from({ length: cols }, (_, k) => Math.floor((perm ? perm[k] : k) / groupSize)),
     }
     : { kind: "dynamic" as const, groupSize };
-  // Rows whose output nothing moves (B_ii = 0) get a unit diagonal, as dead columns do; rows keep their order.
-  const rowFactor = outputHessian &&
-    (await prepareHessian(outputHessian, { damping: outputDamping, factorPrecision, backend })).u;
+  // Rows whose output nothing moves (B_ii = 0) get a unit diagonal, as dead columns do.
+  const rows = outputHessian &&
+    await prepareHessian(outputHessian, { damping: outputDamping, order: outputOrder, factorPrecision, backend });
   // The kernel reads W through the permutation and returns values and codes in the original column order.
-  const out = await backend.gptqQuantize({ w: W, permutation: perm, u, grid, blockSize, groups, rowFactor });
+  const out = await backend.gptqQuantize({
+    w: W,
+    permutation: perm,
+    u,
+    grid,
+    blockSize,
+    groups,
+    rowFactor: rows?.u,
+    rowOrder: rows?.permutation,
+  });
   const { dequantized, codes } = out;
 
   // Dynamic groups were formed in processing order, so column c belongs to the group of its processing position

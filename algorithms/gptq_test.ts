@@ -120,6 +120,12 @@ Deno.test("gptq: an output-side Hessian couples the rows and lowers tr(B·E·H·
   const diagonal = matrix(rows, rows);
   for (let i = 0; i < rows; i++) diagonal.data[i * rows + i] = b.data[i * rows + i];
   deepEqual((await gptq(w, h, { ...options, outputHessian: diagonal })).codes, plain.codes);
+  // Rounding the rows the loss weighs most first (by descending B_ii) lowers the loss further when B_ii vary.
+  const uneven = await hessianOf(correlatedInputs(256, rows, 8, (i) => 0.3 + (i % 7) / 2));
+  const ordered = await gptq(w, h, { ...options, outputHessian: uneven, outputOrder: true });
+  const stored = await gptq(w, h, { ...options, outputHessian: uneven });
+  const lo = kroneckerLoss(w, ordered.dequantized, h, uneven), ls = kroneckerLoss(w, stored.dequantized, h, uneven);
+  ok(lo < 0.9 * ls, `rows by descending B_ii ${lo} vs in stored order ${ls}`);
   await rejects(gptq(w, h, { ...options, outputHessian: matrix(rows - 1, rows - 1) }), /output Hessian is 23×23/);
   await rejects(gptq(w, h, { ...options, outputHessian: b, outputDamping: -1 }), OptionError);
 });

@@ -40,6 +40,10 @@ export interface MethodOptions {
   readonly damping?: number;
   /** Precision of the factorisation of `H` (GPTQ, SpQR, BiLLM, VPTQ; {@link FactorPrecision}); default "f64". */
   readonly factorPrecision?: FactorPrecision;
+  /** GPTQ, SpQR, BiLLM with an output-side Hessian (OAC's coupled rows): its relative damping; default 0.1. */
+  readonly outputDamping?: number;
+  /** GPTQ, SpQR, BiLLM with an output-side Hessian: round rows by descending `B_ii`; default false. */
+  readonly outputOrder?: boolean;
   /** SpQR: relative outlier threshold τ; default 0.2. */
   readonly outlierThreshold?: number;
   /** SpQR: bits of the quantized scales and zeros; default 3. */
@@ -65,7 +69,7 @@ export interface MethodOptions {
 export interface LayerExtras {
   /** A second `[in, in]` Hessian that only chooses the salient weights (BiLLM's salient columns). */
   readonly salience?: Matrix<FloatArray>;
-  /** `[out, out]` output-side Hessian: rounding coupled across rows (GPTQ's and BiLLM's `outputHessian`). */
+  /** `[out, out]` output-side Hessian: rounding coupled across rows (GPTQ's, SpQR's and BiLLM's `outputHessian`). */
   readonly outputHessian?: Matrix<FloatArray>;
 }
 
@@ -88,13 +92,13 @@ export function layerQuantizer(
   h: Matrix<FloatArray> | undefined,
   extras?: LayerExtras,
 ) => Promise<QuantizedLayer> {
-  /** Only BiLLM takes a separate Hessian for its salient weights, only GPTQ and BiLLM an output-side Hessian. */
+  /** Only BiLLM takes a separate Hessian for its salient weights, only GPTQ, SpQR and BiLLM an output-side Hessian. */
   const none = (name: string, extras: LayerExtras | undefined, ...accepted: (keyof LayerExtras)[]) => {
     if (extras?.salience && !accepted.includes("salience")) {
       throw new OptionError(`${name}: ${method} takes no separate salience Hessian (BiLLM does)`);
     }
     if (extras?.outputHessian && !accepted.includes("outputHessian")) {
-      throw new OptionError(`${name}: ${method} takes no output-side Hessian (GPTQ and BiLLM do)`);
+      throw new OptionError(`${name}: ${method} takes no output-side Hessian (GPTQ, SpQR and BiLLM do)`);
     }
   };
   switch (method) {
@@ -106,7 +110,10 @@ export function layerQuantizer(
           gptq(w, requireHessian(name, h), { ...options, outputHessian: extras?.outputHessian })
       );
     case "spqr":
-      return (name, w, h, extras) => (none(name, extras), spqr(w, requireHessian(name, h), options));
+      return (name, w, h, extras) => (
+        none(name, extras, "outputHessian"),
+          spqr(w, requireHessian(name, h), { ...options, outputHessian: extras?.outputHessian })
+      );
     case "billm":
       return (name, w, h, extras) => (
         none(name, extras, "salience", "outputHessian"),

@@ -15,9 +15,9 @@
  *
  * Beyond the paper: `rows: "coupled"` drops its independence of the rows. The loss's Fisher is taken in K-FAC's
  * Kronecker form `B ⊗ A` (Martens and Grosse, arXiv 1503.05671), `A = XᵀX/N` the inputs' (GPTQ's) Hessian and
- * `B = (1/N) Σ_n Σ_t γ_t γ_tᵀ` the covariance of the loss gradients of the layer's outputs, and GPTQ (or BiLLM) rounds
- * each column row by row through `B` (see `GptqOptions.outputHessian`). A diagonal `B` would change nothing (both are
- * invariant to scaling rows), so only the coupling of the rows counts.
+ * `B = (1/N) Σ_n Σ_t γ_t γ_tᵀ` the covariance of the loss gradients of the layer's outputs, and GPTQ (or SpQR, or
+ * BiLLM) rounds each column row by row through `B` (see `GptqOptions.outputHessian`). It is what a model run
+ * (`quantizeModel`, the CLI, the server) uses unless its options build on the paper's `H_OAC` ({@link defaultOacRows}).
  *
  * @module
  */
@@ -96,9 +96,11 @@ export interface OacOptions {
    */
   readonly firstOrderTrust?: number;
   /**
-   * `"independent"` (default): the paper's rows, independent and summed into one `[in, in]` Hessian. `"coupled"`:
-   * GPTQ's input Hessian and an output-side Hessian `B` from the loss gradients, rounding coupled across rows (GPTQ
-   * and BiLLM engines; not with `mix`, `firstOrder`, `normalize`, the token-diagonal form, chunks or the salience role).
+   * `"independent"`: the paper's rows, independent and summed into one `[in, in]` Hessian (the default of
+   * {@link oacHessians} and {@link oacHessianSource}). `"coupled"`: GPTQ's input Hessian and an output-side Hessian `B`
+   * from the loss gradients, rounding coupled across rows (GPTQ, SpQR and BiLLM engines; not with `mix`, `firstOrder`,
+   * `normalize`, the token-diagonal form, chunks or the salience role). A model run (`quantizeModel`, the CLI, the
+   * server) that does not say picks {@link defaultOacRows}.
    */
   readonly rows?: "independent" | "coupled";
   /** Seed of the sampled labels; default 0. */
@@ -378,6 +380,33 @@ function mixed(oac: Matrix<FloatArray>, gptq: Matrix<FloatArray>, alpha: number)
 }
 
 /**
+ * The rows of a model run's OAC when its options do not say: `"coupled"`, which beat the paper's form on llama-12m in
+ * every engine measured (README, "Coupled rows"), where `engine` rounds rows coupled (GPTQ, SpQR, BiLLM) and no option
+ * built on the paper's `H_OAC` is set (`mix`, `firstOrder`, `normalize`, the token-diagonal form, `chunk`, the salience
+ * role); `"independent"` otherwise.
+ *
+ * @example
+ * ```ts
+ * import { defaultOacRows } from "./oac.ts";
+ * console.assert(defaultOacRows({}, "gptq") === "coupled");
+ * console.assert(defaultOacRows({ mix: 1 }, "gptq") === "independent");
+ * console.assert(defaultOacRows({}, "vptq") === "independent");
+ * ```
+ */
+export function defaultOacRows(options: Omit<OacOptions, "seqLen">, engine: string): "independent" | "coupled" {
+  return !buildsOnHOac(options) && (engine === "gptq" || engine === "spqr" || engine === "billm")
+    ? "coupled"
+    : "independent";
+}
+
+/** Whether `options` ask for something that only the paper's `H_OAC` has (coupled rows refuse these). */
+function buildsOnHOac(options: Omit<OacOptions, "seqLen">): boolean {
+  return (options.mix ?? 0) > 0 || (options.firstOrder ?? 0) > 0 || (options.normalize ?? "none") !== "none" ||
+    (options.form ?? "sequence") !== "sequence" || options.chunk !== undefined ||
+    (options.role ?? "hessian") !== "hessian";
+}
+
+/**
  * OAC as a {@link HessianSource} for the calibration driver. With `refresh: "once"` every layer's Hessian comes from
  * one pass over the full-precision model; with `"per-layer"` each decoder layer's come from a pass over the model as
  * it stands when that layer's turn comes (earlier layers quantized).
@@ -386,10 +415,7 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
   const { refresh = "per-layer", mix = 0, role = "hessian", rows = "independent" } = options;
   if (refresh !== "once" && refresh !== "per-layer") throw new OptionError(`OAC: unknown refresh "${refresh}"`);
   if (rows !== "independent" && rows !== "coupled") throw new OptionError(`OAC: unknown rows "${rows}"`);
-  if (
-    rows === "coupled" && (mix > 0 || (options.firstOrder ?? 0) > 0 || (options.normalize ?? "none") !== "none" ||
-      (options.form ?? "sequence") !== "sequence" || options.chunk !== undefined || role !== "hessian")
-  ) {
+  if (rows === "coupled" && buildsOnHOac(options)) {
     throw new OptionError(
       "OAC: rows \"coupled\" takes GPTQ's input Hessian and the loss gradients' output-side one; mix, firstOrder, " +
         "normalize, the token-diagonal form, chunk and the salience role do not apply",

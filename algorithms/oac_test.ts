@@ -12,6 +12,7 @@ import { assertClose } from "../tests/assert_close.ts";
 import { randomTokens, tinyModel } from "../tests/tiny_llama.ts";
 import { gptq } from "./gptq.ts";
 import {
+  defaultOacRows,
   firstOrderTarget,
   normalizeByMeanDiagonal,
   OAC_DEFAULT_DAMPING,
@@ -319,7 +320,20 @@ Deno.test("OAC coupled rows: B = Σ_t γ_t γ_tᵀ / N; GPTQ's input Hessian and
   equal(plain.get(q)!.b, undefined);
 });
 
-Deno.test("OAC coupled rows: the GPTQ and BiLLM engines only, and none of the options built on H_OAC", async () => {
+Deno.test("OAC: a model run's rows default to coupled, and to the paper's form where an option builds on H_OAC", () => {
+  for (const engine of ["gptq", "spqr", "billm"]) equal(defaultOacRows({}, engine), "coupled");
+  equal(defaultOacRows({}, "vptq"), "independent");
+  for (
+    const extra of [{ mix: 1 }, { firstOrder: 1 }, { normalize: "sequence" }, { role: "salience" }, { chunk: 2 }, {
+      form: "token-diagonal",
+    }] as const
+  ) {
+    equal(defaultOacRows(extra, "gptq"), "independent", JSON.stringify(extra));
+  }
+  equal(defaultOacRows({ labels: "sampled", refresh: "once", mix: 0 }, "gptq"), "coupled");
+});
+
+Deno.test("OAC coupled rows: the GPTQ, SpQR and BiLLM engines only, and none of the options built on H_OAC", async () => {
   for (
     const extra of [{ mix: 1 }, { firstOrder: 1 }, { normalize: "sequence" }, { role: "salience" }, {
       chunk: 2,
@@ -328,7 +342,7 @@ Deno.test("OAC coupled rows: the GPTQ and BiLLM engines only, and none of the op
     throws(() => oacHessianSource(tokens, { seqLen, rows: "coupled", ...extra }), /rows "coupled"/);
   }
   throws(() => oacHessianSource(tokens, { seqLen, rows: "diagonal" as "coupled" }), /unknown rows/);
-  const run = (engine: "gptq" | "spqr") =>
+  const run = (engine: "gptq" | "vptq") =>
     quantizeModel(model, {
       method: "oac",
       engine,
@@ -338,7 +352,7 @@ Deno.test("OAC coupled rows: the GPTQ and BiLLM engines only, and none of the op
       seqLen,
       backend: tsBackend,
     });
-  await rejects(run("spqr"), /coupled rows need an engine that rounds rows coupled \(gptq, billm\)/);
+  await rejects(run("vptq"), /coupled rows need an engine that rounds rows coupled \(gptq, spqr, billm\)/);
   const coupled = await run("gptq");
   const plain = await quantizeModel(model, {
     method: "gptq",
@@ -349,4 +363,13 @@ Deno.test("OAC coupled rows: the GPTQ and BiLLM engines only, and none of the op
   });
   const values = (r: typeof plain) => [...r.layers.values()].flatMap((l) => Array.from(l.dequantized.data));
   notDeepEqual(values(coupled), values(plain));
+  const byDefault = await quantizeModel(model, {
+    method: "oac",
+    options: { bits: 2 },
+    oac: { refresh: "once" },
+    calibration: tokens,
+    seqLen,
+    backend: tsBackend,
+  });
+  deepEqual(values(byDefault), values(coupled), "a model run's default rows are the coupled ones");
 });

@@ -15,6 +15,11 @@
  * W[:, block_end:] −= E_block · U[block, block_end:]
  * ```
  *
+ * With an output-side Hessian `B` (`outputHessian`, OAC's coupled rows) each column is rounded row by row as in
+ * `GptqOptions.outputHessian`: a row's rounding error (zero for an outlier) moves the later rows of its column through
+ * the upper factor of `B⁻¹`, the outlier test takes each row's own rounding error, and the column's error for the
+ * feedback is measured before the rows' feedback.
+ *
  * Grid choices follow the reference `spqr_engine.py` / `quant_groups.py` (where ALGORITHMS.md is silent or differs):
  * the range of a group is its true `[min, max]` (not widened to contain 0, unlike GPTQ's grid) and the zero point is
  * a real number (`round_zero = False`), since both are then quantized to `statBits` anyway; `roundZero: true` gives the
@@ -33,7 +38,7 @@ import { roundHalfEven, uniformCode, uniformValue } from "../core/grids/uniform.
 import type { GridParams, UniformGrid } from "../core/grids/types.ts";
 import { assertFinite, type FloatArray, invertPermutation, type Matrix, matrix, transpose } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
-import { type FactorPrecision, prepareLayer } from "./prepare.ts";
+import { type FactorPrecision, prepareHessian, prepareLayer } from "./prepare.ts";
 import { layerLoss } from "./layer_loss.ts";
 import type { Outliers, QuantizedLayer } from "./result.ts";
 
@@ -74,6 +79,19 @@ export interface SpqrOptions {
   readonly factorPrecision?: FactorPrecision;
   /** Columns per lazy-update block; default 128. */
   readonly blockSize?: number;
+  /**
+   * `[rows, rows]` output-side Hessian `B`: rounding coupled across rows for the loss `tr(B·E·H·Eᵀ)`, as
+   * `GptqOptions.outputHessian`. Default: none (`B = I`: SpQR as published).
+   */
+  readonly outputHessian?: Matrix<FloatArray>;
+  /** Relative damping of `outputHessian`: `B += λ_B·mean(diag B)·I`; default 0.1. */
+  readonly outputDamping?: number;
+  /**
+   * With `outputHessian`: round each column's rows by descending `B_ii` (act-order for the rows: the outputs the loss
+   * weighs most are rounded first and the others absorb their errors); default false. It lowers `tr(B·E·H·Eᵀ)` on
+   * layers whose `B_ii` vary, but gave no better perplexity on llama-12m (README, "Coupled rows").
+   */
+  readonly outputOrder?: boolean;
   /** Kernels; default the current backend. */
   readonly backend?: Backend;
 }
@@ -144,6 +162,9 @@ export async function spqr(w: Matrix, h: Matrix<FloatArray>, options: SpqrOption
     actOrder = false,
     damping = 0.01,
     blockSize = 128,
+    outputHessian: ob,
+    outputDamping = 0.1,
+    outputOrder = false,
     backend = getBackend(),
   } = options;
   const [rows, cols] = w.shape;
@@ -151,8 +172,13 @@ export async function spqr(w: Matrix, h: Matrix<FloatArray>, options: SpqrOption
   if (h.shape[0] !== cols || h.shape[1] !== cols) {
     throw new ShapeError(`spqr: Hessian is ${h.shape.join("×")} for a layer with ${cols} input columns`);
   }
+  if (ob && (ob.shape[0] !== rows || ob.shape[1] !== rows)) {
+    throw new ShapeError(`spqr: output Hessian is ${ob.shape.join("×")} for a layer with ${rows} rows`);
+  }
+  if (!(outputDamping >= 0)) throw new OptionError(`spqr: outputDamping must be ≥ 0, got ${outputDamping}`);
   assertFinite(w, "spqr weights");
   assertFinite(h, "spqr Hessian");
+  if (ob) assertFinite(ob, "spqr output Hessian");
   const maxq = 2 ** bits - 1;
   const g = groupSize === 0 ? Math.max(cols, 1) : groupSize;
   const groups = Math.ceil(cols / g);
@@ -168,6 +194,17 @@ export async function spqr(w: Matrix, h: Matrix<FloatArray>, options: SpqrOption
   // [cols, cols], upper, in float32 as the reference (and GPTQ's kernel) uses it.
   const U = u.data instanceof Float32Array ? u.data : new Float32Array(u.data);
   const Ud = Float64Array.from({ length: cols }, (_, j) => U[j * cols + j]);
+
+  // The rows' factor (upper, of the damped inverse of B) and a column's values as its rows' errors move them.
+  const coupled = ob && await prepareHessian(ob, {
+    damping: outputDamping,
+    order: outputOrder,
+    factorPrecision: options.factorPrecision,
+    backend,
+  });
+  const V = coupled && (coupled.u.data instanceof Float32Array ? coupled.u.data : new Float32Array(coupled.u.data));
+  const rowOrder = coupled?.permutation;
+  const target = new Float32Array(rows);
 
   const tau = outlierThreshold === Infinity ? Infinity : outlierThreshold * outlierScale(Wp, Ud);
   const fit: FitSettings = { maxq, roundZero, statBits, statGroup, bits };
@@ -195,15 +232,25 @@ export async function spqr(w: Matrix, h: Matrix<FloatArray>, options: SpqrOption
         for (let r = 0; r < rows; r++) params.scale[r * groups + gi] = scale[r], params.zero[r * groups + gi] = zero[r];
       }
       const d = Ud[j], col = j * rows;
-      for (let r = 0; r < rows; r++) {
-        const x = Wt[col + r];
-        const code = gridCode(x, scale[r], zero[r], maxq);
+      if (V) target.set(Wt.subarray(col, col + rows));
+      for (let s = 0; s < rows; s++) {
+        const r = rowOrder ? rowOrder[s] : s;
+        const x = Wt[col + r], t = V ? target[r] : x;
+        const code = gridCode(t, scale[r], zero[r], maxq);
         let q = uniformValue(code, scale[r], zero[r]);
-        let e = fround(fround(x - q) / d);
-        if (e * e > tau) q = x, e = 0, outlierT[col + r] = 1; // kept in full precision: no error to feed back
+        const own = fround(fround(t - q) / d);
+        if (own * own > tau) q = t, outlierT[col + r] = 1; // kept in full precision: no rounding error of its own
+        if (V && q !== t) {
+          const er = fround(fround(t - q) / V[s * rows + s]);
+          for (let k = s + 1; k < rows; k++) {
+            const o = rowOrder ? rowOrder[k] : k;
+            target[o] = fround(target[o] - fround(er * V[s * rows + k]));
+          }
+        }
         codesT[col + r] = code;
         Qt[col + r] = q;
-        E[i * rows + r] = e;
+        // Measured before the rows' feedback, as GPTQ's coupled rows (the later columns carry the rows' share).
+        E[i * rows + r] = fround(fround(x - q) / d);
       }
       for (let k = i + 1; k < count; k++) {
         const uk = U[j * cols + i1 + k];

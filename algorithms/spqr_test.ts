@@ -1,4 +1,4 @@
-import { deepEqual, equal, ok, rejects } from "node:assert/strict";
+import { deepEqual, equal, notDeepEqual, ok, rejects } from "node:assert/strict";
 import { OptionError } from "../core/errors.ts";
 import { createRng, randomNormal } from "../core/random.ts";
 import { eye, matrix, toFloat32 } from "../core/tensor.ts";
@@ -7,7 +7,7 @@ import { gptq } from "./gptq.ts";
 import { hessianOf } from "./hessian.ts";
 import { rtn } from "./rtn.ts";
 import { spqr, spqrAverageBits } from "./spqr.ts";
-import { correlatedInputs } from "../tests/numeric.ts";
+import { correlatedInputs, kroneckerLoss } from "../tests/numeric.ts";
 
 const rows = 32, cols = 64;
 const w = matrix(rows, cols, randomNormal(createRng(5), rows * cols, 0.1));
@@ -37,6 +37,32 @@ Deno.test("spqr: without outliers and with unquantized statistics it is GPTQ wit
     // GPTQ's loss comes from its kernel's Σ e² (an identity), SpQR's from the direct product: equal up to rounding.
     assertClose([s.stats.layerLoss], [g.stats.layerLoss], { atol: 0, rtol: 1e-6 });
   }
+});
+
+Deno.test("spqr: coupled rows are GPTQ's coupled rows without the extras; with outliers they lower tr(B·E·H·Eᵀ)", async () => {
+  const b = await hessianOf(correlatedInputs(256, rows, 8));
+  const coupling = { outputHessian: b, outputDamping: 0.01 };
+  const same = { bits: 2, groupSize: 16, blockSize: 16, damping: 0.1, actOrder: true };
+  for (const outputOrder of [true, false]) {
+    const g = await gptq(w, h, { ...same, ...coupling, outputOrder });
+    const s = await spqr(w, h, { ...plain, ...same, ...coupling, outputOrder });
+    deepEqual(s.codes, g.codes, `outputOrder ${outputOrder}`);
+    notDeepEqual(s.codes, (await spqr(w, h, { ...plain, ...same })).codes, "the row factor changed no code");
+  }
+  // With outliers and quantized statistics: an outlier moves no later row, and the loss drops.
+  const full = { bits: 2, groupSize: 16, damping: 0.1 };
+  const independent = await spqr(wPlanted, h, full), coupled = await spqr(wPlanted, h, { ...full, ...coupling });
+  const li = kroneckerLoss(wPlanted, independent.dequantized, h, b);
+  const lc = kroneckerLoss(wPlanted, coupled.dequantized, h, b);
+  ok(lc < 0.9 * li, `coupled ${lc} vs independent rows ${li}`);
+  const kept = new Set(Array.from(coupled.outliers.rows, (i, k) => `${i},${coupled.outliers.cols[k]}`));
+  for (const [i, j] of planted) ok(kept.has(`${i},${j}`), `planted outlier (${i}, ${j}) not kept`);
+  // SpQR is invariant to scaling rows, its outlier test included: a diagonal B changes nothing.
+  const diagonal = matrix(rows, rows);
+  for (let i = 0; i < rows; i++) diagonal.data[i * rows + i] = b.data[i * rows + i];
+  deepEqual((await spqr(wPlanted, h, { ...full, outputHessian: diagonal })).codes, independent.codes);
+  await rejects(spqr(w, h, { outputHessian: matrix(rows - 1, rows - 1) }), /output Hessian is 31×31/);
+  await rejects(spqr(w, h, { outputHessian: b, outputDamping: -1 }), OptionError);
 });
 
 Deno.test("spqr: the block size changes nothing but rounding (groups are fitted on the current weights)", async () => {

@@ -42,11 +42,12 @@ const SETTINGS: Record<string, EngineSetting> = {
   billm: { label: "BiLLM", engine: "billm", options: {} },
 };
 
-/** A Hessian choice: GPTQ's at a damping, or an OAC variant at a damping. */
+/** A Hessian choice: GPTQ's at a damping, or an OAC variant at a damping (and engine options of its own). */
 interface Variant {
   readonly name: string;
   readonly damping: number;
   readonly oac?: OacVariant;
+  readonly options?: MethodOptions;
 }
 
 const VARIANTS: Variant[] = [
@@ -72,8 +73,16 @@ const VARIANTS: Variant[] = [
   { name: "oac norm λ0.1", damping: 0.1, oac: { normalize: "sequence" } },
   { name: "oac norm λ1", damping: 1, oac: { normalize: "sequence" } },
   { name: "oac salience λ0.1", damping: 0.1, oac: { role: "salience" } },
-  { name: "oac coupled-rows λ0.1", damping: 0.1, oac: { rows: "coupled" } },
-  { name: "oac coupled-rows λ1", damping: 1, oac: { rows: "coupled" } },
+  // Rows rounded in their stored order (the engines' default), or by descending B_ii (`outputOrder`).
+  { name: "oac coupled-rows λ0.1", damping: 0.1, oac: { rows: "coupled" }, options: { outputOrder: false } },
+  { name: "oac coupled-rows λ1", damping: 1, oac: { rows: "coupled" }, options: { outputOrder: false } },
+  {
+    name: "oac coupled-rows once λ0.1",
+    damping: 0.1,
+    oac: { rows: "coupled", refresh: "once" },
+    options: { outputOrder: false },
+  },
+  { name: "oac coupled-rows row-order λ0.1", damping: 0.1, oac: { rows: "coupled" }, options: { outputOrder: true } },
 ];
 
 const { values } = parseArgs({
@@ -152,8 +161,9 @@ for (const key of values["table-only"] ? [] : values.setting.split(",")) {
       const q = await quantizeModel(model, {
         method: v.oac ? "oac" : setting.engine,
         engine: setting.engine,
-        options: { ...setting.options, damping: v.damping },
-        oac: v.oac && { ...v.oac, seed },
+        options: { ...setting.options, ...v.options, damping: v.damping },
+        // Variants name their rows: the model run's default (coupled where it applies) would blur the paper's rows.
+        oac: v.oac && { rows: "independent", ...v.oac, seed },
         calibration,
         seqLen,
         batch,

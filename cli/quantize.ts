@@ -13,6 +13,7 @@
  */
 
 import { type MethodName, type MethodOptions, METHODS, needsCalibration } from "../algorithms/methods.ts";
+import { defaultOacRows } from "../algorithms/oac.ts";
 import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
 import type { Backend } from "../core/backend.ts";
 import type { LlamaModel } from "../model/llama.ts";
@@ -66,8 +67,9 @@ Options:
   --oac-mix A        mix in GPTQ's Hessian: Ĥ_OAC + A·Ĥ_GPTQ, both normalised to a unit mean diagonal (default 0)
   --oac-role R       hessian (OAC's Hessian everywhere, default) | salience (GPTQ's for the error feedback, OAC's to
                      choose BiLLM's salient columns; --engine billm)
-  --oac-rows R       independent (the paper's, default) | coupled (K-FAC: GPTQ's input Hessian, the loss gradients'
-                     output-side one, rounding coupled across rows; --engine gptq or billm)
+  --oac-rows R       coupled (K-FAC: GPTQ's input Hessian, the loss gradients' output-side one, rounding coupled
+                     across rows; the default with --engine gptq, spqr or billm and no option built on H_OAC) |
+                     independent (the paper's H_OAC, rows summed; the default otherwise)
   --calib FILE       calibration text (required for every method but rtn)
   --samples N        calibration windows (default 128)
   --seqlen L         window length for calibration and evaluation (default 512)
@@ -144,9 +146,13 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const oacRefresh = choice(values["oac-refresh"], "oac-refresh", ["per-layer", "once"] as const, "per-layer");
     const oacMix = numberOption(values["oac-mix"], "oac-mix", 0, 0);
     const oacRole = choice(values["oac-role"], "oac-role", ["hessian", "salience"] as const, "hessian");
-    const oacRows = choice(values["oac-rows"], "oac-rows", ["independent", "coupled"] as const, "independent");
-    if (oacRows === "coupled" && engine !== "gptq" && engine !== "billm") {
-      throw new UsageError(`--oac-rows coupled needs --engine gptq or billm (the engines that round rows coupled)`);
+    const oacRows = values["oac-rows"] === undefined
+      ? defaultOacRows({ form: oacForm, mix: oacMix, role: oacRole }, engine)
+      : choice(values["oac-rows"], "oac-rows", ["independent", "coupled"] as const, "independent");
+    if (oacRows === "coupled" && engine === "vptq") {
+      throw new UsageError(
+        `--oac-rows coupled needs --engine gptq, spqr or billm (the engines that round rows coupled)`,
+      );
     }
     if (oacRole === "salience" && engine !== "billm") {
       throw new UsageError(`--oac-role salience needs --engine billm (the engine that chooses salient weights)`);

@@ -111,7 +111,7 @@ Deno.test("ptq quantize --method oac: the engine and variant are reported", asyn
     refresh: "once",
     mix: 0,
     role: "hessian",
-    rows: "independent",
+    rows: "coupled", // the default where the engine rounds rows coupled and nothing asks for the paper's H_OAC
   });
   // The salience role: BiLLM only.
   const billm = await run([
@@ -128,13 +128,14 @@ Deno.test("ptq quantize --method oac: the engine and variant are reported", asyn
   ]);
   assert.equal(billm.status, 0);
   assert.equal(JSON.parse(billm.out.at(-1)!).oac.role, "salience");
+  assert.equal(JSON.parse(billm.out.at(-1)!).oac.rows, "independent", "the salience role builds on H_OAC");
   const refused = await run(["--model", model, "--method", "oac", "--oac-role", "salience", ...small]);
   assert.equal(refused.status, 2);
   assert.match(refused.err.join("\n"), /salience/);
-  // Coupled rows: GPTQ only.
-  const spqr = await run(["--model", model, "--method", "oac", "--engine", "spqr", "--oac-rows", "coupled", ...small]);
-  assert.equal(spqr.status, 2);
-  assert.match(spqr.err.join("\n"), /--oac-rows coupled needs --engine gptq or billm/);
+  // Coupled rows: not with VPTQ's vector codebooks.
+  const vptq = await run(["--model", model, "--method", "oac", "--engine", "vptq", "--oac-rows", "coupled", ...small]);
+  assert.equal(vptq.status, 2);
+  assert.match(vptq.err.join("\n"), /--oac-rows coupled needs --engine gptq, spqr or billm/);
 });
 
 Deno.test("ptq quantize: bad command lines exit 2 with a message, --help exits 0", async () => {

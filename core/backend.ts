@@ -113,12 +113,17 @@ export interface GptqKernelArgs {
     | { readonly kind: "dynamic"; readonly groupSize: number }
     | { readonly kind: "fixed"; readonly params: GridParams; readonly groupOfColumn: Int32Array };
   /**
-   * `[rows, rows]` upper Cholesky factor of the damped inverse of an output-side Hessian `B` (rows in `w`'s order):
+   * `[rows, rows]` upper Cholesky factor of the damped inverse of an output-side Hessian `B` (rows in `rowOrder`):
    * each column is then rounded row by row, every row's rounding error fed forward to the later rows of the same
    * column through it (the column's feedback to later columns is unchanged), which minimises
    * `tr(B·(W − Q)·H·(W − Q)ᵀ)` instead of `tr((W − Q)·H·(W − Q)ᵀ)`. Default: none (rows independent).
    */
   readonly rowFactor?: Matrix<FloatArray>;
+  /**
+   * With `rowFactor`: the order in which each column's rows are rounded, `rowOrder[s]` the row of `w` rounded `s`-th
+   * (act-order for rows: `B` permuted by it before its factor is taken). Default: rows in `w`'s order.
+   */
+  readonly rowOrder?: Int32Array;
 }
 
 /** Result of {@link Backend.gptqQuantize}. */

@@ -1,7 +1,8 @@
 /**
- * `deno task demo`: quantizes the bundled stories260K model (llama2.c, 260K parameters) with RTN, GPTQ and OAC (GPTQ fed
- * output-adaptive Hessians) at 4, 3 and 2 bits, calibrated on the first half of the bundled TinyStories sample and evaluated on its second half, and prints
- * full precision against each setting. Needs nothing outside this repository.
+ * `deno task demo`: quantizes the bundled stories260K model (llama2.c, 260K parameters) with RTN, GPTQ and OAC (GPTQ
+ * rounding with the loss gradients' output-side Hessian as well as its own) at 4, 3 and 2 bits, calibrated on the
+ * first half of the bundled TinyStories sample and evaluated on its second half, and prints full precision against
+ * each setting. Needs nothing outside this repository.
  *
  * Usage: `deno task demo [--backend ts|wasm|webgpu] [--samples 32] [--seqlen 256]`
  *
@@ -69,7 +70,7 @@ const fp = await ppl(model);
 rows.push(["full precision (f32)", "32", fmt(((lin + other) * 4) / 1024, 4), fmt(fp, 4), "", "—"]);
 console.log(`full precision: perplexity ${fmt(fp, 4)}`);
 
-// OAC feeds GPTQ output-adaptive Hessians (from the gradients of the model's loss) instead of GPTQ's own.
+// OAC's default (coupled rows): GPTQ's input Hessian and an output-side one from the gradients of the model's loss.
 const settings: { label: string; method: "rtn" | "gptq" | "oac"; bits: number }[] = [];
 for (const method of ["rtn", "gptq", "oac"] as const) {
   for (const bits of [4, 3, 2]) settings.push({ label: `${method} ${bits}-bit per row`, method, bits });

@@ -18,7 +18,7 @@ import {
   METHODS,
 } from "../algorithms/methods.ts";
 import { type LowRankKind, withLowRank } from "../algorithms/low_rank.ts";
-import { OAC_DEFAULT_DAMPING, oacHessianSource, type OacOptions } from "../algorithms/oac.ts";
+import { defaultOacRows, OAC_DEFAULT_DAMPING, oacHessianSource, type OacOptions } from "../algorithms/oac.ts";
 import type { QuantizedLayer } from "../algorithms/result.ts";
 import type { Backend } from "../core/backend.ts";
 import { OptionError } from "../core/errors.ts";
@@ -98,9 +98,12 @@ export async function quantizeModel(original: LlamaModel, run: ModelQuantizeOpti
   if (method === "oac" && run.oac?.role === "salience" && engine !== "billm") {
     throw new OptionError(`OAC's "salience" role needs an engine that chooses salient weights (billm), not ${engine}`);
   }
-  if (method === "oac" && run.oac?.rows === "coupled" && engine !== "gptq" && engine !== "billm") {
-    throw new OptionError(`OAC's coupled rows need an engine that rounds rows coupled (gptq, billm), not ${engine}`);
+  if (method === "oac" && run.oac?.rows === "coupled" && engine === "vptq") {
+    throw new OptionError(
+      `OAC's coupled rows need an engine that rounds rows coupled (gptq, spqr, billm), not ${engine}`,
+    );
   }
+  const oac: OacVariant = { ...run.oac, rows: run.oac?.rows ?? defaultOacRows(run.oac ?? {}, engine) };
   const baseQuantizer = layerQuantizer(engine, { ...options, backend });
   const quantizer = run.lowRank ? withLowRank(baseQuantizer, { ...run.lowRank, backend }) : baseQuantizer;
   let quantizeSeconds = 0;
@@ -157,7 +160,7 @@ export async function quantizeModel(original: LlamaModel, run: ModelQuantizeOpti
       backend,
       trueSequential: run.trueSequential,
       quantize: timed,
-      hessians: method === "oac" ? oacHessianSource(calibration, { ...run.oac, seqLen, batch, backend }) : undefined,
+      hessians: method === "oac" ? oacHessianSource(calibration, { ...oac, seqLen, batch, backend }) : undefined,
       onProgress,
     });
     layers = r.layers;
@@ -196,7 +199,8 @@ export function quantizeProgressTotal(layers: number, run: ModelQuantizeOptions)
   const groups = run.trueSequential ? 4 : 1;
   // OAC brings its own Hessians (its gradient passes report nothing); GPTQ's input pass runs only to mix them in, to
   // drive the salience role's feedback, or as the input side of coupled rows.
-  const ownHessians = !((run.oac?.mix ?? 0) > 0) && run.oac?.role !== "salience" && run.oac?.rows !== "coupled";
+  const rows = run.oac?.rows ?? defaultOacRows(run.oac ?? {}, engine);
+  const ownHessians = !((run.oac?.mix ?? 0) > 0) && run.oac?.role !== "salience" && rows !== "coupled";
   const passes = run.method === "oac" && ownHessians ? 0 : groups;
   return calibrationSteps(layers, windows, passes);
 }

@@ -189,13 +189,13 @@ Deno.test("server: malformed and forbidden requests get JSON errors and the serv
         JSON.stringify({
           ...SMALL_RTN,
           method: "oac",
-          engine: "spqr",
+          engine: "vptq",
           calib: "data/stories.txt",
           "oac-rows": "coupled",
         }),
       ),
       400,
-      "bad_request",
+      "unknown_method",
       server,
     );
     await expectError(

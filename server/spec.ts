@@ -26,11 +26,15 @@
  */
 
 import { METHODS } from "../algorithms/methods.ts";
+import { defaultOacRows } from "../algorithms/oac.ts";
 import { SAVE_FORMATS } from "../model/save.ts";
 import { HttpError } from "./errors.ts";
 
+/** The engines a job may ask for, as a method or as OAC's engine (VPTQ's codebook options are not served). */
+const JOB_ENGINES = METHODS.filter((m) => m !== "vptq");
+
 /** Every method name a job may ask for. */
-export const JOB_METHODS: readonly string[] = [...METHODS, "oac"];
+export const JOB_METHODS: readonly string[] = [...JOB_ENGINES, "oac"];
 
 /** A text given by path (resolved under the roots before the job runs) or inline. */
 export type TextSource =
@@ -202,7 +206,7 @@ export function parseJobSpec(
     );
   }
   if (o.engine !== undefined && method !== "oac") throw bad(`"engine" applies to method "oac" only`);
-  const engines = METHODS.filter((m) => m !== "rtn");
+  const engines = JOB_ENGINES.filter((m) => m !== "rtn");
   const engineValue = o.engine ?? "gptq";
   if (method === "oac" && (typeof engineValue !== "string" || !(engines as readonly string[]).includes(engineValue))) {
     throw new HttpError(
@@ -213,9 +217,6 @@ export function parseJobSpec(
   }
   const engine = (method === "oac" ? engineValue : method) as JobSpec["engine"];
   if (o["oac-role"] === "salience" && engine !== "billm") throw bad(`"oac-role" "salience" needs engine "billm"`);
-  if (o["oac-rows"] === "coupled" && engine !== "gptq" && engine !== "billm") {
-    throw bad(`"oac-rows" "coupled" needs engine "gptq" or "billm"`);
-  }
 
   const model = str("model");
   if (options.uploaded && model !== undefined) throw bad(`"model" must be absent when the model is uploaded`);
@@ -253,6 +254,24 @@ export function parseJobSpec(
   if (backend !== undefined && options.backends && !options.backends.includes(backend)) {
     throw bad(`unknown backend "${backend}"; available: ${options.backends.join(", ")}`);
   }
+  const oacVariant = {
+    labels: oneOf("oac-labels", ["data", "sampled"] as const, "data"),
+    form: oneOf("oac-form", ["sequence", "token-diagonal"] as const, "sequence"),
+    refresh: oneOf("oac-refresh", ["per-layer", "once"] as const, "per-layer"),
+    mix: num("oac-mix", 0, 0),
+    role: oneOf("oac-role", ["hessian", "salience"] as const, "hessian"),
+  };
+  const oac = {
+    ...oacVariant,
+    rows: o["oac-rows"] === undefined
+      ? defaultOacRows(oacVariant, engine)
+      : oneOf("oac-rows", ["independent", "coupled"] as const, "independent"),
+  };
+  if (method === "oac" && oac.rows === "coupled" && defaultOacRows(oacVariant, engine) !== "coupled") {
+    throw bad(
+      `"oac-rows" "coupled" takes GPTQ's input Hessian: not with "oac-mix", the token-diagonal form or the salience role`,
+    );
+  }
 
   return {
     model,
@@ -269,14 +288,7 @@ export function parseJobSpec(
     outlierThreshold: num("outlier-threshold", 0.2, 0),
     statBits: int("stat-bits", 3, 0, 16),
     trueSequential: bool("true-sequential"),
-    oac: {
-      labels: oneOf("oac-labels", ["data", "sampled"] as const, "data"),
-      form: oneOf("oac-form", ["sequence", "token-diagonal"] as const, "sequence"),
-      refresh: oneOf("oac-refresh", ["per-layer", "once"] as const, "per-layer"),
-      mix: num("oac-mix", 0, 0),
-      role: oneOf("oac-role", ["hessian", "salience"] as const, "hessian"),
-      rows: oneOf("oac-rows", ["independent", "coupled"] as const, "independent"),
-    },
+    oac,
     calib: calibs[0],
     samples: int("samples", 128, 1, maxSamples),
     seqLen: int("seqlen", 512, 2, maxSeqLen),

@@ -41,7 +41,7 @@ const fround = Math.fround;
  * @throws {OptionError} on a bad grid, block size or group size.
  */
 export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
-  const { w, u, grid, blockSize, groups, permutation, rowFactor } = args;
+  const { w, u, grid, blockSize, groups, permutation, rowFactor, rowOrder } = args;
   const [rows, cols] = w.shape;
   if (u.shape[0] !== cols || u.shape[1] !== cols) {
     throw new ShapeError(`gptq: U is ${u.shape[0]}×${u.shape[1]} for ${cols} columns`);
@@ -52,6 +52,7 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
   if (!Number.isInteger(blockSize) || blockSize < 1) throw new OptionError(`gptq: block size ${blockSize}`);
   checkGrid(grid);
   if (permutation) checkPermutation(permutation, cols);
+  if (rowOrder) checkPermutation(rowOrder, rows, "row order");
 
   const dynamic = groups.kind === "dynamic";
   const groupSize = dynamic ? groups.groupSize : 0;
@@ -109,15 +110,19 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
       const d = U[j * cols + j];
       const col = i * rows;
       if (V) target.set(W1.subarray(col, col + rows));
-      for (let r = 0; r < rows; r++) {
+      for (let s = 0; s < rows; s++) {
+        const r = rowOrder ? rowOrder[s] : s;
         const x = W1[col + r];
         const code = round.code(V ? target[r] : x, scale[r], zero[r]);
         const q = round.value(code, scale[r], zero[r]);
         codesT[j * rows + r] = code;
         Qt[j * rows + r] = q;
         if (V) {
-          const er = fround(fround(target[r] - q) / V[r * rows + r]);
-          for (let k = r + 1; k < rows; k++) target[k] = fround(target[k] - fround(er * V[r * rows + k]));
+          const er = fround(fround(target[r] - q) / V[s * rows + s]);
+          for (let k = s + 1; k < rows; k++) {
+            const t = rowOrder ? rowOrder[k] : k;
+            target[t] = fround(target[t] - fround(er * V[s * rows + k]));
+          }
         }
         // The column's error is measured from its value before the rows' feedback: the later columns' feedback through
         // U then carries the rows' share too (the Kronecker factors' updates are separable).
@@ -186,13 +191,17 @@ function rounder(grid: GridSpec): {
  * Throws unless `perm` is a permutation of `0..cols−1` (`GptqKernelArgs.permutation`).
  * @throws {ShapeError} for a wrong length; {OptionError} for an index out of range or repeated.
  */
-export function checkPermutation(perm: Int32Array, cols: number): void {
-  if (perm.length !== cols) throw new ShapeError(`gptq: permutation of length ${perm.length} for ${cols} columns`);
+export function checkPermutation(perm: Int32Array, cols: number, what = "permutation"): void {
+  if (perm.length !== cols) {
+    throw new ShapeError(
+      `gptq: ${what} of length ${perm.length} for ${cols} ${what === "permutation" ? "columns" : "rows"}`,
+    );
+  }
   const seen = new Uint8Array(cols);
   for (let k = 0; k < cols; k++) {
     const c = perm[k];
     if (!(c >= 0 && c < cols) || seen[c]) {
-      throw new OptionError(`gptq: permutation[${k}] = ${c} is ${seen[c] ? "repeated" : "out of range"}`);
+      throw new OptionError(`gptq: ${what}[${k}] = ${c} is ${seen[c] ? "repeated" : "out of range"}`);
     }
     seen[c] = 1;
   }

@@ -93,6 +93,44 @@ Deno.test("gptqQuantize with a row factor is GPTQ over vec(W) with the Kronecker
   ok(independent.codes.some((c, t) => c !== coupled.codes[t]));
 });
 
+Deno.test("gptqQuantize with a row order equals permuting W's rows (and B) first and the results back", () => {
+  const rows = 11, cols = 19;
+  const { w, u } = layer(rows, cols, 21);
+  const b = randomHessian(createRng(22), rows, 0.05);
+  const order = permutation(createRng(23), rows);
+  const permutedB = matrix64(rows, rows);
+  for (let i = 0; i < rows; i++) {
+    for (let k = 0; k < rows; k++) permutedB.data[i * rows + k] = b.data[order[i] * rows + order[k]];
+  }
+  const rowFactor = upperCholeskyOfInverse(permutedB);
+  const base = {
+    u,
+    grid: { kind: "uniform", bits: 2 },
+    blockSize: 8,
+    groups: { kind: "dynamic", groupSize: 8 },
+  } as const;
+  const direct = gptqQuantize({ ...base, w, rowFactor, rowOrder: order });
+  const wRows = matrix(rows, cols);
+  for (let i = 0; i < rows; i++) wRows.data.set(w.data.subarray(order[i] * cols, (order[i] + 1) * cols), i * cols);
+  const staged = gptqQuantize({ ...base, w: wRows, rowFactor });
+  const groups = staged.params.groups;
+  for (let i = 0; i < rows; i++) {
+    const r = order[i];
+    deepStrictEqual(direct.codes.subarray(r * cols, (r + 1) * cols), staged.codes.subarray(i * cols, (i + 1) * cols));
+    deepStrictEqual(
+      direct.dequantized.data.subarray(r * cols, (r + 1) * cols),
+      staged.dequantized.data.subarray(i * cols, (i + 1) * cols),
+    );
+    deepStrictEqual(
+      direct.params.scale.subarray(r * groups, (r + 1) * groups),
+      staged.params.scale.subarray(i * groups, (i + 1) * groups),
+    );
+  }
+  // The order does matter with coupled rows, and a bad order is refused.
+  ok(gptqQuantize({ ...base, w, rowFactor }).codes.some((c, t) => c !== direct.codes[t]));
+  throws(() => gptqQuantize({ ...base, w, rowFactor, rowOrder: Int32Array.of(0, 1) }), /row order of length 2/);
+});
+
 Deno.test("gptqQuantize: a diagonal row factor changes nothing; a wrong-sized one is refused", () => {
   const { w, u } = layer(9, 20, 5);
   const base = {

@@ -91,7 +91,7 @@ const CASES: Case[] = [
     bits: 4,
   }, true],
   [
-    "3-bit groups of 16, rows coupled by a row factor",
+    "3-bit groups of 16, rows coupled by a row factor, in a row order",
     21,
     70,
     () => ({ kind: "dynamic", groupSize: 16 }),
@@ -109,9 +109,10 @@ export const gptqCases: ConformanceCase[] = CASES.map(([name, rows, cols, groups
   async run({ backend, toleranceScale }) {
     const { w, h, u } = problem(rows, cols, 40 + i);
     const permutation = permute ? randomPermutation(createRng(60 + i), cols) : undefined;
-    // A row factor: the U of another correlated Hessian, over the rows.
+    // A row factor (the U of another correlated Hessian, over the rows) and an order to round the rows in.
     const rowFactor = coupled ? problem(1, rows, 80 + i).u : undefined;
-    const args: GptqKernelArgs = { w, u, grid, blockSize: 32, groups: groups(w), permutation, rowFactor };
+    const rowOrder = coupled ? randomPermutation(createRng(90 + i), rows) : undefined;
+    const args: GptqKernelArgs = { w, u, grid, blockSize: 32, groups: groups(w), permutation, rowFactor, rowOrder };
     const want = gptqQuantize(args);
     const got = await backend.gptqQuantize(args);
     let same = 0;

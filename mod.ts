@@ -78,7 +78,13 @@ export {
   type ModelQuantizeResult,
   quantizeModel,
 } from "./model/quantize_model.ts";
-export { OAC_DEFAULT_DAMPING, oacHessians, oacHessianSource, type OacOptions } from "./algorithms/oac.ts";
+export {
+  defaultOacRows,
+  OAC_DEFAULT_DAMPING,
+  oacHessians,
+  oacHessianSource,
+  type OacOptions,
+} from "./algorithms/oac.ts";
 export { spqr, type SpqrOptions } from "./algorithms/spqr.ts";
 export { billm, type BillmOptions } from "./algorithms/billm.ts";
 export { vptq, vptqDequantize, type VptqLayer, type VptqOptions } from "./algorithms/vptq.ts";

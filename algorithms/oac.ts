@@ -17,7 +17,8 @@
  * Kronecker form `B ⊗ A` (Martens and Grosse, arXiv 1503.05671), `A = XᵀX/N` the inputs' (GPTQ's) Hessian and
  * `B = (1/N) Σ_n Σ_t γ_t γ_tᵀ` the covariance of the loss gradients of the layer's outputs, and GPTQ (or SpQR, or
  * BiLLM) rounds each column row by row through `B` (see `GptqOptions.outputHessian`). It is what a model run
- * (`quantizeModel`, the CLI, the server) uses unless its options build on the paper's `H_OAC` ({@link defaultOacRows}).
+ * (`quantizeModel`, the CLI, the server) uses unless the engine is VPTQ or its options build on the paper's `H_OAC`
+ * ({@link defaultOacRows}).
  *
  * @module
  */

@@ -74,6 +74,7 @@ const VARIANTS: Variant[] = [
   { name: "oac norm λ1", damping: 1, oac: { normalize: "sequence" } },
   { name: "oac salience λ0.1", damping: 0.1, oac: { role: "salience" } },
   // Rows rounded in their stored order (the engines' default), or by descending B_ii (`outputOrder`).
+  { name: "oac coupled-rows λ0.01", damping: 0.01, oac: { rows: "coupled" }, options: { outputOrder: false } },
   { name: "oac coupled-rows λ0.1", damping: 0.1, oac: { rows: "coupled" }, options: { outputOrder: false } },
   { name: "oac coupled-rows λ1", damping: 1, oac: { rows: "coupled" }, options: { outputOrder: false } },
   {

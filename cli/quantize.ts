@@ -38,7 +38,7 @@ Quantizes every linear layer of the decoder, layer by layer (GPTQ's sequential f
 Options:
   --model DIR|FILE   Hugging Face model folder, or a llama2.c checkpoint (.bin) with its tokenizer beside it
   --method NAME      ${[...METHODS, "oac"].join(" | ")}
-  --engine NAME      with --method oac: the quantizer fed the output-adaptive Hessians (${
+  --engine NAME      with --method oac: the quantizer OAC calibrates (${
   METHODS.filter((m) => m !== "rtn").join(" | ")
 }; default gptq)
   --bits B           bits per weight of the grid (default 4)
@@ -149,9 +149,17 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const oacRows = values["oac-rows"] === undefined
       ? defaultOacRows({ form: oacForm, mix: oacMix, role: oacRole }, engine)
       : choice(values["oac-rows"], "oac-rows", ["independent", "coupled"] as const, "independent");
-    if (oacRows === "coupled" && engine === "vptq") {
+    if (method === "oac" && oacRows === "coupled" && engine === "vptq") {
       throw new UsageError(
         `--oac-rows coupled needs --engine gptq, spqr or billm (the engines that round rows coupled)`,
+      );
+    }
+    if (
+      method === "oac" && oacRows === "coupled" &&
+      defaultOacRows({ form: oacForm, mix: oacMix, role: oacRole }, engine) !== "coupled"
+    ) {
+      throw new UsageError(
+        `--oac-rows coupled takes GPTQ's input Hessian: not with --oac-mix, --oac-form token-diagonal or --oac-role salience`,
       );
     }
     if (oacRole === "salience" && engine !== "billm") {

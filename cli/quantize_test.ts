@@ -136,6 +136,9 @@ Deno.test("ptq quantize --method oac: the engine and variant are reported", asyn
   const vptq = await run(["--model", model, "--method", "oac", "--engine", "vptq", "--oac-rows", "coupled", ...small]);
   assert.equal(vptq.status, 2);
   assert.match(vptq.err.join("\n"), /--oac-rows coupled needs --engine gptq, spqr or billm/);
+  const mixed = await run(["--model", model, "--method", "oac", "--oac-rows", "coupled", "--oac-mix", "1", ...small]);
+  assert.equal(mixed.status, 2);
+  assert.match(mixed.err.join("\n"), /--oac-rows coupled takes GPTQ's input Hessian/);
 });
 
 Deno.test("ptq quantize: bad command lines exit 2 with a message, --help exits 0", async () => {

@@ -33,13 +33,13 @@ export type OacVariant = Omit<OacOptions, "seqLen" | "batch" | "backend" | "onPr
 
 /** What to run on a model. */
 export interface ModelQuantizeOptions {
-  /** A method of {@link METHODS}, or "oac" (output-adaptive Hessians fed to `engine`). */
+  /** A method of {@link METHODS}, or "oac" (`engine` calibrated from the gradients of the model's loss). */
   readonly method: MethodName | "oac";
-  /** With "oac": the engine (gptq, spqr, billm); default gptq. */
+  /** With "oac": the engine (gptq, spqr, billm, vptq); default gptq. */
   readonly engine?: Exclude<MethodName, "rtn">;
   /** Options of the layer quantizer. With "oac", `damping` defaults to {@link OAC_DEFAULT_DAMPING} (0.1). */
   readonly options?: MethodOptions;
-  /** With "oac": the variant. */
+  /** With "oac": the variant; `rows` defaults to `defaultOacRows(oac, engine)` (coupled where it applies). */
   readonly oac?: OacVariant;
   /** Calibration windows (`windows·seqLen` ids); required for every method but RTN. */
   readonly calibration?: Int32Array;

@@ -20,6 +20,14 @@ Deno.test("quantizeProgressTotal and progressCounter: the units quantizeModel re
     ["gptq", { method: "gptq", options: { bits: 4 }, calibration, seqLen, batch: 2 }],
     ["gptq true-sequential", { method: "gptq", options: { bits: 4 }, calibration, seqLen, trueSequential: true }],
     ["oac", { method: "oac", options: { bits: 4 }, calibration, seqLen, batch: 2 }],
+    ["oac paper's rows", {
+      method: "oac",
+      options: { bits: 4 },
+      oac: { rows: "independent" },
+      calibration,
+      seqLen,
+      batch: 2,
+    }],
     ["oac mix", { method: "oac", options: { bits: 4 }, oac: { mix: 1 }, calibration, seqLen, batch: 2 }],
     ["oac salience", { method: "oac", engine: "billm", oac: { role: "salience" }, calibration, seqLen, batch: 2 }],
     ["rtn + qera", {

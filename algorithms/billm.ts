@@ -33,7 +33,7 @@ import type { Backend } from "../core/backend.ts";
 import { OptionError, ShapeError } from "../core/errors.ts";
 import { assertFinite, type FloatArray, type Matrix, matrix } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
-import { type FactorPrecision, prepareHessian, prepareLayer } from "./prepare.ts";
+import { type FactorPrecision, prepareHessian, prepareLayer, prepareOutputHessian } from "./prepare.ts";
 import { layerLoss } from "./layer_loss.ts";
 import type { QuantizedLayer } from "./result.ts";
 
@@ -191,19 +191,11 @@ export async function billm(w: Matrix, h: Matrix<FloatArray>, options: BillmOpti
   if (sh) assertFinite(sh, "billm salience Hessian");
   // The diagonal of the factor that weighs each column's salience: U's, or the salience Hessian's own.
   const US = sh ? (await prepareHessian(sh, { damping, factorPrecision: options.factorPrecision, backend })).u.data : U;
-  const { outputHessian: ob, outputDamping = 0.1, outputOrder = false } = options;
-  if (ob) {
-    if (ob.shape[0] !== rows || ob.shape[1] !== rows) {
-      throw new ShapeError(`billm: output Hessian is ${ob.shape.join("×")} for a layer with ${rows} rows`);
-    }
-    if (feedback !== "column") throw new OptionError('billm: an output Hessian needs feedback "column"');
-    if (!(outputDamping >= 0)) throw new OptionError(`billm: outputDamping must be ≥ 0, got ${outputDamping}`);
-    assertFinite(ob, "billm output Hessian");
+  if (options.outputHessian && feedback !== "column") {
+    throw new OptionError('billm: an output Hessian needs feedback "column"');
   }
   // The rows' factor (upper, of the damped inverse of B): each row's error moves the later rows of its column.
-  const coupled = ob && await prepareHessian(ob, {
-    damping: outputDamping,
-    order: outputOrder,
+  const coupled = await prepareOutputHessian("billm", rows, options, {
     factorPrecision: options.factorPrecision,
     backend,
   });

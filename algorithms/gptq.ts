@@ -23,7 +23,7 @@ import type { GridParams, GridSpec } from "../core/grids/types.ts";
 import { assertFinite, type FloatArray, invertPermutation, type Matrix } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
 import { layerLoss } from "./layer_loss.ts";
-import { type FactorPrecision, prepareHessian, zeroColumns } from "./prepare.ts";
+import { type FactorPrecision, prepareHessian, prepareOutputHessian, zeroColumns } from "./prepare.ts";
 import { type QuantizedLayer, statsBitsPerWeight } from "./result.ts";
 
 /** Options of {@link gptq}. Defaults follow the reference implementation. */
@@ -106,15 +106,6 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
   if (!(damping >= 0)) throw new OptionError(`gptq: damping must be ≥ 0, got ${damping}`);
   assertFinite(w, "gptq weights");
   assertFinite(h, "gptq Hessian");
-  const { outputHessian, outputDamping = 0.1, outputOrder = false } = options;
-  if (outputHessian) {
-    const rows = w.shape[0];
-    if (outputHessian.shape[0] !== rows || outputHessian.shape[1] !== rows) {
-      throw new ShapeError(`gptq: output Hessian is ${outputHessian.shape.join("×")} for a layer with ${rows} rows`);
-    }
-    if (!(outputDamping >= 0)) throw new OptionError(`gptq: outputDamping must be ≥ 0, got ${outputDamping}`);
-    assertFinite(outputHessian, "gptq output Hessian");
-  }
 
   // Per-row grids are fitted on the weights as given, before dead columns are zeroed (the reference's order).
   const perRow = groupSize === 0 ? fitGrid(w, grid, 0) : undefined;
@@ -134,9 +125,7 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
       groupOfColumn: Int32Array.from({ length: cols }, (_, k) => Math.floor((perm ? perm[k] : k) / groupSize)),
     }
     : { kind: "dynamic" as const, groupSize };
-  // Rows whose output nothing moves (B_ii = 0) get a unit diagonal, as dead columns do.
-  const rows = outputHessian &&
-    await prepareHessian(outputHessian, { damping: outputDamping, order: outputOrder, factorPrecision, backend });
+  const rows = await prepareOutputHessian("gptq", w.shape[0], options, { factorPrecision, backend });
   // The kernel reads W through the permutation and returns values and codes in the original column order.
   const out = await backend.gptqQuantize({
     w: W,

@@ -13,7 +13,16 @@
 import type { Backend } from "../core/backend.ts";
 import { OptionError, ShapeError } from "../core/errors.ts";
 import { choleskyWithRetry } from "../core/linalg/cholesky.ts";
-import { clone, diagonal, type FloatArray, type Matrix, permuteColumns, toFloat32, toFloat64 } from "../core/tensor.ts";
+import {
+  assertFinite,
+  clone,
+  diagonal,
+  type FloatArray,
+  type Matrix,
+  permuteColumns,
+  toFloat32,
+  toFloat64,
+} from "../core/tensor.ts";
 
 /**
  * Precision of the factorisation of `H` into GPTQ's `U`: "f64", or "f32" as the reference GPTQ computes it (half the
@@ -130,6 +139,38 @@ export async function prepareHessian(
   for (let k = 0; k < cols; k++) Hp.data[k * cols + k] = d[k] + damp;
   const { u, extraDamping } = await inverseUpperFactor(Hp, backend, factorPrecision);
   return { h: Hp, u, permutation, dead, damping: damp + extraDamping };
+}
+
+/** An engine's options for an output-side Hessian `B` (OAC's coupled rows). */
+export interface OutputHessianOptions {
+  /** `[rows, rows]` `B`; none: rows independent. */
+  readonly outputHessian?: Matrix<FloatArray>;
+  /** Relative damping of `B`; default 0.1. */
+  readonly outputDamping?: number;
+  /** Round rows by descending `B_ii`; default false. */
+  readonly outputOrder?: boolean;
+}
+
+/**
+ * The rows' side of coupled rows for an engine (`method` names it in errors): `B` checked against the layer's `rows`,
+ * damped and factored as {@link prepareHessian} does (`u` = upper factor of the damped `B⁻¹`, in the rows' processing
+ * order `permutation`; rows whose output nothing moves get a unit diagonal, as dead columns do). Undefined without `B`.
+ *
+ * @throws {ShapeError} when `B` is not `[rows, rows]`; {OptionError} for a negative damping; {NonFiniteError} on NaN/Inf.
+ */
+export async function prepareOutputHessian(
+  method: string,
+  rows: number,
+  { outputHessian: b, outputDamping = 0.1, outputOrder = false }: OutputHessianOptions,
+  { factorPrecision, backend }: { factorPrecision?: FactorPrecision; backend: Backend },
+): Promise<PreparedHessian | undefined> {
+  if (!b) return undefined;
+  if (b.shape[0] !== rows || b.shape[1] !== rows) {
+    throw new ShapeError(`${method}: output Hessian is ${b.shape.join("×")} for a layer with ${rows} rows`);
+  }
+  if (!(outputDamping >= 0)) throw new OptionError(`${method}: outputDamping must be ≥ 0, got ${outputDamping}`);
+  assertFinite(b, `${method} output Hessian`);
+  return await prepareHessian(b, { damping: outputDamping, order: outputOrder, factorPrecision, backend });
 }
 
 /** Adds `λ·mean(diag H)` to the diagonal of `h` in place; returns the absolute amount added. */

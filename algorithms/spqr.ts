@@ -38,7 +38,8 @@ import { roundHalfEven, uniformCode, uniformValue } from "../core/grids/uniform.
 import type { GridParams, UniformGrid } from "../core/grids/types.ts";
 import { assertFinite, type FloatArray, invertPermutation, type Matrix, matrix, transpose } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
-import { type FactorPrecision, prepareHessian, prepareLayer } from "./prepare.ts";
+import { type FactorPrecision, prepareLayer, prepareOutputHessian } from "./prepare.ts";
+import { feedLaterRows } from "../core/quant/gptq_kernel.ts";
 import { layerLoss } from "./layer_loss.ts";
 import type { Outliers, QuantizedLayer } from "./result.ts";
 
@@ -162,9 +163,6 @@ export async function spqr(w: Matrix, h: Matrix<FloatArray>, options: SpqrOption
     actOrder = false,
     damping = 0.01,
     blockSize = 128,
-    outputHessian: ob,
-    outputDamping = 0.1,
-    outputOrder = false,
     backend = getBackend(),
   } = options;
   const [rows, cols] = w.shape;
@@ -172,13 +170,8 @@ export async function spqr(w: Matrix, h: Matrix<FloatArray>, options: SpqrOption
   if (h.shape[0] !== cols || h.shape[1] !== cols) {
     throw new ShapeError(`spqr: Hessian is ${h.shape.join("×")} for a layer with ${cols} input columns`);
   }
-  if (ob && (ob.shape[0] !== rows || ob.shape[1] !== rows)) {
-    throw new ShapeError(`spqr: output Hessian is ${ob.shape.join("×")} for a layer with ${rows} rows`);
-  }
-  if (!(outputDamping >= 0)) throw new OptionError(`spqr: outputDamping must be ≥ 0, got ${outputDamping}`);
   assertFinite(w, "spqr weights");
   assertFinite(h, "spqr Hessian");
-  if (ob) assertFinite(ob, "spqr output Hessian");
   const maxq = 2 ** bits - 1;
   const g = groupSize === 0 ? Math.max(cols, 1) : groupSize;
   const groups = Math.ceil(cols / g);
@@ -196,9 +189,7 @@ export async function spqr(w: Matrix, h: Matrix<FloatArray>, options: SpqrOption
   const Ud = Float64Array.from({ length: cols }, (_, j) => U[j * cols + j]);
 
   // The rows' factor (upper, of the damped inverse of B) and a column's values as its rows' errors move them.
-  const coupled = ob && await prepareHessian(ob, {
-    damping: outputDamping,
-    order: outputOrder,
+  const coupled = await prepareOutputHessian("spqr", rows, options, {
     factorPrecision: options.factorPrecision,
     backend,
   });
@@ -240,13 +231,7 @@ export async function spqr(w: Matrix, h: Matrix<FloatArray>, options: SpqrOption
         let q = uniformValue(code, scale[r], zero[r]);
         const own = fround(fround(t - q) / d);
         if (own * own > tau) q = t, outlierT[col + r] = 1; // kept in full precision: no rounding error of its own
-        if (V && q !== t) {
-          const er = fround(fround(t - q) / V[s * rows + s]);
-          for (let k = s + 1; k < rows; k++) {
-            const o = rowOrder ? rowOrder[k] : k;
-            target[o] = fround(target[o] - fround(er * V[s * rows + k]));
-          }
-        }
+        if (V && q !== t) feedLaterRows(target, V, s, t - q, rowOrder);
         codesT[col + r] = code;
         Qt[col + r] = q;
         // Measured before the rows' feedback, as GPTQ's coupled rows (the later columns carry the rows' share).

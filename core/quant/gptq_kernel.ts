@@ -52,7 +52,7 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
   if (!Number.isInteger(blockSize) || blockSize < 1) throw new OptionError(`gptq: block size ${blockSize}`);
   checkGrid(grid);
   if (permutation) checkPermutation(permutation, cols);
-  if (rowOrder) checkPermutation(rowOrder, rows, "row order");
+  if (rowOrder) checkPermutation(rowOrder, rows, "row order", "rows");
 
   const dynamic = groups.kind === "dynamic";
   const groupSize = dynamic ? groups.groupSize : 0;
@@ -117,13 +117,7 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
         const q = round.value(code, scale[r], zero[r]);
         codesT[j * rows + r] = code;
         Qt[j * rows + r] = q;
-        if (V) {
-          const er = fround(fround(target[r] - q) / V[s * rows + s]);
-          for (let k = s + 1; k < rows; k++) {
-            const t = rowOrder ? rowOrder[k] : k;
-            target[t] = fround(target[t] - fround(er * V[s * rows + k]));
-          }
-        }
+        if (V) feedLaterRows(target, V, s, target[r] - q, rowOrder);
         // The column's error is measured from its value before the rows' feedback: the later columns' feedback through
         // U then carries the rows' share too (the Kronecker factors' updates are separable).
         const e = fround(fround(x - q) / d);
@@ -188,15 +182,30 @@ function rounder(grid: GridSpec): {
 }
 
 /**
+ * Coupled rows' feedback inside one column (float32 steps, as the kernel): the row rounded `s`-th leaves `error`
+ * (its value minus its rounding), and every row rounded after it moves by `error/V[s, s] · V[s, k]`. `V` is the
+ * `[rows, rows]` upper factor of the damped `B⁻¹` in processing order, `order[k]` the row rounded `k`-th (default `k`).
+ */
+export function feedLaterRows(
+  target: Float32Array,
+  V: Float32Array,
+  s: number,
+  error: number,
+  order?: Int32Array,
+): void {
+  const rows = target.length, er = fround(fround(error) / V[s * rows + s]);
+  for (let k = s + 1; k < rows; k++) {
+    const t = order ? order[k] : k;
+    target[t] = fround(target[t] - fround(er * V[s * rows + k]));
+  }
+}
+
+/**
  * Throws unless `perm` is a permutation of `0..cols−1` (`GptqKernelArgs.permutation`).
  * @throws {ShapeError} for a wrong length; {OptionError} for an index out of range or repeated.
  */
-export function checkPermutation(perm: Int32Array, cols: number, what = "permutation"): void {
-  if (perm.length !== cols) {
-    throw new ShapeError(
-      `gptq: ${what} of length ${perm.length} for ${cols} ${what === "permutation" ? "columns" : "rows"}`,
-    );
-  }
+export function checkPermutation(perm: Int32Array, cols: number, what = "permutation", unit = "columns"): void {
+  if (perm.length !== cols) throw new ShapeError(`gptq: ${what} of length ${perm.length} for ${cols} ${unit}`);
   const seen = new Uint8Array(cols);
   for (let k = 0; k < cols; k++) {
     const c = perm[k];

@@ -1,6 +1,6 @@
 /**
  * File-system entry point of ptq (Deno): loading models and checkpoints, saving quantized checkpoints, reading and
- * writing safetensors and GGUF. Kept apart from `mod.ts`, whose core runs anywhere (browsers, edge functions),
+ * writing safetensors and GGUF, and perplexity on a pool of Web Workers. Kept apart from `mod.ts`, whose core runs anywhere (browsers, edge functions),
  * as Hono keeps its runtime adapters apart from its core.
  *
  * @example
@@ -23,6 +23,14 @@ export { loadGgufModel, saveGguf } from "./model/gguf.ts";
 export { loadHfModel } from "./model/hf_loader.ts";
 export { loadLlama2cModel, loadLlama2cTokenizer } from "./model/llama2c.ts";
 export { loadTokenizer, type Tokenizer } from "./model/tokenizer.ts";
+export {
+  type EvaluateOptions,
+  evaluatePerplexity,
+  perplexityOnWorkers,
+  type PoolBackend,
+  type PoolPerplexityOptions,
+  shareModel,
+} from "./model/perplexity_pool.ts";
 export {
   openSafetensors,
   openSafetensorsFolder,

@@ -1,12 +1,13 @@
 /**
  * Full-file perplexity check and Llama speed: evaluates llama-12m on `../shared/data/heldout.txt` and `wiki.test.raw`
  * exactly as `ptq eval` does (windows of 512, no BOS) and compares with the PyTorch references of `../shared/README.md`
- * (13.905 ± 0.01 and 721.6 ± 1). On the TS backend one file takes about an hour of one core, so runs of `--chunk`
- * windows are handed to a pool of `--workers` threads (each loads its own model) and their log-likelihoods summed.
+ * (13.905 ± 0.01 and 721.6 ± 1). The windows are evaluated by `perplexityOnWorkers`: batches of `--batch` windows
+ * handed to `--workers` worker threads, each running the backend on one thread (on the TS backend one file takes
+ * about an hour of one core). `--workers 1` evaluates in this process on the backend with all its threads.
  *
  * ```
  * deno run -A bench/perplexity.ts [--model DIR] [--data FILE]... [--seqlen 512] [--batch 1] [--backend ts]
- *   [--workers N] [--chunk 4] [--first W] [--windows N] [--speed]
+ *   [--workers N] [--first W] [--windows N] [--speed]
  * ```
  * `--memory` evaluates `--windows` windows (default 16) in this process and reports the peak resident memory against
  * the float32 weights plus one batch of activations. `--first`/`--windows` evaluate a slice of the windows (its total NLL is printed, so slices run separately can be
@@ -23,7 +24,7 @@ import { perplexity } from "../model/perplexity.ts";
 import { forward, lossAndGradients } from "../model/llama.ts";
 import { sharedPath } from "../tests/shared.ts";
 import { bestSeconds, fmt, markdownTable } from "./timing.ts";
-import type { WorkerReply, WorkerRequest } from "./perplexity_worker.ts";
+import { perplexityOnWorkers } from "../model/perplexity_pool.ts";
 
 /** PyTorch perplexities of llama-12m, windows of 512 (../shared/README.md), with the agreed tolerance. */
 const REFERENCES: Record<string, { ppl: number; tolerance: number }> = {
@@ -39,7 +40,6 @@ const { values } = parseArgs({
     batch: { type: "string", default: "1" },
     backend: { type: "string", default: "ts" },
     workers: { type: "string", default: String(navigator.hardwareConcurrency) },
-    chunk: { type: "string", default: "4" },
     first: { type: "string", default: "0" },
     windows: { type: "string" },
     speed: { type: "boolean", default: false },
@@ -47,7 +47,7 @@ const { values } = parseArgs({
   },
 });
 const seqLen = Number(values.seqlen), batch = Number(values.batch);
-const workerCount = Math.max(1, Number(values.workers)), chunk = Math.max(1, Number(values.chunk));
+const workerCount = Math.max(1, Number(values.workers));
 const backend = await setBackend(values.backend);
 const { model, tokenizer } = await loadModel(values.model);
 
@@ -101,50 +101,26 @@ if (values.memory) {
   Deno.exit(0);
 }
 
-const pool = Array.from(
-  { length: workerCount },
-  () => new Worker(new URL("./perplexity_worker.ts", import.meta.url).href, { type: "module" }),
-);
-let nextId = 0;
-
-/** Evaluates windows `[w0, w1)` with the pool, `chunk` windows per request; returns their total NLL. */
-async function poolNll(tokens: Int32Array, w0: number, w1: number, label: string): Promise<number> {
-  const queue: [number, number][] = [];
-  for (let a = w0; a < w1; a += chunk) queue.push([a, Math.min(w1, a + chunk)]);
-  let nll = 0, done = 0, lastLog = performance.now();
+/** Evaluates windows `[w0, w1)`: on the pool, or in this process with `--workers 1`; returns their total NLL. */
+async function windowsNll(tokens: Int32Array, w0: number, w1: number, label: string): Promise<number> {
   const t0 = performance.now();
-  const drive = async (worker: Worker) => {
-    for (let job = queue.shift(); job; job = queue.shift()) {
-      const id = nextId++;
-      const reply = await new Promise<WorkerReply>((resolve, reject) => {
-        worker.onmessage = (e: MessageEvent<WorkerReply>) => resolve(e.data);
-        worker.onerror = (e) => reject(new Error(e.message));
-        worker.postMessage(
-          {
-            id,
-            model: values.model,
-            backend: values.backend,
-            tokens: tokens.slice(job[0] * seqLen, job[1] * seqLen),
-            seqLen,
-            batch,
-          } satisfies WorkerRequest,
-        );
-      });
-      if ("error" in reply) throw new Error(reply.error);
-      nll += reply.nll;
-      done += reply.windows;
-      if (performance.now() - lastLog > 30_000) {
-        lastLog = performance.now();
-        const s = (lastLog - t0) / 1000;
-        console.error(
-          `${label}: ${done}/${w1 - w0} windows, nll ${nll.toFixed(3)}, ppl so far ` +
-            `${Math.exp(nll / (done * (seqLen - 1))).toFixed(3)}, ${s.toFixed(0)} s`,
-        );
-      }
-    }
+  let lastLog = t0;
+  const onProgress = ({ windows, totalWindows, ppl }: { windows: number; totalWindows: number; ppl: number }) => {
+    if (performance.now() - lastLog < 30_000) return;
+    lastLog = performance.now();
+    console.error(
+      `${label}: ${windows}/${totalWindows} windows, ppl so far ${ppl.toFixed(3)}, ${
+        ((lastLog - t0) / 1000).toFixed(0)
+      } s`,
+    );
   };
-  await Promise.all(pool.map(drive));
-  return nll;
+  const slice = tokens.subarray(w0 * seqLen, w1 * seqLen);
+  const opts = { seqLen, batch, onProgress };
+  const name = backend.name;
+  if (workerCount > 1 && (name === "wasm" || name === "ts")) {
+    return (await perplexityOnWorkers(model, slice, { ...opts, workers: workerCount, backend: name })).nll;
+  }
+  return (await perplexity(model, slice, { ...opts, backend })).nll;
 }
 
 const files = values.data ?? [sharedPath("data/heldout.txt"), sharedPath("data/wiki.test.raw")];
@@ -157,7 +133,7 @@ for (const file of files) {
   const last = values.windows ? Math.min(available, first + Number(values.windows)) : available;
   const name = file.split("/").at(-1)!;
   const t0 = performance.now();
-  const nll = await poolNll(tokens, first, last, name);
+  const nll = await windowsNll(tokens, first, last, name);
   const seconds = (performance.now() - t0) / 1000;
   const total = last - first;
   const ppl = Math.exp(nll / (total * (seqLen - 1)));
@@ -176,7 +152,6 @@ for (const file of files) {
   ]);
   console.error(`${name}: ppl ${ppl.toFixed(4)} over windows ${first}..${last} in ${seconds.toFixed(0)} s`);
 }
-for (const w of pool) w.terminate();
 console.log(
   `llama perplexity, backend ${backend.name}, ${workerCount} workers, windows of ${seqLen}\n\n` +
     markdownTable(

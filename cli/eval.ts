@@ -2,7 +2,7 @@
  * `ptq eval`: perplexity of a model on a text file, as GPTQ reports it (see `model/perplexity.ts`).
  *
  * ```
- * ptq eval --model DIR|FILE --data FILE [--seqlen 512] [--windows N] [--batch B] [--backend NAME] [--json]
+ * ptq eval --model DIR|FILE --data FILE [--seqlen 512] [--windows N] [--batch B] [--backend NAME] [--workers N] [--json]
  * ```
  *
  * `--model` is a Hugging Face folder (`config.json`, safetensors, `tokenizer.json`) or a llama2.c checkpoint `.bin`
@@ -15,9 +15,9 @@
 
 import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
 import { loadModel } from "../model/load.ts";
-import { perplexity } from "../model/perplexity.ts";
+import { evaluatePerplexity } from "../model/perplexity_pool.ts";
 import { createProgress } from "./progress.ts";
-import { failure, intOption, parseCommand, requirePath, UsageError } from "./common.ts";
+import { CORES, failure, intOption, parseCommand, requirePath, UsageError } from "./common.ts";
 
 const USAGE = `Usage: ptq eval --model DIR|FILE --data FILE [options]
 
@@ -30,6 +30,8 @@ Options:
   --windows N       evaluate only the first N windows (default: all)
   --batch B         windows per forward pass (default 1)
   --backend NAME    compute backend (${listBackends().join(", ")}; default: the fastest that starts, wasm then ts)
+  --workers N       evaluate on N worker threads, each running the backend on one thread (wasm and ts; the same
+                    result; default: the cores, ${CORES} here; 1 evaluates in this thread)
   --json            print the result as one JSON line {"ppl", "windows", "tokens", "seconds"}
   -h, --help        show this help
 `;
@@ -48,6 +50,7 @@ export async function evalCommand(args: string[]): Promise<number> {
     windows: { type: "string" },
     batch: { type: "string" },
     backend: { type: "string" },
+    workers: { type: "string" },
     json: { type: "boolean", default: false },
   });
   if (typeof values === "number") return values;
@@ -61,6 +64,7 @@ export async function evalCommand(args: string[]): Promise<number> {
     const seqLen = intOption(values.seqlen, "seqlen", 512, 2);
     const windows = values.windows === undefined ? undefined : intOption(values.windows, "windows", 1, 1);
     const batch = intOption(values.batch, "batch", 1, 1);
+    const workers = intOption(values.workers, "workers", CORES, 1);
     const backend = values.backend ? await setBackend(values.backend) : await setBestBackend();
 
     await requirePath(values.data, "data");
@@ -77,11 +81,12 @@ export async function evalCommand(args: string[]): Promise<number> {
 
     const start = performance.now();
     const bar = createProgress("eval", { silent: json, unit: "windows" });
-    const result = await perplexity(model, tokens, {
+    const result = await evaluatePerplexity(model, tokens, {
       seqLen,
       batch,
       windows,
       backend,
+      workers,
       onProgress: ({ windows: done, totalWindows, ppl }) => bar.update(done, totalWindows, `ppl ${ppl.toFixed(3)}`),
     });
     bar.finish(`${Math.round((result.windows * seqLen) / ((performance.now() - start) / 1000))} tokens/s`);

@@ -23,12 +23,12 @@ import {
   quantizeModel,
   quantizeProgressTotal,
 } from "../model/quantize_model.ts";
-import { perplexity } from "../model/perplexity.ts";
+import { evaluatePerplexity } from "../model/perplexity_pool.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { sampleWindows } from "../model/windows.ts";
 import { loadModel } from "../model/load.ts";
 import { SAVE_FORMATS, saveQuantized } from "../model/save.ts";
-import { choice, failure, intOption, numberOption, parseCommand, requirePath, UsageError } from "./common.ts";
+import { choice, CORES, failure, intOption, numberOption, parseCommand, requirePath, UsageError } from "./common.ts";
 import { createProgress } from "./progress.ts";
 
 const USAGE = `Usage: ptq quantize --model DIR|FILE --method NAME [options]
@@ -78,6 +78,8 @@ Options:
   --windows N        evaluate only the first N windows of each file
   --batch B          windows per forward pass (default 8)
   --backend NAME     compute backend (${listBackends().join(", ")}; default: the fastest that starts, wasm then ts)
+  --workers N        evaluate on N worker threads, each running the backend on one thread (wasm and ts; the same
+                     result; default: the cores, ${CORES} here; 1 evaluates in this thread)
   --out DIR          save the quantized model (written atomically)
   --format F         checkpoint format: ${SAVE_FORMATS.join(" | ")} (default gptq)
   --json             print one JSON line with the results
@@ -123,6 +125,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     windows: { type: "string" },
     batch: { type: "string" },
     backend: { type: "string" },
+    workers: { type: "string" },
     out: { type: "string" },
     format: { type: "string" },
     json: { type: "boolean", default: false },
@@ -171,6 +174,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const seqLen = intOption(values.seqlen, "seqlen", 512, 2);
     const seed = intOption(values.seed, "seed", 0, 0);
     const batch = intOption(values.batch, "batch", 8, 1);
+    const workers = intOption(values.workers, "workers", CORES, 1);
     const windows = values.windows === undefined ? undefined : intOption(values.windows, "windows", 1, 1);
     // Absent: the engine's default (0.01), or OAC's (quantizeModel applies OAC_DEFAULT_DAMPING).
     const damping = values.damping === undefined ? undefined : numberOption(values.damping, "damping", 0, 0);
@@ -264,7 +268,13 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const te = performance.now();
     const ppl: Record<string, number> = {};
     for (const file of evalFiles) {
-      ppl[baseName(file)] = await evaluate(quantized, tokenizer, file, seqLen, batch, windows, backend, json);
+      ppl[baseName(file)] = await evaluate(
+        quantized,
+        tokenizer,
+        file,
+        { seqLen, batch, windows, backend, workers },
+        json,
+      );
       log(`${file}: perplexity ${ppl[baseName(file)].toFixed(3)}`);
     }
     const seconds = { ...result.seconds, eval: (performance.now() - te) / 1000 };
@@ -309,19 +319,13 @@ async function evaluate(
   model: LlamaModel,
   tokenizer: Tokenizer,
   file: string,
-  seqLen: number,
-  batch: number,
-  windows: number | undefined,
-  backend: Backend,
+  options: { seqLen: number; batch: number; windows?: number; backend: Backend; workers: number },
   silent: boolean,
 ): Promise<number> {
   const tokens = tokenizer.encode(await Deno.readTextFile(file));
   const bar = createProgress(`eval ${baseName(file)}`, { silent, unit: "windows" });
-  const r = await perplexity(model, tokens, {
-    seqLen,
-    batch,
-    windows,
-    backend,
+  const r = await evaluatePerplexity(model, tokens, {
+    ...options,
     onProgress: (p) => bar.update(p.windows, p.totalWindows, `ppl ${p.ppl.toFixed(3)}`),
   });
   bar.finish(`ppl ${r.ppl.toFixed(3)}`);

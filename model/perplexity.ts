@@ -72,6 +72,27 @@ export async function perplexity(
 ): Promise<PerplexityResult> {
   const { seqLen = 512, batch = 1, onProgress, signal } = options;
   const backend = options.backend ?? getBackend();
+  const { source, totalWindows } = evaluationWindows(tokens, options);
+  let nll = 0;
+  for (let w0 = 0; w0 < totalWindows; w0 += batch) {
+    const nb = Math.min(batch, totalWindows - w0);
+    nll = addLosses(nll, await windowLosses(model, source.subarray(w0 * seqLen, (w0 + nb) * seqLen), seqLen, backend));
+    const done = w0 + nb;
+    onProgress?.({ windows: done, totalWindows, ppl: Math.exp(nll / (done * (seqLen - 1))) });
+    signal?.throwIfAborted();
+  }
+  return perplexityResult(nll, totalWindows, seqLen);
+}
+
+/**
+ * The windows {@link perplexity} evaluates, one after another in `source`, after checking the options.
+ * @throws {OptionError} as {@link perplexity} does.
+ */
+export function evaluationWindows(
+  tokens: Int32Array,
+  options: Pick<PerplexityOptions, "seqLen" | "batch" | "windows" | "spread">,
+): { source: Int32Array; totalWindows: number } {
+  const { seqLen = 512, batch = 1 } = options;
   if (!Number.isInteger(seqLen) || seqLen < 2) throw new OptionError(`seqLen must be an integer ≥ 2, got ${seqLen}`);
   if (!Number.isInteger(batch) || batch < 1) throw new OptionError(`batch must be a positive integer, got ${batch}`);
   const available = Math.floor(tokens.length / seqLen);
@@ -86,21 +107,33 @@ export async function perplexity(
   const source = options.spread && totalWindows < available
     ? spreadWindows(tokens, seqLen, available, totalWindows)
     : tokens;
+  return { source, totalWindows };
+}
 
-  let nll = 0;
-  for (let w0 = 0; w0 < totalWindows; w0 += batch) {
-    const nb = Math.min(batch, totalWindows - w0);
-    const ids = source.subarray(w0 * seqLen, (w0 + nb) * seqLen);
-    const { logits } = await forward(model, ids, { batch: nb, seqLen, backend });
-    // Position t predicts token t+1 of its window: positions 1..L−1 are scored, none across a window boundary.
-    const { losses } = await backend.crossEntropy(logits, nextTokenTargets(ids, seqLen));
-    for (let i = 0; i < losses.length; i++) nll += losses[i];
-    const done = w0 + nb;
-    onProgress?.({ windows: done, totalWindows, ppl: Math.exp(nll / (done * (seqLen - 1))) });
-    signal?.throwIfAborted();
-  }
-  const predicted = totalWindows * (seqLen - 1);
-  return { ppl: Math.exp(nll / predicted), windows: totalWindows, tokens: predicted, nll };
+/**
+ * The cross-entropy of every position of a run of whole windows (`ids`, `seqLen` tokens each) in one forward pass:
+ * position t predicts token t+1 of its window, so positions 1..L−1 are scored and the last of each window is 0.
+ */
+export async function windowLosses(
+  model: LlamaModel,
+  ids: Int32Array,
+  seqLen: number,
+  backend: Backend,
+): Promise<Float32Array> {
+  const { logits } = await forward(model, ids, { batch: ids.length / seqLen, seqLen, backend });
+  return (await backend.crossEntropy(logits, nextTokenTargets(ids, seqLen))).losses;
+}
+
+/** `nll` plus the losses, added in order: the one summation order every way of evaluating shares. */
+export function addLosses(nll: number, losses: Float32Array): number {
+  for (let i = 0; i < losses.length; i++) nll += losses[i];
+  return nll;
+}
+
+/** The result of {@link perplexity} from the total NLL of `windows` windows. */
+export function perplexityResult(nll: number, windows: number, seqLen: number): PerplexityResult {
+  const predicted = windows * (seqLen - 1);
+  return { ppl: Math.exp(nll / predicted), windows, tokens: predicted, nll };
 }
 
 /** The windows `⌊i·available/count⌋`, `i < count`, copied one after another. */

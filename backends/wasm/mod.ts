@@ -86,7 +86,7 @@ export interface WasmBackend extends Backend {
 
 /** Rows of C each thread's share of the Gram fold is a multiple of. */
 const SPLIT_ALIGN = 16;
-/** Row blocks of C shared between threads are multiples of this: whole register tiles (6 rows) and L2 blocks (96). */
+/** Row blocks of C shared between threads are multiples of this: whole register tiles (4 rows) and L2 blocks (96). */
 const ROW_BLOCK = 96;
 /** Strips of A one thread claims at a time in `packAShared` (`PACK_STRIPS` in `assembly/gemm.ts`). */
 const PACK_STRIPS = 16;

@@ -1,5 +1,5 @@
 import { exp2x64, exp4 } from "./common";
-import { gemmScratchSize, gemmSingle as mm, kernel6x8 } from "./gemm";
+import { gemmScratchSize, gemmSingle as mm, kernel4x8, packedASize } from "./gemm";
 
 // Transformer building blocks in float32 with float64 reductions where rows are long: causal attention (forward and
 // backward, tasks per (batch, head) or (batch, kv head) claimed from a shared counter), SwiGLU and softmax
@@ -12,22 +12,24 @@ function gather(src: usize, cols: i32, row0: i32, col0: i32, S: i32, hd: i32, ds
   }
 }
 
-/** Query rows per block of the attention kernels (a multiple of the gemm tile's 6 rows). */
+/** Query rows per block of the attention kernels (a multiple of the gemm tile's 4 rows). */
 const RB: i32 = 96;
+/** Rows of the micro-kernel's A strips ({@link kernel4x8}): keys of K, head dimensions of Vᵀ. */
+const AR: i32 = 4;
 
 /** Floats of per-thread scratch of {@link attentionBackward}. */
 export function attentionScratchSize(S: i32, hd: i32): i32 {
-  const packed = ((max(S, RB) + 5) / 6) * 6 * max(RB, hd);
+  const packed = packedASize(max(S, RB), max(RB, hd));
   return 6 * S * hd + 2 * RB * S + 2 * RB * hd + packed + gemmScratchSize() + 64;
 }
 
 /**
- * Floats of per-thread scratch of {@link attentionForward}, in order: K as 6-key strips, Vᵀ as 6-dimension strips, Q as 8-query panels
+ * Floats of per-thread scratch of {@link attentionForward}, in order: K as 4-key strips, Vᵀ as 4-dimension strips, Q as 8-query panels
  * (keys and queries padded to whole panels), one panel of scores, one output tile, 8 reciprocal sums.
  */
 export function attentionForwardScratchSize(S: i32, hd: i32): i32 {
-  const panels = (S + 7) / 8, keyStrips = (panels * 8 + 5) / 6, dimStrips = (hd + 5) / 6;
-  return keyStrips * 6 * hd + dimStrips * 6 * panels * 8 + panels * 8 * hd + keyStrips * 6 * 8 + dimStrips * 6 * 8 + 8;
+  const panels = (S + 7) / 8, keyStrips = (panels * 8 + AR - 1) / AR, dimStrips = (hd + AR - 1) / AR;
+  return keyStrips * AR * hd + dimStrips * AR * panels * 8 + panels * 8 * hd + keyStrips * AR * 8 + dimStrips * AR * 8 + 8;
 }
 
 /**
@@ -63,7 +65,7 @@ function causalSoftmax(P: usize, S: i32, i0: i32, rb: i32, i1: i32): void {
  * Causal attention forward: tasks `(b, h)` claimed from `counter`. `q`, `out` are `[T, heads·hd]`, `k`, `v`
  * `[T, kvHeads·hd]`, `T = batch·S`. Worked on transposed, 8 queries at a time, on the gemm's micro-kernel directly:
  *
- * - scores `Sᵀ = K·(Q·scale)ᵀ` come out of 6×8 tiles as a panel `[key][8 queries]`, the only keys computed being
+ * - scores `Sᵀ = K·(Q·scale)ᵀ` come out of 4×8 tiles as a panel `[key][8 queries]`, the only keys computed being
  *   those the panel's last query sees;
  * - the causal softmax runs down the panel's columns, 8 queries in two vectors (no transposition), sums in float64;
  * - `Oᵀ = Vᵀ·Pᵀ` takes that panel as the micro-kernel's B operand as it is, and each output row is divided by its sum.
@@ -76,10 +78,10 @@ export function attentionForward(
 ): void {
   const qCols = heads * hd, kvCols = kvHeads * hd, group = heads / kvHeads;
   // The layout of attentionForwardScratchSize.
-  const panels = (S + 7) / 8, keyStrips = (panels * 8 + 5) / 6, dimStrips = (hd + 5) / 6;
+  const panels = (S + 7) / 8, keyStrips = (panels * 8 + AR - 1) / AR, dimStrips = (hd + AR - 1) / AR;
   const keysPadded = panels * 8; // the depth of a packed Vᵀ strip
-  const Kp = scratch, Vp = Kp + (<usize>(keyStrips * 6 * hd) << 2), Qp = Vp + (<usize>(dimStrips * 6 * keysPadded) << 2);
-  const P = Qp + (<usize>(keysPadded * hd) << 2), O = P + (<usize>(keyStrips * 48) << 2), inv = O + (<usize>(dimStrips * 48) << 2);
+  const Kp = scratch, Vp = Kp + (<usize>(keyStrips * AR * hd) << 2), Qp = Vp + (<usize>(dimStrips * AR * keysPadded) << 2);
+  const P = Qp + (<usize>(keysPadded * hd) << 2), O = P + (<usize>(keyStrips * AR * 8) << 2), inv = O + (<usize>(dimStrips * AR * 8) << 2);
   let loadedB = -1, loadedG = -1;
   while (true) {
     const t = atomic.add<i32>(counter, 1);
@@ -87,7 +89,7 @@ export function attentionForward(
     const b = t / heads, h = t % heads, g = h / group;
     const row0 = b * S;
     if (b != loadedB || g != loadedG) {
-      packInterleaved(k, kvCols, row0, g * hd, S, hd, 6, keyStrips, 1, Kp);
+      packInterleaved(k, kvCols, row0, g * hd, S, hd, AR, keyStrips, 1, Kp);
       packValueStrips(v, kvCols, row0, g * hd, S, hd, dimStrips, keysPadded, Vp);
       loadedB = b;
       loadedG = g;
@@ -96,12 +98,12 @@ export function attentionForward(
     for (let j = 0; j < panels; j++) {
       const q0 = j * 8, kEnd = min(q0 + 8, S); // keys [0, kEnd) are seen by some query of the panel
       const qp = Qp + (<usize>(j * 8 * hd) << 2);
-      for (let s = 0; s * 6 < kEnd; s++) {
-        kernel6x8(hd, Kp + (<usize>(s * 6 * hd) << 2), qp, P + (<usize>(s * 48) << 2), 8, 0);
+      for (let s = 0; s * AR < kEnd; s++) {
+        kernel4x8(hd, Kp + (<usize>(s * AR * hd) << 2), qp, P + (<usize>(s * AR * 8) << 2), 8, 0);
       }
       panelSoftmax(P, q0, kEnd, inv);
       for (let r = 0; r < dimStrips; r++) {
-        kernel6x8(kEnd, Vp + (<usize>(r * 6 * keysPadded) << 2), P, O + (<usize>(r * 48) << 2), 8, 0);
+        kernel4x8(kEnd, Vp + (<usize>(r * AR * keysPadded) << 2), P, O + (<usize>(r * AR * 8) << 2), 8, 0);
       }
       const nq = min(8, S - q0);
       for (let jj = 0; jj < nq; jj++) {
@@ -114,27 +116,27 @@ export function attentionForward(
 }
 
 /**
- * Vᵀ of V's head columns `[col0, col0 + hd)`, rows `[row0, row0 + S)`: head dimensions as 6-row strips, the keys as
- * their depth (`[strip][key][6]`, `depth` keys); dimensions past hd and keys past S zero.
+ * Vᵀ of V's head columns `[col0, col0 + hd)`, rows `[row0, row0 + S)`: head dimensions as AR-row strips, the keys as
+ * their depth (`[strip][key][AR]`, `depth` keys); dimensions past hd and keys past S zero.
  */
 function packValueStrips(
   v: usize, cols: i32, row0: i32, col0: i32, S: i32, hd: i32, strips: i32, depth: i32, dst: usize,
 ): void {
   for (let r = 0; r < strips; r++) {
-    const dims = min(6, hd - r * 6);
+    const dims = min(AR, hd - r * AR);
     for (let key = 0; key < depth; key++) {
-      const d = dst + (<usize>((r * depth + key) * 6) << 2);
+      const d = dst + (<usize>((r * depth + key) * AR) << 2);
       const n = key < S ? dims : 0;
-      const src = v + (<usize>((row0 + key) * cols + col0 + r * 6) << 2);
+      const src = v + (<usize>((row0 + key) * cols + col0 + r * AR) << 2);
       for (let i = 0; i < n; i++) store<f32>(d + (<usize>i << 2), load<f32>(src + (<usize>i << 2)));
-      for (let i = n; i < 6; i++) store<f32>(d + (<usize>i << 2), 0);
+      for (let i = n; i < AR; i++) store<f32>(d + (<usize>i << 2), 0);
     }
   }
 }
 
 /**
  * Head columns `[col0, col0 + hd)` of rows `[row0, row0 + S)` times `scale`, interleaved `width` rows at a time:
- * `[group][d][width]` for `groups` groups, rows past S zero. K as the micro-kernel's A operand (6-key strips, scale 1),
+ * `[group][d][width]` for `groups` groups, rows past S zero. K as the micro-kernel's A operand (AR-key strips, scale 1),
  * `Q·scale` as its B operand (8-query panels).
  */
 function packInterleaved(
@@ -214,7 +216,7 @@ export function attentionBackward(
   const P = G + (<usize>(S * hd) << 2), dP = P + (<usize>(RB * S) << 2);
   const O = dP + (<usize>(RB * S) << 2);
   const packed = O + (<usize>(2 * RB * hd) << 2);
-  const gs = packed + (<usize>(((max(S, RB) + 5) / 6) * 6 * max(RB, hd)) << 2);
+  const gs = packed + (<usize>packedASize(max(S, RB), max(RB, hd)) << 2);
   while (true) {
     const t = atomic.add<i32>(counter, 1);
     if (t >= batch * kvHeads) break;

@@ -1,0 +1,196 @@
+/**
+ * {@link perplexity} over a pool of Web Workers, each running a single-threaded backend on whole batches of windows.
+ * On a CPU this beats one process with a multi-threaded backend: every part of the forward pass runs in parallel
+ * (RMSNorm, RoPE, the residual adds and the copies included, which a threaded backend runs on one thread), and the
+ * threads never wait for each other inside a kernel. The result is the one {@link perplexity} returns with the same
+ * `batch`, to the last bit: the pool's batches are the same windows, and their losses are added in window order.
+ *
+ * The weights are copied once into a `SharedArrayBuffer` that every worker reads (where the runtime has one; each
+ * worker gets its own copy otherwise), so the pool costs one extra copy of the model, not one per worker.
+ *
+ * @module
+ */
+
+import type { LlamaModel } from "./llama.ts";
+import {
+  addLosses,
+  evaluationWindows,
+  perplexity,
+  type PerplexityOptions,
+  type PerplexityResult,
+  perplexityResult,
+} from "./perplexity.ts";
+import type { PoolReply, PoolRequest } from "./perplexity_worker.ts";
+import { OptionError } from "../core/errors.ts";
+import { getBackend } from "../backends/registry.ts";
+
+/** The backends a pool worker can run, single-threaded. */
+export type PoolBackend = "wasm" | "ts";
+
+/** Options of {@link perplexityOnWorkers}: those of {@link perplexity}, with a backend named instead of given. */
+export interface PoolPerplexityOptions extends Omit<PerplexityOptions, "backend"> {
+  /** Workers; default `navigator.hardwareConcurrency` (1 where unknown). With 1, or without `Worker`, no pool. */
+  readonly workers?: number;
+  /** The backend of each worker, single-threaded; default "wasm". */
+  readonly backend?: PoolBackend;
+}
+
+/**
+ * Perplexity of `model` on an already tokenized text, on `workers` workers; equal to {@link perplexity}'s with the
+ * same `seqLen`, `batch`, `windows` and `spread`.
+ *
+ * @throws {OptionError} for the bad options {@link perplexity} refuses, or a worker count that is not a positive
+ *   integer.
+ * @throws {Error} with a worker's message when one fails; the others are stopped.
+ *
+ * @example
+ * ```ts ignore
+ * import { loadModel, perplexityOnWorkers } from "jsr:@ptq/ptq/io";
+ * const { model, tokenizer } = await loadModel("models/llama-12m");
+ * const tokens = tokenizer.encode(await Deno.readTextFile("heldout.txt"));
+ * const { ppl } = await perplexityOnWorkers(model, tokens, { batch: 8, workers: 2 });
+ * ```
+ */
+export async function perplexityOnWorkers(
+  model: LlamaModel,
+  tokens: Int32Array,
+  options: PoolPerplexityOptions = {},
+): Promise<PerplexityResult> {
+  const { seqLen = 512, batch = 1, onProgress, signal, backend = "wasm" } = options;
+  const workers = options.workers ?? (typeof navigator !== "undefined" ? navigator.hardwareConcurrency ?? 1 : 1);
+  if (!Number.isInteger(workers) || workers < 1) {
+    throw new OptionError(`workers must be a positive integer, got ${workers}`);
+  }
+  if (backend !== "wasm" && backend !== "ts") throw new OptionError(`pool backend must be wasm or ts, got ${backend}`);
+  const { source, totalWindows } = evaluationWindows(tokens, options);
+  const batches = Math.ceil(totalWindows / batch);
+  if (workers === 1 || batches === 1 || typeof Worker === "undefined") {
+    const local = backend === "wasm"
+      ? await (await import("../backends/wasm/mod.ts")).createWasmBackend({ threads: 1 })
+      : (await import("../backends/ts/mod.ts")).tsBackend;
+    try {
+      return await perplexity(model, source, { ...options, windows: totalWindows, spread: false, backend: local });
+    } finally {
+      if (local.name === "wasm") local.dispose?.();
+    }
+  }
+
+  const shared = shareModel(model);
+  const pool = Array.from(
+    { length: Math.min(workers, batches) },
+    () => new Worker(new URL("./perplexity_worker.ts", import.meta.url).href, { type: "module" }),
+  );
+  const losses: Float32Array[] = new Array(batches);
+  let next = 0, done = 0, runningNll = 0;
+  const ask = (worker: Worker, request: PoolRequest, expect: number) =>
+    new Promise<Float32Array>((resolve, reject) => {
+      worker.onmessage = (e: MessageEvent<PoolReply>) => {
+        const reply = e.data;
+        if ("error" in reply) reject(new Error(`perplexity worker: ${reply.error}`));
+        else if (reply.id !== expect) reject(new Error(`perplexity worker: reply ${reply.id}, expected ${expect}`));
+        else resolve(reply.losses);
+      };
+      worker.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(`perplexity worker: ${e.message}`));
+      };
+      worker.postMessage(request);
+    });
+  const drive = async (worker: Worker) => {
+    await ask(worker, { kind: "init", model: shared, backend }, -1);
+    for (let b = next++; b < batches; b = next++) {
+      signal?.throwIfAborted();
+      const w0 = b * batch, nb = Math.min(batch, totalWindows - w0);
+      const ids = source.slice(w0 * seqLen, (w0 + nb) * seqLen);
+      losses[b] = await ask(worker, { kind: "windows", id: b, ids, seqLen }, b);
+      done += nb;
+      runningNll = addLosses(runningNll, losses[b]);
+      onProgress?.({ windows: done, totalWindows, ppl: Math.exp(runningNll / (done * (seqLen - 1))) });
+    }
+  };
+  // An abort stops the workers at once, not after their current batch.
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal!.reason);
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    await Promise.race([Promise.all(pool.map(drive)), aborted]);
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    next = batches; // a failed or aborted run hands out no more work
+    for (const w of pool) w.terminate();
+  }
+  // The exact sum, in window order, as perplexity adds it.
+  let nll = 0;
+  for (const l of losses) nll = addLosses(nll, l);
+  return perplexityResult(nll, totalWindows, seqLen);
+}
+
+/**
+ * The model with every float array copied into one `SharedArrayBuffer` (arrays and objects that are one stay one, as
+ * tied embeddings are), so that posting it to workers shares the weights instead of copying them. Returns the model itself
+ * where the runtime has no `SharedArrayBuffer`.
+ */
+export function shareModel(model: LlamaModel): LlamaModel {
+  if (typeof SharedArrayBuffer === "undefined") return model;
+  const arrays = new Set<Float32Array>();
+  const collect = (v: unknown): void => {
+    if (v instanceof Float32Array) arrays.add(v);
+    else if (Array.isArray(v)) v.forEach(collect);
+    else if (v && typeof v === "object" && !ArrayBuffer.isView(v)) Object.values(v).forEach(collect);
+  };
+  collect(model.weights);
+  let floats = 0;
+  for (const a of arrays) floats += a.length;
+  const buffer = new SharedArrayBuffer(floats * 4);
+  const copies = new Map<Float32Array, Float32Array>();
+  let offset = 0;
+  for (const a of arrays) {
+    const copy = new Float32Array(buffer, offset * 4, a.length);
+    copy.set(a);
+    copies.set(a, copy);
+    offset += a.length;
+  }
+  // Objects met twice (a tied embedding's matrix) are rebuilt once, so they stay one object.
+  const rebuilt = new Map<object, unknown>();
+  const rebuild = (v: unknown): unknown => {
+    if (v instanceof Float32Array) return copies.get(v);
+    if (!v || typeof v !== "object" || ArrayBuffer.isView(v)) return v;
+    if (!rebuilt.has(v)) {
+      rebuilt.set(
+        v,
+        Array.isArray(v) ? v.map(rebuild) : Object.fromEntries(Object.entries(v).map(([k, x]) => [k, rebuild(x)])),
+      );
+    }
+    return rebuilt.get(v);
+  };
+  return { config: model.config, weights: rebuild(model.weights) as LlamaModel["weights"] };
+}
+
+/** Options of {@link evaluatePerplexity}: those of {@link perplexity} and a worker count. */
+export interface EvaluateOptions extends PerplexityOptions {
+  /**
+   * Workers for a pool ({@link perplexityOnWorkers}) when the backend is "wasm" or "ts"; default
+   * `navigator.hardwareConcurrency`. 1, or another backend, evaluates in this thread on `backend`.
+   */
+  readonly workers?: number;
+}
+
+/**
+ * Perplexity the fastest way the backend allows, with the same result either way: on a pool of single-threaded
+ * workers for the CPU backends, in this thread otherwise (a GPU backend, one worker).
+ */
+export function evaluatePerplexity(
+  model: LlamaModel,
+  tokens: Int32Array,
+  options: EvaluateOptions = {},
+): Promise<PerplexityResult> {
+  const { workers = typeof navigator !== "undefined" ? navigator.hardwareConcurrency ?? 1 : 1, backend } = options;
+  const name = (backend ?? getBackend()).name;
+  if (workers > 1 && (name === "wasm" || name === "ts")) {
+    return perplexityOnWorkers(model, tokens, { ...options, workers, backend: name });
+  }
+  return perplexity(model, tokens, options);
+}

@@ -1,0 +1,50 @@
+/**
+ * Worker of {@link perplexityOnWorkers}: receives a model and a backend name once, then scores each run of windows it
+ * is sent with {@link windowLosses} on a single-threaded backend of its own, and replies with the losses.
+ *
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import type { Backend } from "../core/backend.ts";
+import type { LlamaModel } from "./llama.ts";
+import { windowLosses } from "./perplexity.ts";
+import type { PoolBackend } from "./perplexity_pool.ts";
+
+/** What the pool sends: first `init`, then `windows` requests, one at a time. */
+export type PoolRequest =
+  | { readonly kind: "init"; readonly model: LlamaModel; readonly backend: PoolBackend }
+  | { readonly kind: "windows"; readonly id: number; readonly ids: Int32Array; readonly seqLen: number };
+
+/** The worker's answer to `init` (id −1) or to the request `id`. */
+export type PoolReply =
+  | { readonly id: number; readonly losses: Float32Array }
+  | { readonly id: number; readonly error: string };
+
+let state: Promise<{ model: LlamaModel; backend: Backend }> | undefined;
+
+self.onmessage = async (e: MessageEvent<PoolRequest>) => {
+  const request = e.data;
+  const id = request.kind === "init" ? -1 : request.id;
+  try {
+    if (request.kind === "init") {
+      state = startBackend(request.backend).then((backend) => ({ model: request.model, backend }));
+      await state;
+      self.postMessage({ id, losses: new Float32Array(0) } satisfies PoolReply);
+      return;
+    }
+    if (!state) throw new Error("perplexity worker: windows before init");
+    const { model, backend } = await state;
+    const losses = await windowLosses(model, request.ids, request.seqLen, backend);
+    self.postMessage({ id, losses } satisfies PoolReply);
+  } catch (err) {
+    self.postMessage({ id, error: err instanceof Error ? err.message : String(err) } satisfies PoolReply);
+  }
+};
+
+/** One thread per worker: the pool itself is the parallelism. */
+async function startBackend(name: PoolBackend): Promise<Backend> {
+  if (name === "wasm") return (await import("../backends/wasm/mod.ts")).createWasmBackend({ threads: 1 });
+  return (await import("../backends/ts/mod.ts")).tsBackend;
+}

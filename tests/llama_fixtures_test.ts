@@ -141,6 +141,8 @@ sharedTest("ptq eval: clear errors for wrong paths and options", ["models/llama-
     assert.equal(await evalCommand(["--model", model, "--data", "/nonexistent.txt"]), 2);
     assert.match(errors.at(-1)!, /--data \/nonexistent.txt: no such file or folder/);
     assert.equal(await evalCommand(["--model", model, "--data", "x", "--seqlen", "1"]), 2);
+    assert.equal(await evalCommand(["--model", model, "--data", "x", "--workers", "0"]), 2);
+    assert.match(errors.at(-1)!, /--workers must be an integer ≥ 1, got "0"/);
     assert.equal(await evalCommand(["--model", model, "--bogus"]), 2);
     assert.equal(await evalCommand(["--data", "x"]), 2);
     assert.match(errors.at(-1)!, /--model is required/);

@@ -79,7 +79,8 @@ Options:
   --batch B          windows per forward pass (default 8)
   --backend NAME     compute backend (${listBackends().join(", ")}; default: the fastest that starts, wasm then ts)
   --workers N        evaluate on N worker threads, each running the backend on one thread (wasm and ts; the same
-                     result; default: the cores, ${CORES} here; 1 evaluates in this thread)
+                     result; each holds a batch of activations; default: the cores, ${CORES} here; 1, or fewer than
+                     two batches per worker, evaluates in this thread)
   --out DIR          save the quantized model (written atomically)
   --format F         checkpoint format: ${SAVE_FORMATS.join(" | ")} (default gptq)
   --json             print one JSON line with the results

@@ -104,6 +104,39 @@ Deno.test("shareModel: the same values in one SharedArrayBuffer, tied arrays kep
   assert.equal(shared.config, model.config);
 });
 
+poolTest("perplexityOnWorkers runs the WASM build it is given: plain SIMD equals a plain-SIMD backend", async () => {
+  const plain = await createWasmBackend({ threads: 2, parallelThreshold: 0, relaxed: false });
+  try {
+    for (const windows of [1, 5]) { // one batch: in this thread; five: on the pool
+      const opts = { seqLen, batch: 1, windows };
+      const reference = await perplexity(model, tokens, { ...opts, backend: plain });
+      const pooled = await perplexityOnWorkers(model, tokens, { ...opts, workers: 2, relaxed: false });
+      assert.equal(pooled.nll, reference.nll, `${windows} windows`);
+      // evaluatePerplexity passes the backend's build on.
+      assert.equal(
+        (await evaluatePerplexity(model, tokens, { ...opts, workers: 2, backend: plain })).nll,
+        reference.nll,
+      );
+    }
+  } finally {
+    plain.dispose();
+  }
+});
+
+poolTest("evaluatePerplexity uses the pool only when every worker gets two batches", async () => {
+  let calls = 0;
+  const counted: Backend = { ...tsBackend, crossEntropy: (...args) => (calls++, tsBackend.crossEntropy(...args)) };
+  const opts = { seqLen, batch: 1, backend: counted, workers: 2 };
+  const short = await evaluatePerplexity(model, tokens, { ...opts, windows: 3 });
+  assert.equal(calls, 3, "three batches for two workers: in this thread, on the given backend");
+  const long = await evaluatePerplexity(model, tokens, { ...opts, windows: 4 });
+  assert.equal(calls, 3, "four batches: on the pool");
+  const reference = await perplexity(model, tokens, { seqLen, windows: 4, backend: tsBackend });
+  assert.equal(long.nll, reference.nll);
+  assert.ok(short.nll < long.nll);
+  await assert.rejects(evaluatePerplexity(model, tokens, { ...opts, workers: 0 }), OptionError);
+});
+
 Deno.test("evaluatePerplexity evaluates a backend other than wasm or ts in this thread", async () => {
   let calls = 0;
   const other: Backend = {

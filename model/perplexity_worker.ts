@@ -10,11 +10,11 @@
 import type { Backend } from "../core/backend.ts";
 import type { LlamaModel } from "./llama.ts";
 import { windowLosses } from "./perplexity.ts";
-import type { PoolBackend } from "./perplexity_pool.ts";
+import { type PoolBackend, startPoolBackend } from "./perplexity_pool.ts";
 
 /** What the pool sends: first `init`, then `windows` requests, one at a time. */
 export type PoolRequest =
-  | { readonly kind: "init"; readonly model: LlamaModel; readonly backend: PoolBackend }
+  | { readonly kind: "init"; readonly model: LlamaModel; readonly backend: PoolBackend; readonly relaxed?: boolean }
   | { readonly kind: "windows"; readonly id: number; readonly ids: Int32Array; readonly seqLen: number };
 
 /** The worker's answer to `init` (id −1) or to the request `id`. */
@@ -29,7 +29,7 @@ self.onmessage = async (e: MessageEvent<PoolRequest>) => {
   const id = request.kind === "init" ? -1 : request.id;
   try {
     if (request.kind === "init") {
-      state = startBackend(request.backend).then((backend) => ({ model: request.model, backend }));
+      state = startPoolBackend(request.backend, request.relaxed).then((backend) => ({ model: request.model, backend }));
       await state;
       self.postMessage({ id, losses: new Float32Array(0) } satisfies PoolReply);
       return;
@@ -42,9 +42,3 @@ self.onmessage = async (e: MessageEvent<PoolRequest>) => {
     self.postMessage({ id, error: err instanceof Error ? err.message : String(err) } satisfies PoolReply);
   }
 };
-
-/** One thread per worker: the pool itself is the parallelism. */
-async function startBackend(name: PoolBackend): Promise<Backend> {
-  if (name === "wasm") return (await import("../backends/wasm/mod.ts")).createWasmBackend({ threads: 1 });
-  return (await import("../backends/ts/mod.ts")).tsBackend;
-}

@@ -424,7 +424,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
 
   /** Rows of the diagonal blocks of the blocked Cholesky and triangular solves. */
   const NB = 128;
-  /** Rows of the float32 path's diagonal blocks: a multiple of the gemm tile's 6 rows. */
+  /** Rows of the float32 path's diagonal blocks: a multiple of the gemm tile's 4 rows. */
   const NB32 = 120;
   const dScratchBytes = x.dgemmScratchSize() * 8;
 

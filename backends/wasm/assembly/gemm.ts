@@ -10,13 +10,14 @@ import { madd, transpose4 } from "./common";
  * Rows of a register tile. Four, not the six that fill x64's vector registers: the engines we run on check the bounds
  * of every memory access (three instructions each, no trap handler), so the micro-kernel is bound by instruction
  * issue, not by its multiply-adds. Four rows of A come in one load, and lane shuffles broadcast them: three checked
- * loads per eight multiply-adds instead of eight per twelve (measured 41 against 33 GFLOP/s on one core, L1-resident).
+ * loads per eight multiply-adds instead of eight per twelve (36–39 against 29–32 GFLOP/s on one core, L1-resident:
+ * `bench/wasm_microkernel.ts`).
  */
 const MR: i32 = 4;
 /** Columns of a register tile (two f32x4 vectors). */
 const NR: i32 = 8;
 /**
- * Depth of a packed block: an MR×KC strip of A and a KC×NR micro-panel of B (21 KiB together) stay in L1. 384 holds
+ * Depth of a packed block: an MR×KC strip of A and a KC×NR micro-panel of B (18 KiB together) stay in L1. 384 holds
  * a transformer's hidden size in one block (measured 12 % faster than 256 at k = 384, the same at k = 1024 and up).
  */
 const KC: i32 = 384;

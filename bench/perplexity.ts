@@ -1,7 +1,7 @@
 /**
  * Full-file perplexity check and Llama speed: evaluates llama-12m on `../shared/data/heldout.txt` and `wiki.test.raw`
  * exactly as `ptq eval` does (windows of 512, no BOS) and compares with the PyTorch references of `../shared/README.md`
- * (13.905 ± 0.01 and 721.6 ± 1). The windows are evaluated by `perplexityOnWorkers`: batches of `--batch` windows
+ * (13.905 ± 0.01 and 721.6 ± 1). The windows are evaluated by `evaluatePerplexity`: batches of `--batch` windows
  * handed to `--workers` worker threads, each running the backend on one thread (on the TS backend one file takes
  * about an hour of one core). `--workers 1` evaluates in this process on the backend with all its threads.
  *
@@ -24,7 +24,7 @@ import { perplexity } from "../model/perplexity.ts";
 import { forward, lossAndGradients } from "../model/llama.ts";
 import { sharedPath } from "../tests/shared.ts";
 import { bestSeconds, fmt, markdownTable } from "./timing.ts";
-import { perplexityOnWorkers } from "../model/perplexity_pool.ts";
+import { DEFAULT_WORKERS, evaluatePerplexity } from "../model/perplexity_pool.ts";
 
 /** PyTorch perplexities of llama-12m, windows of 512 (../shared/README.md), with the agreed tolerance. */
 const REFERENCES: Record<string, { ppl: number; tolerance: number }> = {
@@ -39,7 +39,7 @@ const { values } = parseArgs({
     seqlen: { type: "string", default: "512" },
     batch: { type: "string", default: "1" },
     backend: { type: "string", default: "ts" },
-    workers: { type: "string", default: String(navigator.hardwareConcurrency) },
+    workers: { type: "string", default: String(DEFAULT_WORKERS) },
     first: { type: "string", default: "0" },
     windows: { type: "string" },
     speed: { type: "boolean", default: false },
@@ -101,7 +101,7 @@ if (values.memory) {
   Deno.exit(0);
 }
 
-/** Evaluates windows `[w0, w1)`: on the pool, or in this process with `--workers 1`; returns their total NLL. */
+/** Evaluates windows `[w0, w1)` with `evaluatePerplexity` (on the pool, or in this process); returns their total NLL. */
 async function windowsNll(tokens: Int32Array, w0: number, w1: number, label: string): Promise<number> {
   const t0 = performance.now();
   let lastLog = t0;
@@ -115,12 +115,7 @@ async function windowsNll(tokens: Int32Array, w0: number, w1: number, label: str
     );
   };
   const slice = tokens.subarray(w0 * seqLen, w1 * seqLen);
-  const opts = { seqLen, batch, onProgress };
-  const name = backend.name;
-  if (workerCount > 1 && (name === "wasm" || name === "ts")) {
-    return (await perplexityOnWorkers(model, slice, { ...opts, workers: workerCount, backend: name })).nll;
-  }
-  return (await perplexity(model, slice, { ...opts, backend })).nll;
+  return (await evaluatePerplexity(model, slice, { seqLen, batch, onProgress, backend, workers: workerCount })).nll;
 }
 
 const files = values.data ?? [sharedPath("data/heldout.txt"), sharedPath("data/wiki.test.raw")];

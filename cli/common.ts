@@ -7,9 +7,6 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { PtqError } from "../core/errors.ts";
 
-/** The cores this runtime reports (1 where it reports none): the default worker count of evaluations. */
-export const CORES: number = (typeof navigator !== "undefined" ? navigator.hardwareConcurrency : undefined) ?? 1;
-
 /** An invalid command line: reported with the usage, exit status 2. */
 export class UsageError extends Error {}
 

@@ -15,9 +15,9 @@
 
 import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
 import { loadModel } from "../model/load.ts";
-import { evaluatePerplexity } from "../model/perplexity_pool.ts";
+import { DEFAULT_WORKERS, evaluatePerplexity } from "../model/perplexity_pool.ts";
 import { createProgress } from "./progress.ts";
-import { CORES, failure, intOption, parseCommand, requirePath, UsageError } from "./common.ts";
+import { failure, intOption, parseCommand, requirePath, UsageError } from "./common.ts";
 
 const USAGE = `Usage: ptq eval --model DIR|FILE --data FILE [options]
 
@@ -31,7 +31,7 @@ Options:
   --batch B         windows per forward pass (default 1)
   --backend NAME    compute backend (${listBackends().join(", ")}; default: the fastest that starts, wasm then ts)
   --workers N       evaluate on N worker threads, each running the backend on one thread (wasm and ts; the same
-                    result; each holds a batch of activations; default: the cores, ${CORES} here; 1, or fewer than two
+                    result; each holds a batch of activations; default: the cores, ${DEFAULT_WORKERS} here; 1, or fewer than two
                     batches per worker, evaluates in this thread)
   --json            print the result as one JSON line {"ppl", "windows", "tokens", "seconds"}
   -h, --help        show this help
@@ -65,7 +65,7 @@ export async function evalCommand(args: string[]): Promise<number> {
     const seqLen = intOption(values.seqlen, "seqlen", 512, 2);
     const windows = values.windows === undefined ? undefined : intOption(values.windows, "windows", 1, 1);
     const batch = intOption(values.batch, "batch", 1, 1);
-    const workers = intOption(values.workers, "workers", CORES, 1);
+    const workers = intOption(values.workers, "workers", DEFAULT_WORKERS, 1);
     const backend = values.backend ? await setBackend(values.backend) : await setBestBackend();
 
     await requirePath(values.data, "data");

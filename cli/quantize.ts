@@ -23,12 +23,12 @@ import {
   quantizeModel,
   quantizeProgressTotal,
 } from "../model/quantize_model.ts";
-import { evaluatePerplexity } from "../model/perplexity_pool.ts";
+import { DEFAULT_WORKERS, evaluatePerplexity } from "../model/perplexity_pool.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { sampleWindows } from "../model/windows.ts";
 import { loadModel } from "../model/load.ts";
 import { SAVE_FORMATS, saveQuantized } from "../model/save.ts";
-import { choice, CORES, failure, intOption, numberOption, parseCommand, requirePath, UsageError } from "./common.ts";
+import { choice, failure, intOption, numberOption, parseCommand, requirePath, UsageError } from "./common.ts";
 import { createProgress } from "./progress.ts";
 
 const USAGE = `Usage: ptq quantize --model DIR|FILE --method NAME [options]
@@ -79,7 +79,7 @@ Options:
   --batch B          windows per forward pass (default 8)
   --backend NAME     compute backend (${listBackends().join(", ")}; default: the fastest that starts, wasm then ts)
   --workers N        evaluate on N worker threads, each running the backend on one thread (wasm and ts; the same
-                     result; each holds a batch of activations; default: the cores, ${CORES} here; 1, or fewer than
+                     result; each holds a batch of activations; default: the cores, ${DEFAULT_WORKERS} here; 1, or fewer than
                      two batches per worker, evaluates in this thread)
   --out DIR          save the quantized model (written atomically)
   --format F         checkpoint format: ${SAVE_FORMATS.join(" | ")} (default gptq)
@@ -175,7 +175,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     const seqLen = intOption(values.seqlen, "seqlen", 512, 2);
     const seed = intOption(values.seed, "seed", 0, 0);
     const batch = intOption(values.batch, "batch", 8, 1);
-    const workers = intOption(values.workers, "workers", CORES, 1);
+    const workers = intOption(values.workers, "workers", DEFAULT_WORKERS, 1);
     const windows = values.windows === undefined ? undefined : intOption(values.windows, "windows", 1, 1);
     // Absent: the engine's default (0.01), or OAC's (quantizeModel applies OAC_DEFAULT_DAMPING).
     const damping = values.damping === undefined ? undefined : numberOption(values.damping, "damping", 0, 0);

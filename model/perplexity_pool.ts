@@ -27,12 +27,23 @@ import type { PoolReply, PoolRequest } from "./perplexity_worker.ts";
 import { OptionError } from "../core/errors.ts";
 import { getBackend } from "../backends/registry.ts";
 
+/** The default worker count: the cores the runtime reports, 1 where it reports none. */
+export const DEFAULT_WORKERS: number = (typeof navigator !== "undefined" ? navigator.hardwareConcurrency : undefined) ??
+  1;
+
+/** @throws {OptionError} unless `workers` is a positive integer. */
+function checkWorkers(workers: number): void {
+  if (!Number.isInteger(workers) || workers < 1) {
+    throw new OptionError(`workers must be a positive integer, got ${workers}`);
+  }
+}
+
 /** The backends a pool worker can run, single-threaded. */
 export type PoolBackend = "wasm" | "ts";
 
 /** Options of {@link perplexityOnWorkers}: those of {@link perplexity}, with a backend named instead of given. */
 export interface PoolPerplexityOptions extends Omit<PerplexityOptions, "backend"> {
-  /** Workers; default `navigator.hardwareConcurrency` (1 where unknown). With 1, or without `Worker`, no pool. */
+  /** Workers; default {@link DEFAULT_WORKERS}. With 1, or without `Worker`, no pool. */
   readonly workers?: number;
   /** The backend of each worker, single-threaded; default "wasm". */
   readonly backend?: PoolBackend;
@@ -62,10 +73,8 @@ export async function perplexityOnWorkers(
   options: PoolPerplexityOptions = {},
 ): Promise<PerplexityResult> {
   const { seqLen = 512, batch = 1, onProgress, signal, backend = "wasm", relaxed } = options;
-  const workers = options.workers ?? (typeof navigator !== "undefined" ? navigator.hardwareConcurrency ?? 1 : 1);
-  if (!Number.isInteger(workers) || workers < 1) {
-    throw new OptionError(`workers must be a positive integer, got ${workers}`);
-  }
+  const { workers = DEFAULT_WORKERS } = options;
+  checkWorkers(workers);
   if (backend !== "wasm" && backend !== "ts") throw new OptionError(`pool backend must be wasm or ts, got ${backend}`);
   const { source, totalWindows } = evaluationWindows(tokens, options);
   signal?.throwIfAborted();
@@ -177,7 +186,7 @@ export function shareModel(model: LlamaModel): LlamaModel {
 export interface EvaluateOptions extends PerplexityOptions {
   /**
    * Workers for a pool ({@link perplexityOnWorkers}) when the backend is "wasm" or "ts"; default
-   * `navigator.hardwareConcurrency`. 1, or another backend, evaluates in this thread on `backend`.
+   * {@link DEFAULT_WORKERS}. 1, or another backend, evaluates in this thread on `backend`.
    */
   readonly workers?: number;
 }
@@ -194,10 +203,8 @@ export async function evaluatePerplexity(
   tokens: Int32Array,
   options: EvaluateOptions = {},
 ): Promise<PerplexityResult> {
-  const { workers = typeof navigator !== "undefined" ? navigator.hardwareConcurrency ?? 1 : 1, batch = 1 } = options;
-  if (!Number.isInteger(workers) || workers < 1) {
-    throw new OptionError(`workers must be a positive integer, got ${workers}`);
-  }
+  const { workers = DEFAULT_WORKERS, batch = 1 } = options;
+  checkWorkers(workers);
   const backend = options.backend ?? getBackend();
   const name = backend.name;
   if (workers > 1 && (name === "wasm" || name === "ts")) {

@@ -264,6 +264,13 @@ export interface Backend {
     targets: Int32Array,
     gradScale?: number | Float32Array,
   ): Promise<CrossEntropyResult>;
+  /**
+   * The per-token losses of `crossEntropy(x·wᵀ, targets)` for a `[vocab, hidden]` classifier `w`, without the
+   * `[tokens, vocab]` logits in memory at once (an evaluation's largest buffer otherwise). A backend without a fused
+   * kernel composes it with `linearCrossEntropyWith` (`core/nn/cross_entropy.ts`).
+   * @throws {ShapeError} when the hidden sizes or the target count differ, or a target is outside `[-1, vocab)`.
+   */
+  linearCrossEntropy(x: Matrix, w: Matrix, targets: Int32Array): Promise<Float32Array>;
 
   /** Frees device resources; the backend is unusable afterwards. CPU backends may do nothing. */
   dispose?(): void;
@@ -292,4 +299,5 @@ export const KERNEL_NAMES = [
   "swigluBackward",
   "swigluLinear",
   "crossEntropy",
+  "linearCrossEntropy",
 ] as const satisfies readonly (keyof Backend)[];

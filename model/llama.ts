@@ -389,6 +389,21 @@ export interface ForwardResult {
  * ```
  */
 export async function forward(model: LlamaModel, tokens: Int32Array, options: ForwardOptions): Promise<ForwardResult> {
+  const { hidden, finalHidden } = await forwardHidden(model, tokens, options);
+  const backend = options.backend ?? getBackend();
+  return { logits: await linear(backend, finalHidden, model.weights.lmHead), hidden, finalHidden };
+}
+
+/**
+ * {@link forward} without the classifier: the final RMSNorm's output and the hidden states asked for, for a caller
+ * that scores them without the `[tokens, vocab]` logits (`Backend.linearCrossEntropy`).
+ * @throws as {@link forward}.
+ */
+export async function forwardHidden(
+  model: LlamaModel,
+  tokens: Int32Array,
+  options: ForwardOptions,
+): Promise<Omit<ForwardResult, "logits">> {
   checkBatch(tokens, options, "forward");
   const backend = options.backend ?? getBackend();
   const capture = new Set(options.hiddenAfterLayers ?? []);
@@ -398,8 +413,8 @@ export async function forward(model: LlamaModel, tokens: Int32Array, options: Fo
     x = await decoderLayerForward(backend, model.config, l, model.weights.layers[l], x, options, options.onLinearInput);
     if (capture.has(l)) hidden.set(l, x);
   }
-  const { hidden: finalHidden, logits } = await finalLogits(backend, model, x);
-  return { logits, hidden, finalHidden };
+  const finalHidden = await backend.rmsNorm(x, model.weights.finalNorm, model.config.rmsNormEps);
+  return { hidden, finalHidden };
 }
 
 /**

@@ -9,7 +9,7 @@
 import type { Backend } from "../core/backend.ts";
 import { OptionError } from "../core/errors.ts";
 import { getBackend } from "../backends/registry.ts";
-import { forward, type LlamaModel, nextTokenTargets } from "./llama.ts";
+import { forwardHidden, type LlamaModel, nextTokenTargets } from "./llama.ts";
 
 /** Progress of {@link perplexity}, reported after each batch. */
 export interface PerplexityProgress {
@@ -112,7 +112,8 @@ export function evaluationWindows(
 
 /**
  * The cross-entropy of every position of a run of whole windows (`ids`, `seqLen` tokens each) in one forward pass:
- * position t predicts token t+1 of its window, so positions 1..L−1 are scored and the last of each window is 0.
+ * position t predicts token t+1 of its window, so positions 1..L−1 are scored and the last of each window is 0. The
+ * classifier and the loss run as one kernel (`Backend.linearCrossEntropy`): the logits are never all in memory.
  */
 export async function windowLosses(
   model: LlamaModel,
@@ -120,8 +121,8 @@ export async function windowLosses(
   seqLen: number,
   backend: Backend,
 ): Promise<Float32Array> {
-  const { logits } = await forward(model, ids, { batch: ids.length / seqLen, seqLen, backend });
-  return (await backend.crossEntropy(logits, nextTokenTargets(ids, seqLen))).losses;
+  const { finalHidden } = await forwardHidden(model, ids, { batch: ids.length / seqLen, seqLen, backend });
+  return backend.linearCrossEntropy(finalHidden, model.weights.lmHead, nextTokenTargets(ids, seqLen));
 }
 
 /** `nll` plus the losses, added in order: the one summation order every way of evaluating shares. */

@@ -125,7 +125,10 @@ poolTest("perplexityOnWorkers runs the WASM build it is given: plain SIMD equals
 
 poolTest("evaluatePerplexity uses the pool only when every worker gets two batches", async () => {
   let calls = 0;
-  const counted: Backend = { ...tsBackend, crossEntropy: (...args) => (calls++, tsBackend.crossEntropy(...args)) };
+  const counted: Backend = {
+    ...tsBackend,
+    linearCrossEntropy: (...args) => (calls++, tsBackend.linearCrossEntropy(...args)),
+  };
   const opts = { seqLen, batch: 1, backend: counted, workers: 2 };
   const short = await evaluatePerplexity(model, tokens, { ...opts, windows: 3 });
   assert.equal(calls, 3, "three batches for two workers: in this thread, on the given backend");
@@ -142,7 +145,7 @@ Deno.test("evaluatePerplexity evaluates a backend other than wasm or ts in this 
   const other: Backend = {
     ...tsBackend,
     name: "other",
-    crossEntropy: (...args) => (calls++, tsBackend.crossEntropy(...args)),
+    linearCrossEntropy: (...args) => (calls++, tsBackend.linearCrossEntropy(...args)),
   };
   const r = await evaluatePerplexity(model, tokens, { seqLen, batch: 2, windows: 4, backend: other, workers: 2 });
   assert.equal(calls, 2);

@@ -15,7 +15,7 @@ import { svd } from "../../core/linalg/svd.ts";
 import { matmul } from "../../core/linalg/matmul.ts";
 import { triangularSolve } from "../../core/linalg/triangular.ts";
 import { attention, attentionBackward } from "../../core/nn/attention.ts";
-import { crossEntropy } from "../../core/nn/cross_entropy.ts";
+import { crossEntropy, linearCrossEntropyWith } from "../../core/nn/cross_entropy.ts";
 import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
 import { rope } from "../../core/nn/rope.ts";
 import { swiglu, swigluBackward, swigluLinear } from "../../core/nn/swiglu.ts";
@@ -54,4 +54,5 @@ export const tsBackend: Backend = {
   swigluBackward: (gate, up, dy) => run(() => swigluBackward(gate, up, dy)),
   swigluLinear: (x, gate, up) => run(() => swigluLinear(x, gate, up)),
   crossEntropy: (logits, targets, gradScale) => run(() => crossEntropy(logits, targets, gradScale)),
+  linearCrossEntropy: (x, w, targets) => linearCrossEntropyWith(tsBackend, x, w, targets),
 };

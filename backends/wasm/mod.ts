@@ -39,6 +39,7 @@ import { type AssignFn, kmeans } from "../../core/linalg/kmeans.ts";
 import { svd } from "../../core/linalg/svd.ts";
 import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
 import { rope } from "../../core/nn/rope.ts";
+import { checkLinearCrossEntropy } from "../../core/nn/cross_entropy.ts";
 import { checkSwigluLinear } from "../../core/nn/swiglu.ts";
 import {
   assertShape,
@@ -219,18 +220,11 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
   ): Promise<void> {
     const mark = rt.mark();
     try {
-      const pa = typeof a === "number" ? a : rt.put(a);
-      const packed = rt.alloc(x.packedASize(m, k) * 4);
-      const lda = transA ? m : k, ta = transA ? 1 : 0, up = upper ? 1 : 0, b1 = beta1 ? 1 : 0;
+      const up = upper ? 1 : 0, b1 = beta1 ? 1 : 0;
       const widest = Math.max(...products.map((p) => p.n));
       const threads = rt.threadsFor(upper ? m * widest * k : 2 * m * widest * k);
-      const counters = rt.alloc(8);
-      rt.i32()[counters >> 2] = 0;
-      // A is packed first: by every thread (strips claimed from a counter), or here when it is one claim of strips.
-      if (threads === 1 || Math.ceil(m / x.gemmTileRows()) <= PACK_STRIPS) x.packA(pa, lda, ta, m, k, packed);
-      else {await rt.parallel(
-          Array.from({ length: threads }, () => [["packAShared", counters, pa, lda, ta, m, k, packed]]),
-        );}
+      const packed = await packA(typeof a === "number" ? a : rt.put(a), transA, m, k, threads);
+      const counter = rt.alloc(4);
       const scratch = Array.from({ length: threads }, () => rt.alloc(scratchBytes));
       for (const { b, transB, n, c } of products) {
         const pb = typeof b === "number" ? b : rt.put(b);
@@ -240,14 +234,30 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
           continue;
         }
         const { rb, cb } = gemmBlocks(m, n, threads, upper);
-        rt.i32()[(counters >> 2) + 1] = 0;
+        rt.i32()[counter >> 2] = 0;
         await rt.parallel(
-          scratch.map((s) => [["gemmShared", counters + 4, rb, cb, m, n, k, packed, pb, ldb, tb, c, n, s, up, b1]]),
+          scratch.map((s) => [["gemmShared", counter, rb, cb, m, n, k, packed, pb, ldb, tb, c, n, s, up, b1]]),
         );
       }
     } finally {
       rt.release(mark);
     }
+  }
+
+  /**
+   * op(A) (`m × k` at byte offset `pa`, `[k, m]` when `transA`) packed for the gemm kernels; returns its offset. Every
+   * thread packs (strips claimed from a counter), or this one alone when the strips are one claim.
+   */
+  async function packA(pa: number, transA: boolean, m: number, k: number, threads: number): Promise<number> {
+    const packed = rt.alloc(x.packedASize(m, k) * 4);
+    const lda = transA ? m : k, ta = transA ? 1 : 0;
+    if (threads === 1 || Math.ceil(m / x.gemmTileRows()) <= PACK_STRIPS) x.packA(pa, lda, ta, m, k, packed);
+    else {
+      const counter = rt.alloc(4);
+      rt.i32()[counter >> 2] = 0;
+      await rt.parallel(Array.from({ length: threads }, () => [["packAShared", counter, pa, lda, ta, m, k, packed]]));
+    }
+    return packed;
   }
 
   /**
@@ -963,6 +973,28 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
           }
         }
         return { losses, dlogits: matrix(n, vocab, rt.takeF32(pd, n * vocab)) };
+      });
+    },
+
+    linearCrossEntropy(xm: Matrix, w: Matrix, targets: Int32Array): Promise<Float32Array> {
+      return rt.exclusive(async () => {
+        checkLinearCrossEntropy(xm, w, targets);
+        assertShape(xm, -1, -1, "linearCrossEntropy x");
+        assertShape(w, -1, -1, "linearCrossEntropy classifier");
+        const [m, k] = xm.shape, n = w.shape[0];
+        if (m === 0) return new Float32Array(0);
+        // x packed once, the classifier packed whole once; each thread then forms and scores its rows' logits a
+        // block at a time in its own scratch, never all [m, n] of them.
+        const threads = rt.threadsFor(2 * m * n * k, Math.ceil(m / x.classifierRows()));
+        const pa = await packA(rt.put(xm.data), false, m, k, threads);
+        const pb = rt.alloc(x.packedBSize(n, k) * 4);
+        x.packBAll(rt.put(w.data), k, 1, n, k, pb);
+        const pt = rt.put(targets), pl = rt.put(new Float32Array(m));
+        const scratchBytes = x.classifierScratchSize(n) * 4;
+        await byRanges(m, 2 * m * n * k, x.classifierRows(), (r0, r1) => {
+          return ["linearCrossEntropyRows", pa, m, k, pb, n, pt, pl, rt.alloc(scratchBytes), r0, r1];
+        });
+        return rt.takeF32(pl, m);
       });
     },
 

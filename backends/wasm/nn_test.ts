@@ -105,3 +105,27 @@ Deno.test("wasm crossEntropy: the vectorised float64 exponential gives the float
     }
   }
 });
+
+Deno.test({
+  name: "wasm linearCrossEntropy equals its own matmul then crossEntropy to the bit, on one thread and several",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const one = await createWasmBackend({ threads: 1 });
+    const many = await createWasmBackend({ threads: 3, parallelThreshold: 0 });
+    try {
+      const rng = createRng(32);
+      // 101 rows: three whole blocks of 32 and a partial one; 523 columns: past one packed block of depth.
+      const [n, hidden, vocab] = [101, 523, 1030];
+      const x = matrix(n, hidden, randomNormal(rng, n * hidden, 0.3));
+      const w = matrix(vocab, hidden, randomNormal(rng, vocab * hidden, 0.3));
+      const targets = Int32Array.from({ length: n }, (_, t) => t % 9 === 8 ? -1 : rng.int(vocab));
+      const composed = (await one.crossEntropy(await one.matmul(x, w, { transB: true }), targets)).losses;
+      deepStrictEqual(await one.linearCrossEntropy(x, w, targets), composed);
+      deepStrictEqual(await many.linearCrossEntropy(x, w, targets), composed);
+    } finally {
+      one.dispose();
+      many.dispose();
+    }
+  },
+});

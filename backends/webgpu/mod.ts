@@ -15,6 +15,7 @@
 import type { Backend } from "../../core/backend.ts";
 import type { FloatArray, Matrix } from "../../core/tensor.ts";
 import { upperCholeskyOfInverseWith } from "../../core/linalg/cholesky.ts";
+import { linearCrossEntropyWith } from "../../core/nn/cross_entropy.ts";
 import { checkSwigluLinear } from "../../core/nn/swiglu.ts";
 import { tsBackend } from "../ts/mod.ts";
 import { type AdapterChoice, openGpu } from "./adapter.ts";
@@ -107,6 +108,14 @@ export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): P
       return gpuSwiglu(ctx, gate, up);
     },
     crossEntropy: (l, t, s) => gpuCrossEntropy(ctx, l, t, s),
+    // Composed from the matmul and cross-entropy kernels, a chunk of rows' logits at a time.
+    linearCrossEntropy: (x, w, t) =>
+      linearCrossEntropyWith(
+        { matmul: (a, b, o) => gpuMatmul(ctx, a, b, o), crossEntropy: (l, tt) => gpuCrossEntropy(ctx, l, tt) },
+        x,
+        w,
+        t,
+      ),
     dispose: () => ctx.destroy(),
   };
 }

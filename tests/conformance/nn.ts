@@ -10,6 +10,7 @@ import { rejects } from "node:assert/strict";
 import type { AttentionShape } from "../../core/backend.ts";
 import { ShapeError } from "../../core/errors.ts";
 import { attention, attentionBackward } from "../../core/nn/attention.ts";
+import { matmul } from "../../core/linalg/matmul.ts";
 import { crossEntropy } from "../../core/nn/cross_entropy.ts";
 import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
 import { rope } from "../../core/nn/rope.ts";
@@ -146,6 +147,30 @@ export const nnCases: ConformanceCase[] = [
           close(got.dlogits, want.dlogits, tol, `${label} dlogits`);
         }
       }
+    },
+  },
+  {
+    name: "linearCrossEntropy against the reference matmul then crossEntropy",
+    async run({ backend, toleranceScale }) {
+      const rng = createRng(26);
+      // Rows past any row block (1, 37, 70), vocabularies that are not whole tiles (5, 4099), depths past one packed
+      // block (800) and none at all (every logit 0: each counted loss is log(vocab)).
+      for (const [n, hidden, vocab] of [[1, 3, 5], [37, 50, 13], [70, 800, 4099], [9, 0, 6]]) {
+        const x = randomMatrix(rng, n, hidden, 0.5), w = randomMatrix(rng, vocab, hidden, 0.5);
+        const targets = new Int32Array(n);
+        for (let t = 0; t < n; t++) targets[t] = t % 5 === 4 ? -1 : rng.int(vocab);
+        const got = await backend.linearCrossEntropy(x, w, targets);
+        const want = crossEntropy(matmul(x, w, { transB: true }), targets).losses;
+        const label = `linearCrossEntropy ${n}×${hidden} by ${vocab}`;
+        close(got, want, 2e-5 * toleranceScale, label);
+        for (let t = 0; t < n; t++) {
+          if (targets[t] === -1 && got[t] !== 0) throw new Error(`${label}: ignored row ${t} has a loss`);
+        }
+      }
+      const x = randomMatrix(rng, 3, 4), w = randomMatrix(rng, 6, 4);
+      await rejects(backend.linearCrossEntropy(x, randomMatrix(rng, 6, 5), new Int32Array(3)), ShapeError);
+      await rejects(backend.linearCrossEntropy(x, w, new Int32Array(2)), ShapeError);
+      await rejects(backend.linearCrossEntropy(x, w, new Int32Array([0, 6, 1])), ShapeError);
     },
   },
 ];

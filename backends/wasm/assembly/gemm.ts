@@ -114,6 +114,38 @@ function packAStrips(a: usize, lda: i32, transA: i32, m: i32, k: i32, dst: usize
   }
 }
 
+/** Floats of op(B) (`k × n`) packed whole by {@link packBAll}: every KC block, columns padded to whole micro-panels. */
+export function packedBSize(n: i32, k: i32): i32 {
+  return ((n + NR - 1) / NR) * NR * k;
+}
+
+/**
+ * Packs all of op(B) once, for a product whose B is read by many row blocks: KC block `p0` starts at `p0 · nPad`
+ * and holds the micro-panels of every column, as {@link packB} lays out one panel.
+ */
+export function packBAll(b: usize, ldb: i32, transB: i32, n: i32, k: i32, dst: usize): void {
+  const nPad = ((n + NR - 1) / NR) * NR;
+  for (let p0 = 0; p0 < k; p0 += KC) packB(b, ldb, transB, n, p0, min(KC, k - p0), 0, n, dst + (<usize>(p0 * nPad) << 2));
+}
+
+/**
+ * `C[0:rows, 0:n] = op(A)[r0:r0+rows] · op(B)` with op(A) packed by {@link packA} (`m` rows) and op(B) by
+ * {@link packBAll}, into `c` (row stride `n`); `tile` is an MR×NR scratch tile. The sums are those of {@link gemm},
+ * to the bit. `r0` is a multiple of MR.
+ */
+export function gemmRowsPacked(
+  m: i32, n: i32, k: i32, pa: usize, pb: usize, r0: i32, rows: i32, c: usize, tile: usize,
+): void {
+  const mPad = ((m + MR - 1) / MR) * MR, nPad = ((n + NR - 1) / NR) * NR;
+  if (k == 0) memory.fill(c, 0, <usize>(rows * n) << 2);
+  for (let pc = 0; pc < k; pc += KC) {
+    const kc = min(KC, k - pc);
+    // The strips from row r0 on, as if they were the first of an (m − r0)-row operand.
+    const paRows = pa + (<usize>(pc * mPad + r0 * kc) << 2);
+    blockProduct(m - r0, n, kc, paRows, pb + (<usize>(pc * nPad) << 2), c, n, 0, rows, 0, n, tile, 0, pc > 0 ? 1 : 0);
+  }
+}
+
 /** Packs columns `[j0, j0 + nc)` of op(B) over rows `[p0, p0 + kc)` into NR-wide micro-panels `[kc][NR]`. */
 function packB(b: usize, ldb: i32, transB: i32, n: i32, p0: i32, kc: i32, j0: i32, nc: i32, dst: usize): void {
   for (let jr = 0; jr < nc; jr += NR) {
@@ -218,36 +250,49 @@ export function gemm(
     const nc = min(NC, n1 - jc);
     for (let pc = 0; pc < k; pc += KC) {
       const kc = min(KC, k - pc);
-      const acc = pc > 0 || beta1 != 0 ? 1 : 0;
       packB(b, ldb, transB, n, pc, kc, jc, nc, scratch);
       const paBlock = pa + (<usize>(pc * mPad) << 2);
-      for (let ic = m0; ic < m1; ic += MC) {
-        const icEnd = min(ic + MC, m1);
-        if (upper && ic >= jc + nc) break;
-        for (let jr = 0; jr < nc; jr += NR) {
-          const j = jc + jr;
-          const cols = min(NR, n - j);
-          const pb = scratch + (<usize>(jr * kc) << 2);
-          for (let ir = ic; ir < icEnd; ir += MR) {
-            if (upper && ir >= j + NR) break;
-            const rows = min(MR, m - ir);
-            const pai = paBlock + (<usize>(ir * kc) << 2);
-            const cij = c + (<usize>(ir * ldc + j) << 2);
-            if (rows == MR && cols == NR) {
-              kernel4x8(kc, pai, pb, cij, ldc, acc);
-            } else {
-              // Edge tile: through a full-size scratch tile, copying only the valid part.
-              for (let ii = 0; ii < MR; ii++) {
-                for (let jj = 0; jj < NR; jj++) {
-                  store<f32>(tile + (<usize>(ii * NR + jj) << 2), acc && ii < rows && jj < cols ? load<f32>(cij + (<usize>(ii * ldc + jj) << 2)) : 0);
-                }
-              }
-              kernel4x8(kc, pai, pb, tile, NR, 1);
-              for (let ii = 0; ii < rows; ii++) {
-                for (let jj = 0; jj < cols; jj++) {
-                  store<f32>(cij + (<usize>(ii * ldc + jj) << 2), load<f32>(tile + (<usize>(ii * NR + jj) << 2)));
-                }
-              }
+      blockProduct(m, n, kc, paBlock, scratch, c, ldc, m0, m1, jc, nc, tile, upper, pc > 0 || beta1 != 0 ? 1 : 0);
+    }
+  }
+}
+
+/**
+ * One KC-deep block of the product: `C[m0:m1, jc:jc+nc] (+)= Ablock · Bpanel`, where `paBlock` is the block's packed
+ * strips of op(A) and `pbPanel` the packed micro-panels of columns `[jc, jc + nc)` (`kc · NR` floats each). The
+ * micro-panel stays in L1 while the strips of MC rows stream past from L2.
+ * @param tile a scratch MR×NR tile for the edges.
+ * @param acc nonzero: add to C (a later KC block, or `beta1`).
+ */
+function blockProduct(
+  m: i32, n: i32, kc: i32, paBlock: usize, pbPanel: usize, c: usize, ldc: i32,
+  m0: i32, m1: i32, jc: i32, nc: i32, tile: usize, upper: i32, acc: i32,
+): void {
+  for (let ic = m0; ic < m1; ic += MC) {
+    const icEnd = min(ic + MC, m1);
+    if (upper && ic >= jc + nc) break;
+    for (let jr = 0; jr < nc; jr += NR) {
+      const j = jc + jr;
+      const cols = min(NR, n - j);
+      const pb = pbPanel + (<usize>(jr * kc) << 2);
+      for (let ir = ic; ir < icEnd; ir += MR) {
+        if (upper && ir >= j + NR) break;
+        const rows = min(MR, m - ir);
+        const pai = paBlock + (<usize>(ir * kc) << 2);
+        const cij = c + (<usize>(ir * ldc + j) << 2);
+        if (rows == MR && cols == NR) {
+          kernel4x8(kc, pai, pb, cij, ldc, acc);
+        } else {
+          // Edge tile: through a full-size scratch tile, copying only the valid part.
+          for (let ii = 0; ii < MR; ii++) {
+            for (let jj = 0; jj < NR; jj++) {
+              store<f32>(tile + (<usize>(ii * NR + jj) << 2), acc && ii < rows && jj < cols ? load<f32>(cij + (<usize>(ii * ldc + jj) << 2)) : 0);
+            }
+          }
+          kernel4x8(kc, pai, pb, tile, NR, 1);
+          for (let ii = 0; ii < rows; ii++) {
+            for (let jj = 0; jj < cols; jj++) {
+              store<f32>(cij + (<usize>(ii * ldc + jj) << 2), load<f32>(tile + (<usize>(ii * NR + jj) << 2)));
             }
           }
         }

@@ -1,5 +1,5 @@
 import { exp2x64, exp4 } from "./common";
-import { gemmScratchSize, gemmSingle as mm, kernel4x8, packedASize } from "./gemm";
+import { gemmRowsPacked, gemmScratchSize, gemmSingle as mm, gemmTileRows, kernel4x8, packedASize } from "./gemm";
 
 // Transformer building blocks in float32 with float64 reductions where rows are long: causal attention (forward and
 // backward, tasks per (batch, head) or (batch, kv head) claimed from a shared counter), SwiGLU and softmax
@@ -366,6 +366,37 @@ export function crossEntropyRows(
       const dt = d + (<usize>target << 2);
       store<f32>(dt, <f32>(<f64>load<f32>(dt) - scale));
     }
+  }
+}
+
+/** Rows of logits {@link linearCrossEntropyRows} holds at a time (a multiple of the gemm tile's rows). */
+const CLASSIFIER_ROWS: i32 = 32;
+
+/** Rows per block of {@link linearCrossEntropyRows}: threads split the rows in multiples of it. */
+export function classifierRows(): i32 {
+  return CLASSIFIER_ROWS;
+}
+
+/** Floats of per-thread scratch {@link linearCrossEntropyRows} needs for a vocabulary of `n`. */
+export function classifierScratchSize(n: i32): i32 {
+  return CLASSIFIER_ROWS * n + gemmTileRows() * 8;
+}
+
+/**
+ * The losses of rows `[r0, r1)` of {@link crossEntropyRows}`(x · Wᵀ)` without the whole `[m, n]` logits: the logits
+ * of {@link classifierRows} rows at a time go to `scratch` ({@link classifierScratchSize}) and are scored there.
+ * `pa` is x (`[m, k]`) packed by `packA`, `pb` Wᵀ packed by `packBAll`; the logits are those of `gemm` and the
+ * losses those of `crossEntropyRows`, to the bit. `r0` is a multiple of {@link classifierRows}.
+ */
+export function linearCrossEntropyRows(
+  pa: usize, m: i32, k: i32, pb: usize, n: i32, targets: usize, losses: usize, scratch: usize, r0: i32, r1: i32,
+): void {
+  const tile = scratch + (<usize>(CLASSIFIER_ROWS * n) << 2);
+  for (let i0 = r0; i0 < r1; i0 += CLASSIFIER_ROWS) {
+    const rows = min(CLASSIFIER_ROWS, r1 - i0);
+    gemmRowsPacked(m, n, k, pa, pb, i0, rows, scratch, tile);
+    const skip = <usize>i0 << 2;
+    crossEntropyRows(scratch, n, targets + skip, losses + skip, 0, 0, 0, rows);
   }
 }
 

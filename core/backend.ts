@@ -172,6 +172,40 @@ export interface CrossEntropyResult {
   readonly dlogits?: Matrix;
 }
 
+/** The weights of one Llama decoder layer as {@link Backend.decoderLayer} reads them: linears are `[out, in]`. */
+export interface DecoderLayerWeights {
+  /** RMSNorm gains before attention, `[hidden]`. */
+  readonly inputNorm: Float32Array;
+  /** `[heads·headDim, hidden]`. */
+  readonly q: Matrix;
+  /** `[kvHeads·headDim, hidden]`. */
+  readonly k: Matrix;
+  /** `[kvHeads·headDim, hidden]`. */
+  readonly v: Matrix;
+  /** `[hidden, heads·headDim]`. */
+  readonly o: Matrix;
+  /** RMSNorm gains before the MLP, `[hidden]`. */
+  readonly postAttentionNorm: Float32Array;
+  /** `[intermediate, hidden]`. */
+  readonly gate: Matrix;
+  /** `[intermediate, hidden]`. */
+  readonly up: Matrix;
+  /** `[hidden, intermediate]`. */
+  readonly down: Matrix;
+}
+
+/** The constants of one Llama decoder layer ({@link Backend.decoderLayer}). */
+export interface DecoderLayerOptions {
+  /** Windows, heads and head size; RoPE positions restart at 0 in every window. */
+  readonly attention: AttentionShape;
+  /** RMSNorm's epsilon. */
+  readonly eps: number;
+  /** RoPE's base. */
+  readonly ropeTheta: number;
+  /** RoPE's pairing of elements (see {@link RopeOptions}). */
+  readonly ropePairing: "half" | "interleaved";
+}
+
 /** One backend: a complete set of kernels. */
 export interface Backend {
   /** Registry name ("ts", "wasm", "webgpu"). */
@@ -271,6 +305,15 @@ export interface Backend {
    * @throws {ShapeError} when the hidden sizes or the target count differ, or a target is outside `[-1, vocab)`.
    */
   linearCrossEntropy(x: Matrix, w: Matrix, targets: Int32Array): Promise<Float32Array>;
+  /**
+   * One decoder layer's forward pass, `h = x + o(attn(rope(q(n₁(x))), rope(k(n₁(x))), v(n₁(x))))` and
+   * `out = h + down(silu(gate(n₂(h))) ⊙ up(n₂(h)))`, keeping nothing: a backend may hold every intermediate in its own
+   * memory (an evaluation's forward pass). The result is that of the other kernels composed by `decoderLayerWith`
+   * (`core/nn/decoder_layer.ts`), which a backend without a fused kernel calls.
+   * @param x `[batch·seqLen, hidden]`, the residual stream entering the layer.
+   * @throws {ShapeError} / {OptionError} as the composed kernels do.
+   */
+  decoderLayer(x: Matrix, weights: DecoderLayerWeights, options: DecoderLayerOptions): Promise<Matrix>;
 
   /** Frees device resources; the backend is unusable afterwards. CPU backends may do nothing. */
   dispose?(): void;
@@ -300,4 +343,5 @@ export const KERNEL_NAMES = [
   "swigluLinear",
   "crossEntropy",
   "linearCrossEntropy",
+  "decoderLayer",
 ] as const satisfies readonly (keyof Backend)[];

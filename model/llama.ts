@@ -18,7 +18,7 @@
  * @module
  */
 
-import type { AttentionShape, Backend } from "../core/backend.ts";
+import type { AttentionShape, Backend, DecoderLayerOptions } from "../core/backend.ts";
 import { FormatError, OptionError, ShapeError } from "../core/errors.ts";
 import type { Matrix } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
@@ -319,7 +319,19 @@ export async function decoderLayerForward(
   shape: BatchShape,
   onLinearInput?: LinearInputHook,
 ): Promise<Matrix> {
+  // Without a hook nothing outside needs the intermediates: the backend may keep them in its own memory.
+  if (!onLinearInput) return backend.decoderLayer(x, weights, decoderLayerOptions(config, shape));
   return (await layerForwardImpl(backend, config, layer, weights, x, shape, onLinearInput))!.out;
+}
+
+/** The constants of a decoder layer of `config` over windows of `shape`, as `Backend.decoderLayer` takes them. */
+function decoderLayerOptions(config: LlamaConfig, shape: BatchShape): DecoderLayerOptions {
+  return {
+    attention: attentionShape(config, shape),
+    eps: config.rmsNormEps,
+    ropeTheta: config.ropeTheta,
+    ropePairing: config.ropePairing,
+  };
 }
 
 /**

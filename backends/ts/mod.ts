@@ -16,6 +16,7 @@ import { matmul } from "../../core/linalg/matmul.ts";
 import { triangularSolve } from "../../core/linalg/triangular.ts";
 import { attention, attentionBackward } from "../../core/nn/attention.ts";
 import { crossEntropy, linearCrossEntropyWith } from "../../core/nn/cross_entropy.ts";
+import { decoderLayerWith } from "../../core/nn/decoder_layer.ts";
 import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
 import { rope } from "../../core/nn/rope.ts";
 import { swiglu, swigluBackward, swigluLinear } from "../../core/nn/swiglu.ts";
@@ -55,4 +56,5 @@ export const tsBackend: Backend = {
   swigluLinear: (x, gate, up) => run(() => swigluLinear(x, gate, up)),
   crossEntropy: (logits, targets, gradScale) => run(() => crossEntropy(logits, targets, gradScale)),
   linearCrossEntropy: (x, w, targets) => linearCrossEntropyWith(tsBackend, x, w, targets),
+  decoderLayer: (x, weights, options) => decoderLayerWith(tsBackend, x, weights, options),
 };

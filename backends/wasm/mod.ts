@@ -21,11 +21,14 @@
 import type {
   AttentionShape,
   Backend,
+  DecoderLayerOptions,
+  DecoderLayerWeights,
   GptqKernelArgs,
   GptqKernelResult,
   KmeansOptions,
   KmeansResult,
   MatmulOptions,
+  RopeOptions,
   TriangularSolveOptions,
 } from "../../core/backend.ts";
 import { NonFiniteError, NotPositiveDefiniteError, OptionError, ShapeError } from "../../core/errors.ts";
@@ -38,7 +41,8 @@ import { eigh } from "../../core/linalg/eigh.ts";
 import { type AssignFn, kmeans } from "../../core/linalg/kmeans.ts";
 import { svd } from "../../core/linalg/svd.ts";
 import { rmsNorm, rmsNormBackward } from "../../core/nn/rms_norm.ts";
-import { rope } from "../../core/nn/rope.ts";
+import { rope, ropeLayout, ropeTables } from "../../core/nn/rope.ts";
+import { checkDecoderLayer, layerRopeOptions } from "../../core/nn/decoder_layer.ts";
 import { checkLinearCrossEntropy } from "../../core/nn/cross_entropy.ts";
 import { checkSwigluLinear } from "../../core/nn/swiglu.ts";
 import {
@@ -242,6 +246,41 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     } finally {
       rt.release(mark);
     }
+  }
+
+  /** RMSNorm of `n` rows of `d` floats at byte offset `px` (gains at `pw`) into a new block; returns its offset. */
+  async function rmsNormAt(px: number, pw: number, eps: number, n: number, d: number): Promise<number> {
+    const py = rt.alloc(n * d * 4);
+    await byRanges(n, n * d * 8, 1, (r0, r1) => ["rmsNormRows", px, pw, eps, d, py, r0, r1]);
+    return py;
+  }
+
+  /** RoPE, in place, of `n` rows of `cols` floats at byte offset `px`. */
+  async function ropeAt(px: number, n: number, cols: number, options: RopeOptions): Promise<void> {
+    const { seqLen, half, stride, partner, sign } = ropeLayout(options, cols);
+    const { cos, sin } = ropeTables(Math.min(seqLen, n), options.headDim, options.theta);
+    const pc = rt.put(cos), ps = rt.put(sin);
+    await byRanges(n, n * cols * 8, 1, (t0, t1) => {
+      return ["ropeRows", px, cols, half, pc, ps, seqLen, stride, partner, sign, t0, t1];
+    });
+  }
+
+  /** Causal attention of q, k, v at byte offsets `pq`, `pk`, `pv` (shapes checked) into a new block; its offset. */
+  async function attentionAt(pq: number, pk: number, pv: number, shape: AttentionShape): Promise<number> {
+    const { batch, seqLen: S, heads, kvHeads, headDim: hd } = shape;
+    const po = rt.alloc(batch * S * heads * hd * 4);
+    const threads = rt.threadsFor(2 * batch * heads * S * S * hd, batch * heads);
+    const scale = 1 / Math.sqrt(hd), scratch = () => rt.alloc(x.attentionForwardScratchSize(S, hd) * 4);
+    await tasks(
+      threads,
+      (t) => ["attentionForward", pq, pk, pv, po, batch, S, heads, kvHeads, hd, scale, t, scratch()],
+    );
+    return po;
+  }
+
+  /** `a + b` over `n` floats at byte offsets `pa`, `pb`, into `py` (which may be either). */
+  function addAt(pa: number, pb: number, py: number, n: number): Promise<void> {
+    return byRanges(n, n * 4, 4, (lo, hi) => ["addRange", pa, pb, py, lo, hi]);
   }
 
   /**
@@ -850,26 +889,20 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
 
     // delegated: memory-bound (one pass over x); copying x into WASM memory and the result out costs more than the
     // reference's loop (measured 0.9× at 1024×2048 and 4096²), so the TS reference is the faster kernel.
+    // (decoderLayer runs the native rmsNormRows on data already in WASM memory.)
     rmsNorm: (xm, weight, eps) => run(() => rmsNorm(xm, weight, eps)),
     // delegated: memory-bound, as rmsNorm.
     rmsNormBackward: (xm, weight, dy, eps) => run(() => rmsNormBackward(xm, weight, dy, eps)),
 
-    // delegated: memory-bound rotation, as rmsNorm.
+    // delegated: memory-bound rotation, as rmsNorm (decoderLayer runs the native ropeRows).
     rope: (xm, options) => run(() => rope(xm, options)),
 
     attention(q: Matrix, k: Matrix, v: Matrix, shape: AttentionShape): Promise<Matrix> {
       return rt.exclusive(async () => {
-        checkAttention("attention", shape, q, k, v);
-        const { batch, seqLen: S, heads, kvHeads, headDim: hd } = shape;
-        const T = batch * S;
-        const pq = rt.put(q.data), pk = rt.put(k.data), pv = rt.put(v.data), po = rt.alloc(T * heads * hd * 4);
-        const threads = rt.threadsFor(2 * batch * heads * S * S * hd, batch * heads);
-        const scale = 1 / Math.sqrt(hd), scratch = () => rt.alloc(x.attentionForwardScratchSize(S, hd) * 4);
-        await tasks(
-          threads,
-          (t) => ["attentionForward", pq, pk, pv, po, batch, S, heads, kvHeads, hd, scale, t, scratch()],
-        );
-        return matrix(T, heads * hd, rt.takeF32(po, T * heads * hd));
+        const { qCols } = checkAttention("attention", shape, q, k, v);
+        const T = shape.batch * shape.seqLen;
+        const po = await attentionAt(rt.put(q.data), rt.put(k.data), rt.put(v.data), shape);
+        return matrix(T, qCols, rt.takeF32(po, T * qCols));
       });
     },
 
@@ -995,6 +1028,45 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
           return ["linearCrossEntropyRows", pa, m, k, pb, n, pt, pl, rt.alloc(scratchBytes), r0, r1];
         });
         return rt.takeF32(pl, m);
+      });
+    },
+
+    decoderLayer(xm: Matrix, w: DecoderLayerWeights, options: DecoderLayerOptions): Promise<Matrix> {
+      return rt.exclusive(async () => {
+        checkDecoderLayer(xm, w, options);
+        const { attention: shape, eps } = options;
+        const [T, d] = xm.shape, f = w.gate.shape[0];
+        const qCols = shape.heads * shape.headDim, kvCols = shape.kvHeads * shape.headDim;
+        const rope = layerRopeOptions(options);
+        // Every intermediate stays in WASM memory; only the layer's output is copied out. The steps and their kernels
+        // are decoderLayerWith's, so the result is the same to the bit.
+        const px = rt.put(xm.data);
+        const pxn = await rmsNormAt(px, rt.put(w.inputNorm), eps, T, d);
+        const pq = rt.alloc(T * qCols * 4), pk = rt.alloc(T * kvCols * 4), pv = rt.alloc(T * kvCols * 4);
+        await gemmsInto(pxn, false, T, d, [
+          { b: w.q.data, transB: true, n: qCols, c: pq },
+          { b: w.k.data, transB: true, n: kvCols, c: pk },
+          { b: w.v.data, transB: true, n: kvCols, c: pv },
+        ]);
+        await ropeAt(pq, T, qCols, rope);
+        await ropeAt(pk, T, kvCols, rope);
+        const pattn = await attentionAt(pq, pk, pv, shape);
+        const ph = rt.alloc(T * d * 4);
+        await gemmsInto(pattn, false, T, qCols, [{ b: w.o.data, transB: true, n: d, c: ph }]);
+        await addAt(px, ph, ph, T * d);
+        const phn = await rmsNormAt(ph, rt.put(w.postAttentionNorm), eps, T, d);
+        const pg = rt.alloc(T * f * 4), pu = rt.alloc(T * f * 4);
+        await gemmsInto(phn, false, T, d, [{ b: w.gate.data, transB: true, n: f, c: pg }, {
+          b: w.up.data,
+          transB: true,
+          n: f,
+          c: pu,
+        }]);
+        const pact = await swigluAt(pg, pu, T * f);
+        const pout = rt.alloc(T * d * 4);
+        await gemmsInto(pact, false, T, f, [{ b: w.down.data, transB: true, n: d, c: pout }]);
+        await addAt(ph, pout, pout, T * d);
+        return matrix(T, d, rt.takeF32(pout, T * d));
       });
     },
 

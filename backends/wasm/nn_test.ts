@@ -9,6 +9,7 @@ import { deepStrictEqual, ok } from "node:assert/strict";
 import type { AttentionShape } from "../../core/backend.ts";
 import { attention, attentionBackward } from "../../core/nn/attention.ts";
 import { crossEntropy } from "../../core/nn/cross_entropy.ts";
+import { decoderLayerWith } from "../../core/nn/decoder_layer.ts";
 import { swiglu } from "../../core/nn/swiglu.ts";
 import { createRng, randomNormal } from "../../core/random.ts";
 import { type Matrix, matrix } from "../../core/tensor.ts";
@@ -123,6 +124,45 @@ Deno.test({
       const composed = (await one.crossEntropy(await one.matmul(x, w, { transB: true }), targets)).losses;
       deepStrictEqual(await one.linearCrossEntropy(x, w, targets), composed);
       deepStrictEqual(await many.linearCrossEntropy(x, w, targets), composed);
+    } finally {
+      one.dispose();
+      many.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "wasm decoderLayer equals its own kernels composed to the bit, on one thread and several",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const one = await createWasmBackend({ threads: 1 });
+    const many = await createWasmBackend({ threads: 3, parallelThreshold: 0 });
+    try {
+      const rng = createRng(33);
+      // Rows that are not whole register tiles or row blocks; both pairings; two queries per kv head.
+      const attention: AttentionShape = { batch: 3, seqLen: 45, heads: 4, kvHeads: 2, headDim: 8 };
+      const [hidden, f, T] = [40, 72, 135];
+      const m = (rows: number, cols: number) => matrix(rows, cols, randomNormal(rng, rows * cols, 0.2));
+      const gains = () => Float32Array.from(randomNormal(rng, hidden, 0.2), (v) => 1 + v);
+      const w = {
+        inputNorm: gains(),
+        q: m(32, hidden),
+        k: m(16, hidden),
+        v: m(16, hidden),
+        o: m(hidden, 32),
+        postAttentionNorm: gains(),
+        gate: m(f, hidden),
+        up: m(f, hidden),
+        down: m(hidden, f),
+      };
+      const x = m(T, hidden);
+      for (const ropePairing of ["half", "interleaved"] as const) {
+        const options = { attention, eps: 1e-6, ropeTheta: 500000, ropePairing };
+        const composed = await decoderLayerWith(one, x, w, options);
+        deepStrictEqual((await one.decoderLayer(x, w, options)).data, composed.data);
+        deepStrictEqual((await many.decoderLayer(x, w, options)).data, composed.data);
+      }
     } finally {
       one.dispose();
       many.dispose();

@@ -16,6 +16,7 @@ import type { Backend } from "../../core/backend.ts";
 import type { FloatArray, Matrix } from "../../core/tensor.ts";
 import { upperCholeskyOfInverseWith } from "../../core/linalg/cholesky.ts";
 import { linearCrossEntropyWith } from "../../core/nn/cross_entropy.ts";
+import { decoderLayerWith } from "../../core/nn/decoder_layer.ts";
 import { checkSwigluLinear } from "../../core/nn/swiglu.ts";
 import { tsBackend } from "../ts/mod.ts";
 import { type AdapterChoice, openGpu } from "./adapter.ts";
@@ -69,7 +70,7 @@ export interface WebGpuBackend extends Backend {
 export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
   const ctx = await openGpu(options);
   const ts = tsBackend;
-  return {
+  const backend: WebGpuBackend = {
     name: "webgpu",
     context: ctx,
     matmul: (a, b, opts) => gpuMatmul(ctx, a, b, opts),
@@ -116,6 +117,9 @@ export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): P
         w,
         t,
       ),
+    // Composed from the kernels above: each step's result comes back to the CPU.
+    decoderLayer: (x, w, o) => decoderLayerWith(backend, x, w, o),
     dispose: () => ctx.destroy(),
   };
+  return backend;
 }

@@ -8,7 +8,8 @@
 import { ShapeError } from "../errors.ts";
 import { type FloatArray, type Matrix, zerosLike } from "../tensor.ts";
 
-function checkWeight(x: Matrix<FloatArray>, weight: FloatArray, what: string): void {
+/** @throws {ShapeError} unless `weight` has one value per column of `x`. */
+export function checkRmsNormWeight(x: Matrix<FloatArray>, weight: FloatArray, what: string): void {
   if (weight.length !== x.shape[1]) {
     throw new ShapeError(`${what}: weight of length ${weight.length} for rows of ${x.shape[1]} features`);
   }
@@ -32,7 +33,7 @@ function checkWeight(x: Matrix<FloatArray>, weight: FloatArray, what: string): v
  * ```
  */
 export function rmsNorm<A extends FloatArray>(x: Matrix<A>, weight: FloatArray, eps: number): Matrix<A> {
-  checkWeight(x, weight, "rmsNorm");
+  checkRmsNormWeight(x, weight, "rmsNorm");
   const [n, d] = x.shape;
   const out = zerosLike(x);
   const X = x.data, Y = out.data;
@@ -63,7 +64,7 @@ export function rmsNormBackward<A extends FloatArray>(
   dy: Matrix<FloatArray>,
   eps: number,
 ): { dx: Matrix<A>; dweight: Float32Array } {
-  checkWeight(x, weight, "rmsNormBackward");
+  checkRmsNormWeight(x, weight, "rmsNormBackward");
   const [n, d] = x.shape;
   if (dy.shape[0] !== n || dy.shape[1] !== d) {
     throw new ShapeError(`rmsNormBackward: dy ${dy.shape[0]}×${dy.shape[1]} for x ${n}×${d}`);

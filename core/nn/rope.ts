@@ -30,6 +30,35 @@ export function ropeTables(seqLen: number, headDim: number, theta: number): { co
 }
 
 /**
+ * Where {@link rope} finds the pairs of rows of `cols` columns: pair `i` of each head is elements `i·stride` and
+ * `i·stride + partner` ("half": element `i` and `i + half`; "interleaved": `2i` and `2i + 1`), rotated by `sign`
+ * times the angle.
+ * @throws {OptionError} for an odd `headDim`, a non-positive `seqLen` or an unknown pairing.
+ * @throws {ShapeError} when `cols` is not a multiple of `headDim`.
+ */
+export function ropeLayout(
+  options: RopeOptions,
+  cols: number,
+): { seqLen: number; heads: number; half: number; stride: number; partner: number; sign: number } {
+  const { seqLen, headDim, pairing, inverse = false } = options;
+  if (!Number.isInteger(headDim) || headDim <= 0 || headDim % 2 !== 0) {
+    throw new OptionError(`rope: headDim must be a positive even integer, got ${headDim}`);
+  }
+  if (!Number.isInteger(seqLen) || seqLen <= 0) throw new OptionError(`rope: seqLen must be positive, got ${seqLen}`);
+  if (pairing !== "half" && pairing !== "interleaved") throw new OptionError(`rope: unknown pairing "${pairing}"`);
+  if (cols % headDim !== 0) throw new ShapeError(`rope: ${cols} columns are not a multiple of headDim ${headDim}`);
+  const half = headDim / 2;
+  return {
+    seqLen,
+    heads: cols / headDim,
+    half,
+    stride: pairing === "half" ? 1 : 2,
+    partner: pairing === "half" ? half : 1,
+    sign: inverse ? -1 : 1,
+  };
+}
+
+/**
  * Rotates every head of every token of `x` (`[tokens, heads · headDim]`) by its position `token mod seqLen`;
  * with `inverse`, by minus the angle (the transpose, i.e. the backward pass).
  *
@@ -47,25 +76,15 @@ export function ropeTables(seqLen: number, headDim: number, theta: number): { co
  * ```
  */
 export function rope<A extends FloatArray>(x: Matrix<A>, options: RopeOptions): Matrix<A> {
-  const { seqLen, headDim, theta, pairing, inverse = false } = options;
-  if (!Number.isInteger(headDim) || headDim <= 0 || headDim % 2 !== 0) {
-    throw new OptionError(`rope: headDim must be a positive even integer, got ${headDim}`);
-  }
-  if (!Number.isInteger(seqLen) || seqLen <= 0) throw new OptionError(`rope: seqLen must be positive, got ${seqLen}`);
-  if (pairing !== "half" && pairing !== "interleaved") throw new OptionError(`rope: unknown pairing "${pairing}"`);
+  const { seqLen, heads, half, stride, partner, sign } = ropeLayout(options, x.shape[1]);
   const [n, cols] = x.shape;
-  if (cols % headDim !== 0) throw new ShapeError(`rope: ${cols} columns are not a multiple of headDim ${headDim}`);
-  const heads = cols / headDim, half = headDim / 2;
-  const { cos, sin: sinTable } = ropeTables(Math.min(seqLen, n), headDim, theta);
-  const sign = inverse ? -1 : 1;
-  // In "half" the partner of element i is i + half; in "interleaved" element 2i's partner is 2i + 1.
-  const stride = pairing === "half" ? 1 : 2, partner = pairing === "half" ? half : 1;
+  const { cos, sin: sinTable } = ropeTables(Math.min(seqLen, n), options.headDim, options.theta);
   const out = zerosLike(x);
   const X = x.data, Y = out.data;
   for (let t = 0; t < n; t++) {
     const tab = (t % seqLen) * half;
     for (let h = 0; h < heads; h++) {
-      const base = t * cols + h * headDim;
+      const base = t * cols + h * 2 * half;
       for (let i = 0; i < half; i++) {
         const c = cos[tab + i], s = sign * sinTable[tab + i];
         const ia = base + i * stride, ib = ia + partner;

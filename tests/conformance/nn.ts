@@ -7,8 +7,10 @@
  */
 
 import { rejects } from "node:assert/strict";
-import type { AttentionShape } from "../../core/backend.ts";
-import { ShapeError } from "../../core/errors.ts";
+import type { AttentionShape, DecoderLayerWeights } from "../../core/backend.ts";
+import { OptionError, ShapeError } from "../../core/errors.ts";
+import { decoderLayerWith } from "../../core/nn/decoder_layer.ts";
+import { tsBackend } from "../../backends/ts/mod.ts";
 import { attention, attentionBackward } from "../../core/nn/attention.ts";
 import { matmul } from "../../core/linalg/matmul.ts";
 import { crossEntropy } from "../../core/nn/cross_entropy.ts";
@@ -171,6 +173,38 @@ export const nnCases: ConformanceCase[] = [
       await rejects(backend.linearCrossEntropy(x, randomMatrix(rng, 6, 5), new Int32Array(3)), ShapeError);
       await rejects(backend.linearCrossEntropy(x, w, new Int32Array(2)), ShapeError);
       await rejects(backend.linearCrossEntropy(x, w, new Int32Array([0, 6, 1])), ShapeError);
+    },
+  },
+  {
+    name: "decoderLayer against the reference kernels composed (both RoPE pairings, GQA)",
+    async run({ backend, toleranceScale }) {
+      const rng = createRng(27);
+      for (const pairing of ["half", "interleaved"] as const) {
+        const attention: AttentionShape = { batch: 2, seqLen: 7, heads: 3, kvHeads: 1, headDim: 4 };
+        const [hidden, f, T] = [10, 14, 14];
+        const gains = (n: number) => Float32Array.from(randomNormal(rng, n, 0.2), (v) => 1 + v);
+        const w: DecoderLayerWeights = {
+          inputNorm: gains(hidden),
+          q: randomMatrix(rng, 12, hidden, 0.3),
+          k: randomMatrix(rng, 4, hidden, 0.3),
+          v: randomMatrix(rng, 4, hidden, 0.3),
+          o: randomMatrix(rng, hidden, 12, 0.3),
+          postAttentionNorm: gains(hidden),
+          gate: randomMatrix(rng, f, hidden, 0.3),
+          up: randomMatrix(rng, f, hidden, 0.3),
+          down: randomMatrix(rng, hidden, f, 0.3),
+        };
+        const options = { attention, eps: 1e-5, ropeTheta: 10000, ropePairing: pairing };
+        const x = randomMatrix(rng, T, hidden);
+        const got = await backend.decoderLayer(x, w, options);
+        close(got, await decoderLayerWith(tsBackend, x, w, options), 2e-5 * toleranceScale, `decoderLayer ${pairing}`);
+        await rejects(backend.decoderLayer(randomMatrix(rng, T - 1, hidden), w, options), ShapeError);
+        await rejects(backend.decoderLayer(x, { ...w, down: randomMatrix(rng, hidden, f + 1) }, options), ShapeError);
+        await rejects(
+          backend.decoderLayer(x, w, { ...options, attention: { ...attention, kvHeads: 2, heads: 3 } }),
+          OptionError,
+        );
+      }
     },
   },
 ];

@@ -7,3 +7,4 @@ export * from "./dgemm";
 export * from "./factor";
 export * from "./factor32";
 export * from "./nn";
+export * from "./rows";

@@ -27,6 +27,13 @@ export interface HessianAccumulator {
   readonly rows: number;
   /** Adds a batch of input rows `[n, d]`. @throws {ShapeError} on a wrong width, {NonFiniteError} on NaN/Inf. */
   observe(x: Matrix): Promise<void>;
+  /**
+   * Adds the Gram matrix `XᵀX` (`[d, d]`, both triangles) of a batch of `rows` rows formed elsewhere (a worker), as
+   * `observe` would have added it: `observe(x)` equals `observeGram(G, n)` to the bit when `G` is the same backend's
+   * `gramAccumulate` of `x` into a float64 zero matrix (one rounding into the sum either way).
+   * @throws {ShapeError} on a wrong size, {NonFiniteError} on NaN/Inf.
+   */
+  observeGram(gram: Matrix<FloatArray>, rows: number): void;
   /** The Hessian `[d, d]` of everything observed. @throws {OptionError} when nothing was observed. */
   finish(): Matrix<FloatArray>;
 }
@@ -61,6 +68,17 @@ export function createHessianAccumulator(dim: number, options: HessianOptions = 
       assertFinite(x, "calibration input");
       await backend.gramAccumulate(sum, x, 1);
       rows += x.shape[0];
+    },
+    observeGram(gram, n) {
+      if (finished) throw new OptionError("Hessian accumulator already finished");
+      if (gram.shape[0] !== dim || gram.shape[1] !== dim) {
+        throw new ShapeError(`Hessian of width ${dim} given a Gram matrix of ${gram.shape[0]}×${gram.shape[1]}`);
+      }
+      assertFinite(gram, "calibration Gram matrix");
+      // One rounding per element into the sum's precision, as gramAccumulate's fold with alpha = 1 does.
+      const S = sum.data, G = gram.data;
+      for (let i = 0; i < S.length; i++) S[i] += G[i];
+      rows += n;
     },
     finish() {
       if (rows === 0) throw new OptionError("Hessian accumulator observed no rows");

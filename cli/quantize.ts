@@ -78,9 +78,9 @@ Options:
   --windows N        evaluate only the first N windows of each file
   --batch B          windows per forward pass (default 8)
   --backend NAME     compute backend (${listBackends().join(", ")}; default: the fastest that starts, wasm then ts)
-  --workers N        evaluate on N worker threads, each running the backend on one thread (wasm and ts; the same
-                     result; each holds a batch of activations; default: the cores, ${DEFAULT_WORKERS} here; 1, or fewer than
-                     two batches per worker, evaluates in this thread)
+  --workers N        calibrate and evaluate on N worker threads, each running the backend on one thread over whole
+                     batches (wasm and ts; the same result; each holds a batch of activations; default: the cores,
+                     ${DEFAULT_WORKERS} here; 1, or fewer than two batches per worker, runs in this thread)
   --out DIR          save the quantized model (written atomically)
   --format F         checkpoint format: ${SAVE_FORMATS.join(" | ")} (default gptq)
   --json             print one JSON line with the results
@@ -250,6 +250,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
           alpha: values.alpha === undefined ? undefined : numberOption(values.alpha, "alpha", 0.5, 0),
         },
       backend,
+      workers,
       onProgress: (p) => {
         bar.update(Math.min(count(p), totalSteps), totalSteps, `layer ${p.layer + 1}/${p.layers} ${p.name ?? p.stage}`);
       },

@@ -20,6 +20,7 @@ import type { FloatArray, Matrix } from "../core/tensor.ts";
 import { createHessianAccumulator, type HessianAccumulator } from "../algorithms/hessian.ts";
 import type { LayerExtras } from "../algorithms/methods.ts";
 import { getBackend } from "../backends/registry.ts";
+import { type CalibrationPool, type PassShape, startCalibrationPool } from "./calibrate_pool.ts";
 import {
   decoderLayerForward,
   decoderLayerInputs,
@@ -107,6 +108,12 @@ export interface SequentialOptions<R extends { dequantized: Matrix }> {
   readonly hessians?: HessianSource;
   /** Hessian accumulation precision; default "f32". */
   readonly precision?: "f32" | "f64";
+  /**
+   * Workers for the passes over the windows when the backend is "wasm" or "ts" and every worker gets two batches or
+   * more: each runs the backend's kind on one thread over whole batches (`model/calibrate_pool.ts`). The result is
+   * the same as in this thread (to the bit with WASM). Default 1: every pass in this thread.
+   */
+  readonly workers?: number;
   readonly backend?: Backend;
   readonly onProgress?: (p: CalibrationProgress) => void;
   /** Cancels the work: checked between batches of windows and between layers; the signal's reason is thrown. */
@@ -140,18 +147,40 @@ export async function quantizeSequential<R extends { dequantized: Matrix }>(
   tokens: Int32Array,
   options: SequentialOptions<R>,
 ): Promise<SequentialResult<R>> {
-  const { seqLen, quantize, batch = 8, trueSequential = false, precision = "f32", onProgress, signal } = options;
+  const { seqLen, batch = 8, workers = 1 } = options;
   const backend = options.backend ?? getBackend();
   if (!Number.isInteger(seqLen) || seqLen < 1 || tokens.length % seqLen !== 0 || tokens.length === 0) {
     throw new OptionError(`calibration: ${tokens.length} tokens are not a whole number of windows of ${seqLen}`);
   }
+  if (!Number.isInteger(workers) || workers < 1) {
+    throw new OptionError(`workers must be a positive integer, got ${workers}`);
+  }
+  const pool = await startCalibrationPool(model.config, backend, workers, Math.ceil(tokens.length / seqLen / batch));
+  try {
+    return await sequentialPasses(model, tokens, options, backend, pool);
+  } finally {
+    pool?.close();
+  }
+}
+
+/** {@link quantizeSequential}'s passes, in this thread or on `pool`. */
+async function sequentialPasses<R extends { dequantized: Matrix }>(
+  model: LlamaModel,
+  tokens: Int32Array,
+  options: SequentialOptions<R>,
+  backend: Backend,
+  pool: CalibrationPool | undefined,
+): Promise<SequentialResult<R>> {
+  const { seqLen, quantize, batch = 8, trueSequential = false, precision = "f32", onProgress, signal } = options;
   const windows = tokens.length / seqLen;
   const layers = model.weights.layers.length;
   const hidden = model.config.hiddenSize;
+  const pass = { windows, seqLen, batch };
   const results = new Map<string, R>();
   let current = model;
   // The residual stream entering the current layer, for every window: [windows·seqLen, hidden].
   let stream: Matrix = embedTokens(model, tokens);
+  if (pool) stream = pool.share(stream);
 
   /**
    * Runs layer `l` of `m` over all windows. "propagate": returns the outputs. "hessian": `hook` sees the linear inputs
@@ -164,6 +193,11 @@ export async function quantizeSequential<R extends { dequantized: Matrix }>(
     hook?: (name: string, x: Matrix) => Promise<void>,
     last?: LinearKind,
   ): Promise<Matrix | undefined> => {
+    if (pool && stage === "propagate") {
+      let done = 0;
+      const report = (nb: number) => onProgress?.({ stage, layer: l, layers, done: done += nb, total: windows });
+      return await pool.propagate(l, m.weights.layers[l], stream, pass, report, signal);
+    }
     const out = stage === "propagate" ? new Float32Array(stream.data.length) : undefined;
     for (let b0 = 0; b0 < windows; b0 += batch) {
       const nb = Math.min(batch, windows - b0);
@@ -190,7 +224,12 @@ export async function quantizeSequential<R extends { dequantized: Matrix }>(
     let done = 0;
     for (const kinds of groups) {
       const names = kinds.map((k) => linearName(l, k));
-      const fromInputs = () => inputHessians(l, current, names, runLayer, precision, backend);
+      const fromInputs = () =>
+        pool
+          ? poolInputHessians(l, current, names, pool, stream, pass, precision, backend, (done) => {
+            onProgress?.({ stage: "hessian", layer: l, layers, done, total: windows });
+          }, signal)
+          : inputHessians(l, current, names, runLayer, precision, backend);
       const { hessians, targets, salience, outputHessians }: LayerCalibration = options.hessians
         ? await options.hessians(l, current, names, { stream, inputHessians: fromInputs })
         : { hessians: await fromInputs() };
@@ -258,7 +297,45 @@ async function inputHessians(
     if (!acc) accumulators.set(input, acc = createHessianAccumulator(x.shape[1], { precision, backend }));
     await acc.observe(x);
   }, last);
+  return finishedByName(names, kindOf, accumulators);
+}
+
+/** Each layer's Hessian from the accumulator of its input. */
+function finishedByName(
+  names: readonly string[],
+  kindOf: ReadonlyMap<string, LinearKind>,
+  accumulators: ReadonlyMap<string, HessianAccumulator>,
+): Map<string, Matrix<FloatArray>> {
   const finished = new Map<string, Matrix<FloatArray>>();
   for (const [input, acc] of accumulators) finished.set(input, acc.finish());
   return new Map(names.map((n) => [n, finished.get(INPUT_OF[kindOf.get(n)!])!]));
+}
+
+/** {@link inputHessians} on the pool: each batch's Gram matrices formed by a worker, added here in batch order. */
+async function poolInputHessians(
+  l: number,
+  model: LlamaModel,
+  names: readonly string[],
+  pool: CalibrationPool,
+  stream: Matrix,
+  pass: PassShape,
+  precision: "f32" | "f64",
+  backend: Backend,
+  onWindows: (done: number) => void,
+  signal?: AbortSignal,
+): Promise<Map<string, Matrix<FloatArray>>> {
+  const kindOf = new Map(names.map((n) => [n, n.slice(n.lastIndexOf(".") + 1) as LinearKind]));
+  const accumulators = new Map<string, HessianAccumulator>();
+  const last = LINEAR_KINDS.findLast((k) => names.some((n) => kindOf.get(n) === k))!;
+  let done = 0;
+  await pool.grams(l, model.weights.layers[l], stream, pass, names, last, (grams, rows) => {
+    for (const [name, gram] of grams) {
+      const input = INPUT_OF[kindOf.get(name)!];
+      let acc = accumulators.get(input);
+      if (!acc) accumulators.set(input, acc = createHessianAccumulator(gram.shape[0], { precision, backend }));
+      acc.observeGram(gram, rows);
+    }
+    onWindows(done += rows / pass.seqLen);
+  }, signal);
+  return finishedByName(names, kindOf, accumulators);
 }

@@ -27,6 +27,7 @@ import {
 import type { PoolReply, PoolRequest } from "./perplexity_worker.ts";
 import { OptionError } from "../core/errors.ts";
 import { getBackend } from "../backends/registry.ts";
+import { shareFloatArrays, startWorkerPool } from "./worker_pool.ts";
 
 /** The default worker count: the cores the runtime reports, 1 where it reports none. */
 export const DEFAULT_WORKERS: number = (typeof navigator !== "undefined" ? navigator.hardwareConcurrency : undefined) ??
@@ -89,52 +90,26 @@ export async function perplexityOnWorkers(
     }
   }
 
-  const shared = shareModel(model);
-  const pool: Worker[] = [];
   const losses: Float32Array[] = new Array(batches);
-  let next = 0, done = 0, runningNll = 0;
-  const ask = (worker: Worker, request: PoolRequest, expect: number) =>
-    new Promise<Float32Array>((resolve, reject) => {
-      worker.onmessage = (e: MessageEvent<PoolReply>) => {
-        const reply = e.data;
-        if ("error" in reply) reject(new Error(`perplexity worker: ${reply.error}`));
-        else if (reply.id !== expect) reject(new Error(`perplexity worker: reply ${reply.id}, expected ${expect}`));
-        else resolve(reply.losses);
-      };
-      worker.onerror = (e) => {
-        e.preventDefault();
-        reject(new Error(`perplexity worker: ${e.message}`));
-      };
-      worker.postMessage(request);
-    });
-  const drive = async (worker: Worker) => {
-    await ask(worker, { kind: "init", model: shared, backend, relaxed }, -1);
-    for (let b = next++; b < batches; b = next++) {
-      signal?.throwIfAborted();
-      const w0 = b * batch, nb = Math.min(batch, totalWindows - w0);
-      const ids = source.slice(w0 * seqLen, (w0 + nb) * seqLen);
-      losses[b] = await ask(worker, { kind: "windows", id: b, ids, seqLen }, b);
-      done += nb;
-      runningNll = addLosses(runningNll, losses[b]);
-      onProgress?.({ windows: done, totalWindows, ppl: Math.exp(runningNll / (done * (seqLen - 1))) });
-    }
-  };
-  // An abort stops the workers at once, not after their current batch.
-  let onAbort = () => {};
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal!.reason);
-    if (signal?.aborted) onAbort();
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
+  let done = 0, runningNll = 0;
+  const pool = await startWorkerPool<PoolRequest, PoolReply & { losses: Float32Array }>(
+    new URL("./perplexity_worker.ts", import.meta.url),
+    Math.min(workers, batches),
+    { kind: "init", model: shareModel(model), backend, relaxed } satisfies PoolRequest,
+    "perplexity worker",
+  );
   try {
-    for (let i = 0; i < Math.min(workers, batches); i++) {
-      pool.push(new Worker(new URL("./perplexity_worker.ts", import.meta.url).href, { type: "module" }));
-    }
-    await Promise.race([Promise.all(pool.map(drive)), aborted]);
+    await pool.run(batches, (b) => {
+      const w0 = b * batch, nb = Math.min(batch, totalWindows - w0);
+      return { message: { kind: "windows", id: b, ids: source.slice(w0 * seqLen, (w0 + nb) * seqLen), seqLen } };
+    }, (b, reply) => {
+      losses[b] = reply.losses;
+      done += Math.min(batch, totalWindows - b * batch);
+      runningNll = addLosses(runningNll, reply.losses);
+      onProgress?.({ windows: done, totalWindows, ppl: Math.exp(runningNll / (done * (seqLen - 1))) });
+    }, signal);
   } finally {
-    signal?.removeEventListener("abort", onAbort);
-    next = batches; // a failed or aborted run hands out no more work
-    for (const w of pool) w.terminate();
+    pool.close();
   }
   // The exact sum, in window order, as perplexity adds it.
   let nll = 0;
@@ -148,39 +123,7 @@ export async function perplexityOnWorkers(
  * where the runtime has no `SharedArrayBuffer`.
  */
 export function shareModel(model: LlamaModel): LlamaModel {
-  if (typeof SharedArrayBuffer === "undefined") return model;
-  const arrays = new Set<Float32Array>();
-  const collect = (v: unknown): void => {
-    if (v instanceof Float32Array) arrays.add(v);
-    else if (Array.isArray(v)) v.forEach(collect);
-    else if (v && typeof v === "object" && !ArrayBuffer.isView(v)) Object.values(v).forEach(collect);
-  };
-  collect(model.weights);
-  let floats = 0;
-  for (const a of arrays) floats += a.length;
-  const buffer = new SharedArrayBuffer(floats * 4);
-  const copies = new Map<Float32Array, Float32Array>();
-  let offset = 0;
-  for (const a of arrays) {
-    const copy = new Float32Array(buffer, offset * 4, a.length);
-    copy.set(a);
-    copies.set(a, copy);
-    offset += a.length;
-  }
-  // Objects met twice (a tied embedding's matrix) are rebuilt once, so they stay one object.
-  const rebuilt = new Map<object, unknown>();
-  const rebuild = (v: unknown): unknown => {
-    if (v instanceof Float32Array) return copies.get(v);
-    if (!v || typeof v !== "object" || ArrayBuffer.isView(v)) return v;
-    if (!rebuilt.has(v)) {
-      rebuilt.set(
-        v,
-        Array.isArray(v) ? v.map(rebuild) : Object.fromEntries(Object.entries(v).map(([k, x]) => [k, rebuild(x)])),
-      );
-    }
-    return rebuilt.get(v);
-  };
-  return { config: model.config, weights: rebuild(model.weights) as LlamaModel["weights"] };
+  return { config: model.config, weights: shareFloatArrays(model.weights) };
 }
 
 /** Options of {@link evaluatePerplexity}: those of {@link perplexity} and a worker count. */

@@ -61,6 +61,8 @@ export interface ModelQuantizeOptions {
    */
   readonly smooth?: { readonly kind: "awq" | "smoothquant"; readonly alpha?: number };
   readonly backend?: Backend;
+  /** Workers for the calibration driver's passes (`SequentialOptions.workers`); default 1. */
+  readonly workers?: number;
   /** Progress of the calibration driver, or of RTN's layers (`stage: "quantize"`). */
   readonly onProgress?: (p: CalibrationProgress) => void;
 }
@@ -159,6 +161,7 @@ export async function quantizeModel(original: LlamaModel, run: ModelQuantizeOpti
       batch,
       backend,
       trueSequential: run.trueSequential,
+      workers: run.workers,
       quantize: timed,
       hessians: method === "oac" ? oacHessianSource(calibration, { ...oac, seqLen, batch, backend }) : undefined,
       onProgress,

@@ -39,6 +39,9 @@ export { svd } from "./core/linalg/svd.ts";
 export { matmul } from "./core/linalg/matmul.ts";
 export { gramAccumulate } from "./core/linalg/gram.ts";
 export { invertTriangular, triangularSolve } from "./core/linalg/triangular.ts";
+// compositions for a backend without a fused kernel of its own
+export { linearCrossEntropyWith } from "./core/nn/cross_entropy.ts";
+export { decoderLayerWith } from "./core/nn/decoder_layer.ts";
 
 // backends
 export {

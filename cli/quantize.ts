@@ -78,9 +78,10 @@ Options:
   --windows N        evaluate only the first N windows of each file
   --batch B          windows per forward pass (default 8)
   --backend NAME     compute backend (${listBackends().join(", ")}; default: the fastest that starts, wasm then ts)
-  --workers N        calibrate and evaluate on N worker threads, each running the backend on one thread over whole
-                     batches (wasm and ts; the same result; each holds a batch of activations; default: the cores,
-                     ${DEFAULT_WORKERS} here; 1, or fewer than two batches per worker, runs in this thread)
+  --workers N        run the calibration's forward passes and Hessians, and the evaluation, on N worker threads, each
+                     running the backend on one thread over whole batches (wasm and ts; the same result; each holds
+                     a batch of activations; default: the cores, ${DEFAULT_WORKERS} here; 1, or fewer than two batches per
+                     worker, runs in this thread; OAC's gradients and the smoothing searches run in this thread)
   --out DIR          save the quantized model (written atomically)
   --format F         checkpoint format: ${SAVE_FORMATS.join(" | ")} (default gptq)
   --json             print one JSON line with the results

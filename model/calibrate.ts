@@ -21,6 +21,7 @@ import { createHessianAccumulator, type HessianAccumulator } from "../algorithms
 import type { LayerExtras } from "../algorithms/methods.ts";
 import { getBackend } from "../backends/registry.ts";
 import { type CalibrationPool, type PassShape, startCalibrationPool } from "./calibrate_pool.ts";
+import { checkWorkers } from "./worker_pool.ts";
 import {
   decoderLayerForward,
   decoderLayerInputs,
@@ -111,7 +112,8 @@ export interface SequentialOptions<R extends { dequantized: Matrix }> {
   /**
    * Workers for the passes over the windows when the backend is "wasm" or "ts" and every worker gets two batches or
    * more: each runs the backend's kind on one thread over whole batches (`model/calibrate_pool.ts`). The result is
-   * the same as in this thread (to the bit with WASM). Default 1: every pass in this thread.
+   * the same as in this thread, to the bit. Each worker holds a batch's activations and float64 Gram matrices of its
+   * linear inputs. Default 1: every pass in this thread.
    */
   readonly workers?: number;
   readonly backend?: Backend;
@@ -152,9 +154,8 @@ export async function quantizeSequential<R extends { dequantized: Matrix }>(
   if (!Number.isInteger(seqLen) || seqLen < 1 || tokens.length % seqLen !== 0 || tokens.length === 0) {
     throw new OptionError(`calibration: ${tokens.length} tokens are not a whole number of windows of ${seqLen}`);
   }
-  if (!Number.isInteger(workers) || workers < 1) {
-    throw new OptionError(`workers must be a positive integer, got ${workers}`);
-  }
+  checkWorkers(workers);
+  if (!Number.isInteger(batch) || batch < 1) throw new OptionError(`batch must be a positive integer, got ${batch}`);
   const pool = await startCalibrationPool(model.config, backend, workers, Math.ceil(tokens.length / seqLen / batch));
   try {
     return await sequentialPasses(model, tokens, options, backend, pool);

@@ -2,8 +2,9 @@
  * The calibration driver's passes over the windows on a pool of workers, each running a single-threaded backend on
  * whole batches (as the evaluation pool does): every part of a layer's forward pass runs in parallel, and no thread
  * waits for another inside a kernel. The residual stream lives in shared memory; each pass shares the layer's weights
- * once. The Hessians' Gram matrices are formed per batch in the workers and added here in batch order, so the result
- * does not depend on the worker count, and with WASM equals the in-process driver's to the bit.
+ * once. The Hessians' Gram matrices are formed per batch in the workers (in float64) and added here in batch order, so
+ * the result does not depend on the worker count and equals the in-process driver's to the bit (WASM and TS: one
+ * rounding into the sum either way, `HessianAccumulator.observeGram`).
  *
  * @module
  */
@@ -78,19 +79,10 @@ export async function startCalibrationPool(
     "calibration worker",
   );
   const hidden = config.hiddenSize;
-  /** The request of batch `b` of a pass. */
-  const task = (layer: number, weights: LlamaLayerWeights, stream: Matrix, pass: PassShape, b: number) => {
-    const w0 = b * pass.batch, nb = Math.min(pass.batch, pass.windows - w0);
-    const r0 = w0 * pass.seqLen, r1 = (w0 + nb) * pass.seqLen;
-    return {
-      layer,
-      weights,
-      batch: nb,
-      seqLen: pass.seqLen,
-      x: stream.data.subarray(r0 * hidden, r1 * hidden),
-      r0,
-      r1,
-    };
+  /** Batch `b` of a pass: its windows, and its floats `[f0, f1)` of the stream. */
+  const rowsOf = (pass: PassShape, b: number) => {
+    const w0 = b * pass.batch, batch = Math.min(pass.batch, pass.windows - w0);
+    return { batch, f0: w0 * pass.seqLen * hidden, f1: (w0 + batch) * pass.seqLen * hidden };
   };
   const batchesOf = (pass: PassShape) => Math.ceil(pass.windows / pass.batch);
   return {
@@ -105,32 +97,37 @@ export async function startCalibrationPool(
       await pool.run(
         batchesOf(pass),
         (b) => {
-          const { r0, r1, ...t } = task(layer, shared, stream, pass, b);
-          return { message: { kind: "propagate", id: b, ...t, out: out.subarray(r0 * hidden, r1 * hidden) } };
+          const { batch, f0, f1 } = rowsOf(pass, b);
+          const x = stream.data.subarray(f0, f1), y = out.subarray(f0, f1);
+          return {
+            message: { kind: "propagate", id: b, layer, weights: shared, x, batch, seqLen: pass.seqLen, out: y },
+          };
         },
-        (b) => onBatch(Math.min(pass.batch, pass.windows - b * pass.batch)),
+        (b) => onBatch(rowsOf(pass, b).batch),
         signal,
       );
       return matrix(stream.shape[0], hidden, out);
     },
     async grams(layer, weights, stream, pass, names, last, onGrams, signal) {
       const shared = shareFloatArrays(weights);
-      // Batches finish in any order; their Gram matrices are handed on in batch order.
+      // Batches finish in any order; their Gram matrices are handed on in batch order. (A batch that finishes long
+      // before an earlier one waits here: at most the batches the other workers do meanwhile.)
       const pending = new Map<number, CalibrationReply>();
       let next = 0;
       await pool.run(batchesOf(pass), (b) => {
-        const { r0: _r0, r1: _r1, ...t } = task(layer, shared, stream, pass, b);
-        return { message: { kind: "grams", id: b, ...t, names, last } };
+        const { batch, f0, f1 } = rowsOf(pass, b);
+        const x = stream.data.subarray(f0, f1);
+        return {
+          message: { kind: "grams", id: b, layer, weights: shared, x, batch, seqLen: pass.seqLen, names, last },
+        };
       }, (b, reply) => {
         pending.set(b, reply);
         for (let r = pending.get(next); r; r = pending.get(next)) {
           pending.delete(next);
-          const rows = Math.min(pass.batch, pass.windows - next * pass.batch) * pass.seqLen;
-          const grams = ("grams" in r ? r.grams ?? [] : []).map(([n, g]) => {
-            const d = Math.round(Math.sqrt(g.length));
-            return [n, matrix64(d, d, g)] as const;
-          });
-          onGrams(grams, rows);
+          const grams = ("grams" in r ? r.grams ?? [] : []).map((g) =>
+            [g.name, matrix64(g.dim, g.dim, g.data)] as const
+          );
+          onGrams(grams, rowsOf(pass, next).batch * pass.seqLen);
           next++;
         }
       }, signal);

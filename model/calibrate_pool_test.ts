@@ -60,21 +60,31 @@ poolTest("quantizeSequential on workers equals the in-process driver to the bit 
 poolTest("quantizeSequential on workers: trueSequential groups and the TS backend, to the bit too", async () => {
   const quantize = async (_n: string, w: typeof model.weights.lmHead, h: Parameters<typeof gptq>[1]) =>
     await gptq(w, h, { bits: 3, backend: tsBackend });
-  const opts = { seqLen, batch: 2, trueSequential: true, backend: tsBackend, quantize };
+  // The passes' kernels, counted in this thread: none run here when the pool does them.
+  let here = 0;
+  const counted = {
+    ...tsBackend,
+    decoderLayer: (...a: Parameters<typeof tsBackend.decoderLayer>) => (here++, tsBackend.decoderLayer(...a)),
+    gramAccumulate: (...a: Parameters<typeof tsBackend.gramAccumulate>) => (here++, tsBackend.gramAccumulate(...a)),
+  };
+  const opts = { seqLen, batch: 2, trueSequential: true, backend: counted, quantize };
   const local = await quantizeSequential(model, tokens, { ...opts, workers: 1 });
+  assert.ok(here > 0);
+  here = 0;
   const pooled = await quantizeSequential(model, tokens, { ...opts, workers: 2 });
+  assert.equal(here, 0, "no pass in this thread");
   for (const [name, r] of local.layers) {
     assert.deepEqual(pooled.layers.get(name)!.dequantized.data, r.dequantized.data, name);
   }
 });
 
 poolTest(
-  "quantizeSequential on workers: a NaN input fails with the worker's message; bad workers refused",
+  "quantizeSequential on workers: a NaN input fails as in this thread (NonFiniteError); bad workers refused",
   async () => {
     const broken = withLinearWeights(model, new Map([["model.layers.1.self_attn.o_proj", poisoned()]]));
     await assert.rejects(
       run(broken, { workers: 2, precision: "f32", batch: 2 }),
-      (e: Error) => /calibration worker: .*non-finite|calibration worker: .*NaN/i.test(e.message),
+      (e: Error) => e instanceof NonFiniteError && e.message.startsWith("calibration worker: "),
     );
     await assert.rejects(
       quantizeSequential(model, tokens, {
@@ -117,12 +127,46 @@ poolTest("startCalibrationPool: a pool where it applies, whose passes equal the 
   }
 });
 
-Deno.test("HessianAccumulator.observeGram adds a Gram matrix as observe adds its rows", async () => {
+poolTest("quantizeSequential on workers stops at an abort and rethrows its reason", async () => {
+  const controller = new AbortController();
+  const opts = {
+    seqLen,
+    batch: 1,
+    workers: 2,
+    backend: tsBackend,
+    signal: controller.signal,
+    onProgress: (p: CalibrationProgress) => {
+      if (p.stage === "hessian" && p.done >= 3) controller.abort(new Error("enough"));
+    },
+    quantize: (_n: string, w: Matrix) => Promise.resolve({ dequantized: w }),
+  };
+  await assert.rejects(quantizeSequential(model, tokens, opts), /enough/);
+});
+
+poolTest("HessianAccumulator.observeGram adds a Gram matrix as observe adds its rows", async () => {
   const x = matrix(3, 2, new Float32Array([1, 2, 3, 4, 5, 6]));
   const a = createHessianAccumulator(2), b = createHessianAccumulator(2);
   await a.observe(x);
   b.observeGram(matrix(2, 2, new Float32Array([35, 44, 44, 56])), 3);
   assert.deepEqual(b.finish(), a.finish());
+  // Random data, both precisions: the WASM kernel's Gram matrix into float64 zeros, added, equals observing the rows.
+  const wasm = await createWasmBackend({ threads: 1 });
+  try {
+    const rows = matrix(37, 23, Float32Array.from({ length: 37 * 23 }, (_, i) => Math.sin(i * 1.7) * 3.1));
+    for (const precision of ["f32", "f64"] as const) {
+      const direct = createHessianAccumulator(23, { precision, backend: wasm });
+      const viaGram = createHessianAccumulator(23, { precision, backend: wasm });
+      for (let r = 0; r < 3; r++) {
+        await direct.observe(rows);
+        const g = matrix64(23, 23);
+        await wasm.gramAccumulate(g, rows, 1);
+        viaGram.observeGram(g, 37);
+      }
+      assert.deepEqual(viaGram.finish(), direct.finish(), precision);
+    }
+  } finally {
+    wasm.dispose();
+  }
   const c = createHessianAccumulator(2);
   assert.throws(() => c.observeGram(matrix(2, 2, new Float32Array([1, NaN, NaN, 1])), 1), NonFiniteError);
   assert.throws(() => c.observeGram(matrix(1, 1), 1), /width 2/);

@@ -12,7 +12,7 @@ import type { Backend } from "../core/backend.ts";
 import { assertFinite, type Matrix, matrix, matrix64 } from "../core/tensor.ts";
 import type { LlamaConfig } from "./config.ts";
 import { decoderLayerForward, decoderLayerInputs, type LinearKind, type LlamaLayerWeights } from "./llama.ts";
-import { type PoolBackend, startPoolBackend } from "./perplexity_pool.ts";
+import { errorReply, type PoolBackend, startPoolBackend, type WorkerError } from "./worker_pool.ts";
 
 /** What the driver sends: first `init`, then one request per batch of windows. */
 export type CalibrationRequest =
@@ -34,10 +34,17 @@ export type CalibrationRequest =
     readonly last?: LinearKind;
   };
 
-/** The worker's answer: for "grams", each distinct input's full (mirrored) float64 `XᵀX`, by the first name reading it. */
+/** One distinct input's full (both triangles) float64 `XᵀX` of a batch, under the first linear layer that reads it. */
+export interface LinearInputGram {
+  readonly name: string;
+  readonly dim: number;
+  readonly data: Float64Array;
+}
+
+/** The worker's answer: for "grams", one {@link LinearInputGram} per distinct input. */
 export type CalibrationReply =
-  | { readonly id: number; readonly grams?: readonly (readonly [string, Float64Array])[] }
-  | { readonly id: number; readonly error: string };
+  | { readonly id: number; readonly grams?: readonly LinearInputGram[] }
+  | ({ readonly id: number } & WorkerError);
 
 let state: Promise<{ config: LlamaConfig; backend: Backend }> | undefined;
 
@@ -66,7 +73,7 @@ self.onmessage = async (e: MessageEvent<CalibrationRequest>) => {
     }
     // A shared input is reported once per linear layer reading it: its Gram matrix is formed the first time only.
     const wanted = new Set(request.names), seen = new Set<Matrix>();
-    const grams: [string, Float64Array][] = [];
+    const grams: LinearInputGram[] = [];
     await decoderLayerInputs(backend, config, request.layer, request.weights, x, shape, async (name, input) => {
       if (!wanted.has(name) || seen.has(input)) return;
       seen.add(input);
@@ -74,10 +81,10 @@ self.onmessage = async (e: MessageEvent<CalibrationRequest>) => {
       // In float64, so that adding it to a float32 or float64 sum rounds once, as gramAccumulate into that sum does.
       const d = input.shape[1], gram = matrix64(d, d);
       await backend.gramAccumulate(gram, input, 1);
-      grams.push([name, gram.data]);
+      grams.push({ name, dim: d, data: gram.data });
     }, request.last);
-    self.postMessage({ id, grams } satisfies CalibrationReply, grams.map(([, g]) => g.buffer as ArrayBuffer));
+    self.postMessage({ id, grams } satisfies CalibrationReply, grams.map((g) => g.data.buffer as ArrayBuffer));
   } catch (err) {
-    self.postMessage({ id, error: err instanceof Error ? err.message : String(err) } satisfies CalibrationReply);
+    self.postMessage(errorReply(id, err) satisfies CalibrationReply);
   }
 };

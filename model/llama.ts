@@ -21,6 +21,7 @@
 import type { AttentionShape, Backend, DecoderLayerOptions } from "../core/backend.ts";
 import { FormatError, OptionError, ShapeError } from "../core/errors.ts";
 import type { Matrix } from "../core/tensor.ts";
+import { addResidual } from "../core/nn/decoder_layer.ts";
 import { getBackend } from "../backends/registry.ts";
 import type { LlamaConfig } from "./config.ts";
 
@@ -225,13 +226,6 @@ export function embedTokens(model: LlamaModel, tokens: Int32Array): Matrix {
   return { data: out, shape: [tokens.length, d] };
 }
 
-function add(a: Matrix, b: Matrix): Matrix {
-  const out = new Float32Array(a.data.length);
-  const A = a.data, B = b.data;
-  for (let i = 0; i < out.length; i++) out[i] = A[i] + B[i];
-  return { data: out, shape: [a.shape[0], a.shape[1]] };
-}
-
 function addInto(acc: Matrix, b: Matrix): void {
   const A = acc.data, B = b.data;
   for (let i = 0; i < A.length; i++) A[i] += B[i];
@@ -291,7 +285,7 @@ async function layerForwardImpl(
   const v = await linear(backend, xn, w.v);
   const attn = await backend.attention(q, k, v, attentionShape(config, shape));
   if (await report(["o_proj"], attn)) return undefined;
-  const h = add(x, await linear(backend, attn, w.o));
+  const h = addResidual(x, await linear(backend, attn, w.o));
   const hn = await backend.rmsNorm(h, w.postAttentionNorm, eps);
   if (await report(["gate_proj", "up_proj"], hn)) return undefined;
   // The backward pass needs both projections; a pass that keeps nothing lets the backend fuse them with the SwiGLU.
@@ -299,7 +293,7 @@ async function layerForwardImpl(
   const up = keep ? await linear(backend, hn, w.up) : undefined;
   const act = gate && up ? await backend.swiglu(gate, up) : await backend.swigluLinear(hn, w.gate, w.up);
   if (await report(["down_proj"], act)) return undefined;
-  const out = add(h, await linear(backend, act, w.down));
+  const out = addResidual(h, await linear(backend, act, w.down));
   return { out, acts: gate && up ? { x, q, k, v, attn, h, gate, up } : undefined };
 }
 
@@ -642,7 +636,7 @@ async function layerBackward(
   await report(linearName(index, "up_proj"), hn, dup);
   const dhn = await backend.matmul(dgate, w.gate);
   addInto(dhn, await backend.matmul(dup, w.up));
-  const dh = add(dout, (await backend.rmsNormBackward(a.h, w.postAttentionNorm, dhn, eps)).dx);
+  const dh = addResidual(dout, (await backend.rmsNormBackward(a.h, w.postAttentionNorm, dhn, eps)).dx);
 
   // Attention branch: h = x + o(attn), attn = attention(rope(q), rope(k), v) of n₁(x).
   await report(linearName(index, "o_proj"), a.attn, dh);
@@ -657,5 +651,5 @@ async function layerBackward(
   const dxn = await backend.matmul(dq0, w.q);
   addInto(dxn, await backend.matmul(dk0, w.k));
   addInto(dxn, await backend.matmul(dv, w.v));
-  return add(dh, (await backend.rmsNormBackward(a.x, w.inputNorm, dxn, eps)).dx);
+  return addResidual(dh, (await backend.rmsNormBackward(a.x, w.inputNorm, dxn, eps)).dx);
 }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { tsBackend } from "../backends/ts/mod.ts";
+import { createWasmBackend } from "../backends/wasm/mod.ts";
 import { FormatError, OptionError, ShapeError } from "../core/errors.ts";
 import { crossEntropy } from "../core/nn/cross_entropy.ts";
 import { createRng, randomNormal } from "../core/random.ts";
@@ -262,4 +263,27 @@ Deno.test("lossAndGradients: starting at layer l from its input stream gives the
     lossAndGradients(model, tokens, { batch, seqLen, start: { layer: 1, hidden: streams.get(1)! } }),
     OptionError,
   );
+});
+
+Deno.test({
+  name: "decoderLayerForward: with a hook (the kernels one by one) and without (Backend.decoderLayer) the same bits",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const wasm = await createWasmBackend({ threads: 2, parallelThreshold: 0 });
+    try {
+      for (const pairing of ["half", "interleaved"] as const) {
+        const m = tinyModel({ pairing });
+        const ids = randomTokens(3 * 11, m.config.vocabSize);
+        const x = embedTokens(m, ids), shape = { batch: 3, seqLen: 11 };
+        for (const backend of [tsBackend, wasm]) {
+          const fused = await decoderLayerForward(backend, m.config, 1, m.weights.layers[1], x, shape);
+          const hooked = await decoderLayerForward(backend, m.config, 1, m.weights.layers[1], x, shape, () => {});
+          assert.deepEqual(fused.data, hooked.data, `${backend.name} ${pairing}`);
+        }
+      }
+    } finally {
+      wasm.dispose();
+    }
+  },
 });

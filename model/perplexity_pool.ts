@@ -27,21 +27,16 @@ import {
 import type { PoolReply, PoolRequest } from "./perplexity_worker.ts";
 import { OptionError } from "../core/errors.ts";
 import { getBackend } from "../backends/registry.ts";
-import { shareFloatArrays, startWorkerPool } from "./worker_pool.ts";
+import {
+  checkWorkers,
+  DEFAULT_WORKERS,
+  type PoolBackend,
+  shareFloatArrays,
+  startPoolBackend,
+  startWorkerPool,
+} from "./worker_pool.ts";
 
-/** The default worker count: the cores the runtime reports, 1 where it reports none. */
-export const DEFAULT_WORKERS: number = (typeof navigator !== "undefined" ? navigator.hardwareConcurrency : undefined) ??
-  1;
-
-/** @throws {OptionError} unless `workers` is a positive integer. */
-function checkWorkers(workers: number): void {
-  if (!Number.isInteger(workers) || workers < 1) {
-    throw new OptionError(`workers must be a positive integer, got ${workers}`);
-  }
-}
-
-/** The backends a pool worker can run, single-threaded. */
-export type PoolBackend = "wasm" | "ts";
+export { DEFAULT_WORKERS, type PoolBackend, startPoolBackend };
 
 /** Options of {@link perplexityOnWorkers}: those of {@link perplexity}, with a backend named instead of given. */
 export interface PoolPerplexityOptions extends Omit<PerplexityOptions, "backend"> {
@@ -159,10 +154,4 @@ export async function evaluatePerplexity(
     }
   }
   return await perplexity(model, tokens, { ...options, backend });
-}
-
-/** A single-threaded backend of a pool: WASM of the given build, or the TS reference. */
-export async function startPoolBackend(name: PoolBackend, relaxed?: boolean): Promise<Backend> {
-  if (name === "wasm") return (await import("../backends/wasm/mod.ts")).createWasmBackend({ threads: 1, relaxed });
-  return (await import("../backends/ts/mod.ts")).tsBackend;
 }

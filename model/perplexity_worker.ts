@@ -10,7 +10,7 @@
 import type { Backend } from "../core/backend.ts";
 import type { LlamaModel } from "./llama.ts";
 import { windowLosses } from "./perplexity.ts";
-import { type PoolBackend, startPoolBackend } from "./perplexity_pool.ts";
+import { errorReply, type PoolBackend, startPoolBackend, type WorkerError } from "./worker_pool.ts";
 
 /** What the pool sends: first `init`, then `windows` requests, one at a time. */
 export type PoolRequest =
@@ -20,7 +20,7 @@ export type PoolRequest =
 /** The worker's answer to `init` (id −1) or to the request `id`. */
 export type PoolReply =
   | { readonly id: number; readonly losses: Float32Array }
-  | { readonly id: number; readonly error: string };
+  | ({ readonly id: number } & WorkerError);
 
 let state: Promise<{ model: LlamaModel; backend: Backend }> | undefined;
 
@@ -39,6 +39,6 @@ self.onmessage = async (e: MessageEvent<PoolRequest>) => {
     const losses = await windowLosses(model, request.ids, request.seqLen, backend);
     self.postMessage({ id, losses } satisfies PoolReply);
   } catch (err) {
-    self.postMessage({ id, error: err instanceof Error ? err.message : String(err) } satisfies PoolReply);
+    self.postMessage(errorReply(id, err) satisfies PoolReply);
   }
 };

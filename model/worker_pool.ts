@@ -1,13 +1,70 @@
 /**
  * A small pool of module workers for the CPU passes over many windows (evaluation, calibration): each worker gets one
  * `init` message, then numbered tasks one at a time, claimed in order by whichever worker is free; every reply carries
- * its task's `id` (−1 for `init`) and either a result or an `error` message.
+ * its task's `id` (−1 for `init`) and either a result or an error ({@link errorReply}).
  *
  * @module
  */
 
+import type { Backend } from "../core/backend.ts";
+import {
+  BackendError,
+  ConvergenceError,
+  NonFiniteError,
+  OptionError,
+  type PtqError,
+  ShapeError,
+} from "../core/errors.ts";
+
+/** The default worker count: the cores the runtime reports, 1 where it reports none. */
+export const DEFAULT_WORKERS: number = (typeof navigator !== "undefined" ? navigator.hardwareConcurrency : undefined) ??
+  1;
+
+/** @throws {OptionError} unless `workers` is a positive integer. */
+export function checkWorkers(workers: number): void {
+  if (!Number.isInteger(workers) || workers < 1) {
+    throw new OptionError(`workers must be a positive integer, got ${workers}`);
+  }
+}
+
+/** The backends a pool worker can run, single-threaded. */
+export type PoolBackend = "wasm" | "ts";
+
+/** A single-threaded backend of a pool: WASM of the given build, or the TS reference. */
+export async function startPoolBackend(name: PoolBackend, relaxed?: boolean): Promise<Backend> {
+  if (name === "wasm") return (await import("../backends/wasm/mod.ts")).createWasmBackend({ threads: 1, relaxed });
+  return (await import("../backends/ts/mod.ts")).tsBackend;
+}
+
 /** What every reply of a pool worker carries. */
-export type WorkerReply = { readonly id: number } & ({ readonly error: string } | Record<string, unknown>);
+export type WorkerReply = { readonly id: number } & (WorkerError | Record<string, unknown>);
+
+/** A worker's failure: the error's class name and message. */
+export interface WorkerError {
+  readonly error: string;
+  readonly errorName?: string;
+}
+
+/** The reply a worker sends for a task that threw `err`. */
+export function errorReply(id: number, err: unknown): { readonly id: number } & WorkerError {
+  return err instanceof Error ? { id, error: err.message, errorName: err.name } : { id, error: String(err) };
+}
+
+/** The library's errors whose class survives the trip from a worker (the others arrive as `Error`). */
+const ERROR_CLASSES: Record<string, new (message: string) => PtqError> = {
+  ShapeError,
+  NonFiniteError,
+  OptionError,
+  ConvergenceError,
+  BackendError,
+};
+
+/** A worker's error rebuilt here, of the same class where it is one of the library's plain ones, its message prefixed. */
+function rebuildError(reply: WorkerError, what: string): Error {
+  const Class = reply.errorName ? ERROR_CLASSES[reply.errorName] : undefined;
+  const message = `${what}: ${reply.error}`;
+  return Class ? new Class(message) : new Error(message);
+}
 
 /** Workers started by {@link startWorkerPool}. */
 export interface WorkerPool<Request, Reply extends WorkerReply> {
@@ -15,9 +72,10 @@ export interface WorkerPool<Request, Reply extends WorkerReply> {
   readonly size: number;
   /**
    * Runs tasks `0 … tasks−1`: `request(i)` is posted (with its transferables) to a free worker, and `onReply(i, reply)`
-   * called when it answers. Resolves when all have answered.
-   * @throws {Error} with a worker's message when a task fails (no more tasks are handed out), or the signal's reason
-   *   at once on an abort.
+   * called when it answers. Resolves when all have answered. Runs queue behind each other.
+   * @throws {Error} (of the worker's error class where it is one of the library's) when a task fails: no more tasks
+   *   are handed out, and the pool is unusable afterwards (its later runs reject); the signal's reason at once on an
+   *   abort, with the same effect.
    */
   run(
     tasks: number,
@@ -32,6 +90,7 @@ export interface WorkerPool<Request, Reply extends WorkerReply> {
 /**
  * Starts `count` workers of the module at `url` and sends each `init` (the reply to it is awaited).
  * @param what names the workers in error messages ("perplexity worker").
+ * @throws {OptionError} unless `count` is a positive integer; a worker's error as {@link WorkerPool.run} does.
  */
 export async function startWorkerPool<Request, Reply extends WorkerReply>(
   url: URL,
@@ -39,12 +98,14 @@ export async function startWorkerPool<Request, Reply extends WorkerReply>(
   init: unknown,
   what: string,
 ): Promise<WorkerPool<Request, Reply>> {
-  const workers = Array.from({ length: count }, () => new Worker(url.href, { type: "module" }));
+  if (!Number.isInteger(count) || count < 1) throw new OptionError(`${what}s: count must be ≥ 1, got ${count}`);
+  const workers: Worker[] = [];
+  const close = () => workers.forEach((w) => w.terminate());
   const ask = (worker: Worker, message: unknown, id: number, transfer: Transferable[] = []) =>
     new Promise<Reply>((resolve, reject) => {
       worker.onmessage = (e: MessageEvent<Reply>) => {
         const reply = e.data;
-        if ("error" in reply) reject(new Error(`${what}: ${reply.error}`));
+        if ("error" in reply) reject(rebuildError(reply as WorkerError, what));
         else if (reply.id !== id) reject(new Error(`${what}: reply ${reply.id}, expected ${id}`));
         else resolve(reply);
       };
@@ -54,38 +115,58 @@ export async function startWorkerPool<Request, Reply extends WorkerReply>(
       };
       worker.postMessage(message, transfer);
     });
-  const close = () => workers.forEach((w) => w.terminate());
   try {
+    for (let i = 0; i < count; i++) workers.push(new Worker(url.href, { type: "module" }));
     await Promise.all(workers.map((w) => ask(w, init, -1)));
   } catch (e) {
     close();
     throw e;
   }
+  // A failed or aborted run may leave tasks under way in other workers, whose late replies would answer the next
+  // run's tasks: the pool is broken then, and refuses further runs.
+  let broken: unknown;
+  let queue = Promise.resolve();
+  const runNow = async (
+    tasks: number,
+    request: (i: number) => { message: Request; transfer?: Transferable[] },
+    onReply: (i: number, reply: Reply) => void,
+    signal?: AbortSignal,
+  ) => {
+    if (broken) throw new BackendError(`${what}s unusable after an earlier failure: ${broken}`);
+    signal?.throwIfAborted();
+    let next = 0, live = true;
+    const drive = async (worker: Worker) => {
+      for (let i = next++; i < tasks; i = next++) {
+        signal?.throwIfAborted();
+        const { message, transfer } = request(i);
+        const reply = await ask(worker, message, i, transfer);
+        if (live) onReply(i, reply);
+      }
+    };
+    // An abort rejects at once, not after the tasks under way.
+    let onAbort = () => {};
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal!.reason);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      await Promise.race([Promise.all(workers.slice(0, Math.min(count, tasks)).map(drive)), aborted]);
+    } catch (e) {
+      broken = e instanceof Error ? e.message : String(e);
+      throw e;
+    } finally {
+      live = false;
+      signal?.removeEventListener("abort", onAbort);
+      next = tasks; // hand out no more work
+    }
+  };
   return {
     size: count,
     close,
-    async run(tasks, request, onReply, signal) {
-      signal?.throwIfAborted();
-      let next = 0;
-      const drive = async (worker: Worker) => {
-        for (let i = next++; i < tasks; i = next++) {
-          signal?.throwIfAborted();
-          const { message, transfer } = request(i);
-          onReply(i, await ask(worker, message, i, transfer));
-        }
-      };
-      // An abort rejects at once, not after the tasks under way (the caller closes the pool).
-      let onAbort = () => {};
-      const aborted = new Promise<never>((_, reject) => {
-        onAbort = () => reject(signal!.reason);
-        signal?.addEventListener("abort", onAbort, { once: true });
-      });
-      try {
-        await Promise.race([Promise.all(workers.slice(0, Math.max(1, Math.min(count, tasks))).map(drive)), aborted]);
-      } finally {
-        signal?.removeEventListener("abort", onAbort);
-        next = tasks; // a failed or aborted run hands out no more work
-      }
+    run(tasks, request, onReply, signal) {
+      const result = queue.then(() => runNow(tasks, request, onReply, signal));
+      queue = result.catch(() => undefined);
+      return result;
     },
   };
 }

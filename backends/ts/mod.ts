@@ -55,6 +55,11 @@ export const tsBackend: Backend = {
   swigluBackward: (gate, up, dy) => run(() => swigluBackward(gate, up, dy)),
   swigluLinear: (x, gate, up) => run(() => swigluLinear(x, gate, up)),
   crossEntropy: (logits, targets, gradScale) => run(() => crossEntropy(logits, targets, gradScale)),
-  linearCrossEntropy: (x, w, targets) => linearCrossEntropyWith(tsBackend, x, w, targets),
-  decoderLayer: (x, weights, options) => decoderLayerWith(tsBackend, x, weights, options),
+  // Composed through `this`, so that a backend spreading this one with kernels of its own composes those.
+  linearCrossEntropy(x, w, targets) {
+    return linearCrossEntropyWith(this ?? tsBackend, x, w, targets);
+  },
+  decoderLayer(x, weights, options) {
+    return decoderLayerWith(this ?? tsBackend, x, weights, options);
+  },
 };

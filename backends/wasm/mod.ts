@@ -93,6 +93,9 @@ export interface WasmBackend extends Backend {
 const SPLIT_ALIGN = 16;
 /** Row blocks of C shared between threads are multiples of this: whole register tiles (4 rows) and L2 blocks (96). */
 const ROW_BLOCK = 96;
+/** Rows of a classifier copied into WASM memory at a time by `linearCrossEntropy` (a multiple of the tile's 8 columns). */
+const CLASSIFIER_PACK_ROWS = 1024;
+
 /** Strips of A one thread claims at a time in `packAShared` (`PACK_STRIPS` in `assembly/gemm.ts`). */
 const PACK_STRIPS = 16;
 
@@ -222,6 +225,11 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     upper = false,
     beta1 = false,
   ): Promise<void> {
+    if (k === 0) {
+      // An empty sum: C = 0 (the kernels would leave C as the arena had it), or unchanged with beta1.
+      if (!beta1) { for (const { n, c } of products) rt.f32().fill(0, c >> 2, (c >> 2) + m * n); }
+      return;
+    }
     const mark = rt.mark();
     try {
       const up = upper ? 1 : 0, b1 = beta1 ? 1 : 0;
@@ -1020,8 +1028,13 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         // block at a time in its own scratch, never all [m, n] of them.
         const threads = rt.threadsFor(2 * m * n * k, Math.ceil(m / x.classifierRows()));
         const pa = await packA(rt.put(xm.data), false, m, k, threads);
-        const pb = rt.alloc(x.packedBSize(n, k) * 4);
-        x.packBAll(rt.put(w.data), k, 1, n, k, pb);
+        // The classifier is copied in and packed a block of rows at a time: one packed copy in WASM memory, not two.
+        const pb = rt.alloc(x.packedBSize(n, k) * 4), nPad = roundUp(n, 8);
+        for (let j0 = 0; j0 < n; j0 += CLASSIFIER_PACK_ROWS) {
+          const nb = Math.min(CLASSIFIER_PACK_ROWS, n - j0), mark = rt.mark();
+          x.packBColumns(rt.put(w.data.subarray(j0 * k, (j0 + nb) * k)), k, nb, k, j0, nPad, pb);
+          rt.release(mark);
+        }
         const pt = rt.put(targets), pl = rt.put(new Float32Array(m));
         const scratchBytes = x.classifierScratchSize(n) * 4;
         await byRanges(m, 2 * m * n * k, x.classifierRows(), (r0, r1) => {

@@ -109,13 +109,15 @@ export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): P
       return gpuSwiglu(ctx, gate, up);
     },
     crossEntropy: (l, t, s) => gpuCrossEntropy(ctx, l, t, s),
-    // Composed from the matmul and cross-entropy kernels, a chunk of rows' logits at a time.
+    // Composed from the matmul and cross-entropy kernels. The matmul uploads the classifier at each call, so the
+    // chunks are large (256 Mi logits): one call per batch of evaluation windows, as before this kernel existed.
     linearCrossEntropy: (x, w, t) =>
       linearCrossEntropyWith(
         { matmul: (a, b, o) => gpuMatmul(ctx, a, b, o), crossEntropy: (l, tt) => gpuCrossEntropy(ctx, l, tt) },
         x,
         w,
         t,
+        2 ** 28,
       ),
     // Composed from the kernels above: each step's result comes back to the CPU.
     decoderLayer: (x, w, o) => decoderLayerWith(backend, x, w, o),

@@ -85,6 +85,11 @@ export const CLASSIFIER_CHUNK_FLOATS = 2 ** 22;
 export function checkLinearCrossEntropy(x: Matrix, w: Matrix, targets: Int32Array): void {
   const [n, d] = x.shape, [vocab, dw] = w.shape;
   if (d !== dw) throw new ShapeError(`linearCrossEntropy: inputs of ${d} columns for a classifier of ${dw}`);
+  if (x.data.length !== n * d || w.data.length !== vocab * d) {
+    throw new ShapeError(
+      `linearCrossEntropy: data lengths ${x.data.length} and ${w.data.length} do not match the shapes`,
+    );
+  }
   if (targets.length !== n) throw new ShapeError(`linearCrossEntropy: ${targets.length} targets for ${n} rows`);
   for (let t = 0; t < n; t++) {
     const target = targets[t];

@@ -45,9 +45,9 @@ export async function decoderLayerWith(
   const q = await kernels.rope(await linear(xn, w.q), rope);
   const k = await kernels.rope(await linear(xn, w.k), rope);
   const v = await linear(xn, w.v);
-  const h = add(x, await linear(await kernels.attention(q, k, v, shape), w.o));
+  const h = addResidual(x, await linear(await kernels.attention(q, k, v, shape), w.o));
   const act = await kernels.swigluLinear(await kernels.rmsNorm(h, w.postAttentionNorm, eps), w.gate, w.up);
-  return add(h, await linear(act, w.down));
+  return addResidual(h, await linear(act, w.down));
 }
 
 /**
@@ -80,8 +80,8 @@ export function checkDecoderLayer(x: Matrix, w: DecoderLayerWeights, options: De
   expect(w.down, hidden, f, "down");
 }
 
-/** `a + b` elementwise, float32 (shapes checked by the caller). */
-function add(a: Matrix, b: Matrix): Matrix {
+/** `a + b` elementwise in float32: a residual connection (shapes checked by the caller). */
+export function addResidual(a: Matrix, b: Matrix): Matrix {
   const out = new Float32Array(a.data.length);
   const A = a.data, B = b.data;
   for (let i = 0; i < out.length; i++) out[i] = A[i] + B[i];

@@ -9,7 +9,7 @@ import { ShapeError } from "../errors.ts";
 import { type FloatArray, type Matrix, zerosLike } from "../tensor.ts";
 
 /** @throws {ShapeError} unless `weight` has one value per column of `x`. */
-export function checkRmsNormWeight(x: Matrix<FloatArray>, weight: FloatArray, what: string): void {
+function checkRmsNormWeight(x: Matrix<FloatArray>, weight: FloatArray, what: string): void {
   if (weight.length !== x.shape[1]) {
     throw new ShapeError(`${what}: weight of length ${weight.length} for rows of ${x.shape[1]} features`);
   }

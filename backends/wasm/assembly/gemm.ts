@@ -114,23 +114,30 @@ function packAStrips(a: usize, lda: i32, transA: i32, m: i32, k: i32, dst: usize
   }
 }
 
-/** Floats of op(B) (`k × n`) packed whole by {@link packBAll}: every KC block, columns padded to whole micro-panels. */
+/**
+ * Floats of op(B) (`k × n`) packed whole, for a product whose B is read by many row blocks: KC block `p0` starts at
+ * `p0 · nPad` (`nPad` = n rounded up to NR) and holds the micro-panels of every column, as {@link packB} lays out one
+ * panel. {@link packBColumns} fills it.
+ */
 export function packedBSize(n: i32, k: i32): i32 {
   return ((n + NR - 1) / NR) * NR * k;
 }
 
 /**
- * Packs all of op(B) once, for a product whose B is read by many row blocks: KC block `p0` starts at `p0 · nPad`
- * and holds the micro-panels of every column, as {@link packB} lays out one panel.
+ * Columns `[j0, j0 + nb)` of op(B) = Wᵀ packed into {@link packedBSize}'s layout for `nPad` columns (a multiple of NR)
+ * at `dst`, from `w`, rows `j0 ..` of W (`[·, k]`, row stride `ldw`): so that W can come into memory a block of rows at
+ * a time. `j0` is a multiple of NR; the block ending at W's last row zero-pads the last micro-panel.
  */
-export function packBAll(b: usize, ldb: i32, transB: i32, n: i32, k: i32, dst: usize): void {
-  const nPad = ((n + NR - 1) / NR) * NR;
-  for (let p0 = 0; p0 < k; p0 += KC) packB(b, ldb, transB, n, p0, min(KC, k - p0), 0, n, dst + (<usize>(p0 * nPad) << 2));
+export function packBColumns(w: usize, ldw: i32, nb: i32, k: i32, j0: i32, nPad: i32, dst: usize): void {
+  for (let p0 = 0; p0 < k; p0 += KC) {
+    const kc = min(KC, k - p0);
+    packB(w, ldw, 1, nb, p0, kc, 0, nb, dst + (<usize>(p0 * nPad + j0 * kc) << 2));
+  }
 }
 
 /**
  * `C[0:rows, 0:n] = op(A)[r0:r0+rows] · op(B)` with op(A) packed by {@link packA} (`m` rows) and op(B) by
- * {@link packBAll}, into `c` (row stride `n`); `tile` is an MR×NR scratch tile. The sums are those of {@link gemm},
+ * {@link packBColumns}, into `c` (row stride `n`); `tile` is an MR×NR scratch tile. The sums are those of {@link gemm},
  * to the bit. `r0` is a multiple of MR.
  */
 export function gemmRowsPacked(

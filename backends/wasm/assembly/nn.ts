@@ -385,7 +385,7 @@ export function classifierScratchSize(n: i32): i32 {
 /**
  * The losses of rows `[r0, r1)` of {@link crossEntropyRows}`(x · Wᵀ)` without the whole `[m, n]` logits: the logits
  * of {@link classifierRows} rows at a time go to `scratch` ({@link classifierScratchSize}) and are scored there.
- * `pa` is x (`[m, k]`) packed by `packA`, `pb` Wᵀ packed by `packBAll`; the logits are those of `gemm` and the
+ * `pa` is x (`[m, k]`) packed by `packA`, `pb` Wᵀ packed whole by `packBColumns`; the logits are those of `gemm` and the
  * losses those of `crossEntropyRows`, to the bit. `r0` is a multiple of {@link classifierRows}.
  */
 export function linearCrossEntropyRows(

@@ -163,6 +163,14 @@ Deno.test({
         deepStrictEqual((await one.decoderLayer(x, w, options)).data, composed.data);
         deepStrictEqual((await many.decoderLayer(x, w, options)).data, composed.data);
       }
+      // An MLP of width 0 adds nothing (its empty sums are zeros, not what the arena held before).
+      const empty = { ...w, gate: m(0, hidden), up: m(0, hidden), down: m(hidden, 0) };
+      const options = { attention, eps: 1e-6, ropeTheta: 10000, ropePairing: "half" as const };
+      await one.decoderLayer(x, w, options); // leaves the arena dirty
+      deepStrictEqual(
+        (await one.decoderLayer(x, empty, options)).data,
+        (await decoderLayerWith(one, x, empty, options)).data,
+      );
     } finally {
       one.dispose();
       many.dispose();

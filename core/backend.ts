@@ -172,25 +172,28 @@ export interface CrossEntropyResult {
   readonly dlogits?: Matrix;
 }
 
-/** The weights of one Llama decoder layer as {@link Backend.decoderLayer} reads them: linears are `[out, in]`. */
+/**
+ * The weights of one Llama decoder layer as {@link Backend.decoderLayer} reads them; linears are `[out, in]` as in a
+ * Hugging Face checkpoint, whose tensor names (after `model.layers.N.`) the comments give.
+ */
 export interface DecoderLayerWeights {
-  /** RMSNorm gains before attention, `[hidden]`. */
+  /** `input_layernorm.weight`, `[hidden]`. */
   readonly inputNorm: Float32Array;
-  /** `[heads·headDim, hidden]`. */
+  /** `self_attn.q_proj.weight`, `[heads·headDim, hidden]`. */
   readonly q: Matrix;
-  /** `[kvHeads·headDim, hidden]`. */
+  /** `self_attn.k_proj.weight`, `[kvHeads·headDim, hidden]`. */
   readonly k: Matrix;
-  /** `[kvHeads·headDim, hidden]`. */
+  /** `self_attn.v_proj.weight`, `[kvHeads·headDim, hidden]`. */
   readonly v: Matrix;
-  /** `[hidden, heads·headDim]`. */
+  /** `self_attn.o_proj.weight`, `[hidden, heads·headDim]`. */
   readonly o: Matrix;
-  /** RMSNorm gains before the MLP, `[hidden]`. */
+  /** `post_attention_layernorm.weight`, `[hidden]`. */
   readonly postAttentionNorm: Float32Array;
-  /** `[intermediate, hidden]`. */
+  /** `mlp.gate_proj.weight`, `[intermediate, hidden]`. */
   readonly gate: Matrix;
-  /** `[intermediate, hidden]`. */
+  /** `mlp.up_proj.weight`, `[intermediate, hidden]`. */
   readonly up: Matrix;
-  /** `[hidden, intermediate]`. */
+  /** `mlp.down_proj.weight`, `[hidden, intermediate]`. */
   readonly down: Matrix;
 }
 

@@ -12,7 +12,7 @@ import type { Backend } from "../core/backend.ts";
 import { assertFinite, type Matrix, matrix, matrix64 } from "../core/tensor.ts";
 import type { LlamaConfig } from "./config.ts";
 import { decoderLayerForward, decoderLayerInputs, type LinearKind, type LlamaLayerWeights } from "./llama.ts";
-import { errorReply, type PoolBackend, startPoolBackend, type WorkerError } from "./worker_pool.ts";
+import { type PoolBackend, servePool, startPoolBackend, type WorkerError } from "./worker_pool.ts";
 
 /** What the driver sends: first `init`, then one request per batch of windows. */
 export type CalibrationRequest =
@@ -46,30 +46,20 @@ export type CalibrationReply =
   | { readonly id: number; readonly grams?: readonly LinearInputGram[] }
   | ({ readonly id: number } & WorkerError);
 
-let state: Promise<{ config: LlamaConfig; backend: Backend }> | undefined;
+/** What a worker keeps after `init`. */
+type State = { readonly config: LlamaConfig; readonly backend: Backend };
 
-self.onmessage = async (e: MessageEvent<CalibrationRequest>) => {
-  const request = e.data;
-  const id = request.kind === "init" ? -1 : request.id;
-  try {
-    if (request.kind === "init") {
-      state = startPoolBackend(request.backend, request.relaxed).then((backend) => ({
-        config: request.config,
-        backend,
-      }));
-      await state;
-      self.postMessage({ id } satisfies CalibrationReply);
-      return;
-    }
-    if (!state) throw new Error("calibration worker: a request before init");
-    const { config, backend } = await state;
+servePool<Extract<CalibrationRequest, { kind: "init" }>, Exclude<CalibrationRequest, { kind: "init" }>, State>(
+  self,
+  "calibration worker",
+  async (init) => ({ config: init.config, backend: await startPoolBackend(init.backend, init.relaxed) }),
+  async ({ config, backend }, request) => {
     const shape = { batch: request.batch, seqLen: request.seqLen };
     const x: Matrix = matrix(request.x.length / config.hiddenSize, config.hiddenSize, request.x);
     if (request.kind === "propagate") {
       const y = await decoderLayerForward(backend, config, request.layer, request.weights, x, shape);
       request.out!.set(y.data);
-      self.postMessage({ id } satisfies CalibrationReply);
-      return;
+      return {};
     }
     // A shared input is reported once per linear layer reading it: its Gram matrix is formed the first time only.
     const wanted = new Set(request.names), seen = new Set<Matrix>();
@@ -83,8 +73,6 @@ self.onmessage = async (e: MessageEvent<CalibrationRequest>) => {
       await backend.gramAccumulate(gram, input, 1);
       grams.push({ name, dim: d, data: gram.data });
     }, request.last);
-    self.postMessage({ id, grams } satisfies CalibrationReply, grams.map((g) => g.data.buffer as ArrayBuffer));
-  } catch (err) {
-    self.postMessage(errorReply(id, err) satisfies CalibrationReply);
-  }
-};
+    return { reply: { grams }, transfer: grams.map((g) => g.data.buffer as ArrayBuffer) };
+  },
+);

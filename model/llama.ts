@@ -18,34 +18,15 @@
  * @module
  */
 
-import type { AttentionShape, Backend, DecoderLayerOptions } from "../core/backend.ts";
+import type { AttentionShape, Backend, DecoderLayerOptions, DecoderLayerWeights } from "../core/backend.ts";
 import { FormatError, OptionError, ShapeError } from "../core/errors.ts";
 import type { Matrix } from "../core/tensor.ts";
 import { addResidual } from "../core/nn/decoder_layer.ts";
 import { getBackend } from "../backends/registry.ts";
 import type { LlamaConfig } from "./config.ts";
 
-/** The weights of one decoder layer; linear weights are `[out, in]` as in safetensors. */
-export interface LlamaLayerWeights {
-  /** `input_layernorm.weight`, `[hidden]`. */
-  readonly inputNorm: Float32Array;
-  /** `self_attn.q_proj.weight`, `[heads·headDim, hidden]`. */
-  readonly q: Matrix;
-  /** `self_attn.k_proj.weight`, `[kvHeads·headDim, hidden]`. */
-  readonly k: Matrix;
-  /** `self_attn.v_proj.weight`, `[kvHeads·headDim, hidden]`. */
-  readonly v: Matrix;
-  /** `self_attn.o_proj.weight`, `[hidden, heads·headDim]`. */
-  readonly o: Matrix;
-  /** `post_attention_layernorm.weight`, `[hidden]`. */
-  readonly postAttentionNorm: Float32Array;
-  /** `mlp.gate_proj.weight`, `[intermediate, hidden]`. */
-  readonly gate: Matrix;
-  /** `mlp.up_proj.weight`, `[intermediate, hidden]`. */
-  readonly up: Matrix;
-  /** `mlp.down_proj.weight`, `[hidden, intermediate]`. */
-  readonly down: Matrix;
-}
+/** The weights of one decoder layer (the kernels' `DecoderLayerWeights`; its fields name the checkpoint's tensors). */
+export type LlamaLayerWeights = DecoderLayerWeights;
 
 /** All weights of a Llama model, typed. */
 export interface LlamaWeights {

@@ -37,7 +37,7 @@ import {
   startWorkerPool,
 } from "./worker_pool.ts";
 
-export { DEFAULT_WORKERS, type PoolBackend, startPoolBackend };
+export { DEFAULT_WORKERS, type PoolBackend };
 
 /** Options of {@link perplexityOnWorkers}: those of {@link perplexity}, with a backend named instead of given. */
 export interface PoolPerplexityOptions extends Omit<PerplexityOptions, "backend"> {

@@ -66,6 +66,44 @@ function rebuildError(reply: WorkerError, what: string): Error {
   return Class ? new Class(message) : new Error(message);
 }
 
+/** What a pool worker's module sees of its global scope. */
+export interface WorkerScope {
+  onmessage: ((e: MessageEvent) => void) | null;
+  postMessage(message: unknown, transfer?: Transferable[]): void;
+}
+
+/**
+ * The worker side of a pool: `start(init)` answers the message of kind "init" (its result is the worker's state), and
+ * `handle(state, task)` each numbered task after it, as {@link startWorkerPool} expects: the task's `id` on every reply,
+ * a failure replied by {@link errorReply}.
+ * @param handle returns the reply's fields besides `id`, and what to transfer.
+ */
+export function servePool<Init extends { kind: "init" }, Task extends { id: number }, State>(
+  scope: WorkerScope,
+  what: string,
+  start: (init: Init) => Promise<State>,
+  handle: (state: State, task: Task) => Promise<{ reply?: Record<string, unknown>; transfer?: Transferable[] }>,
+): void {
+  let state: Promise<State> | undefined;
+  scope.onmessage = async (e: MessageEvent<Init | Task>) => {
+    const message = e.data;
+    const id = "kind" in message && message.kind === "init" ? -1 : (message as Task).id;
+    try {
+      if (id === -1) {
+        state = start(message as Init);
+        await state;
+        scope.postMessage({ id });
+        return;
+      }
+      if (!state) throw new Error(`${what}: a task before init`);
+      const { reply, transfer = [] } = await handle(await state, message as Task);
+      scope.postMessage({ ...reply, id }, transfer);
+    } catch (err) {
+      scope.postMessage(errorReply(id, err));
+    }
+  };
+}
+
 /** Workers started by {@link startWorkerPool}. */
 export interface WorkerPool<Request, Reply extends WorkerReply> {
   /** Workers in the pool. */

@@ -19,7 +19,7 @@ async function collect(pool: WorkerPool<Task, Reply>, values: number[], delay = 
 }
 
 poolTest("worker pool: every task answered once, whatever the order they finish in; runs queue", async () => {
-  const pool = await startWorkerPool<Task, Reply>(URL_, 3, {}, "echo worker");
+  const pool = await startWorkerPool<Task, Reply>(URL_, 3, { kind: "init" }, "echo worker");
   try {
     const values = Array.from({ length: 10 }, (_, i) => i * i);
     assert.deepEqual(await collect(pool, values, (i) => (i % 3) * 15), values);
@@ -33,7 +33,7 @@ poolTest("worker pool: every task answered once, whatever the order they finish 
 });
 
 poolTest("worker pool: a failed task rejects with its class; the pool refuses later runs", async () => {
-  const pool = await startWorkerPool<Task, Reply>(URL_, 2, {}, "echo worker");
+  const pool = await startWorkerPool<Task, Reply>(URL_, 2, { kind: "init" }, "echo worker");
   try {
     // Task 0 fails at once while task 1 is still under way in the other worker.
     await assert.rejects(collect(pool, [1, 2, 3], (i) => (i === 1 ? 200 : 0), 0), (e: Error) => {
@@ -46,7 +46,7 @@ poolTest("worker pool: a failed task rejects with its class; the pool refuses la
 });
 
 poolTest("worker pool: an abort rejects at once with its reason; a count below 1 is refused", async () => {
-  const pool = await startWorkerPool<Task, Reply>(URL_, 2, {}, "echo worker");
+  const pool = await startWorkerPool<Task, Reply>(URL_, 2, { kind: "init" }, "echo worker");
   try {
     const controller = new AbortController();
     const t0 = performance.now();
@@ -57,5 +57,5 @@ poolTest("worker pool: an abort rejects at once with its reason; a count below 1
   } finally {
     pool.close();
   }
-  await assert.rejects(startWorkerPool(URL_, 0, {}, "echo worker"), OptionError);
+  await assert.rejects(startWorkerPool(URL_, 0, { kind: "init" }, "echo worker"), OptionError);
 });

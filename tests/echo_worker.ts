@@ -8,11 +8,12 @@
 /// <reference lib="deno.worker" />
 
 import { OptionError } from "../core/errors.ts";
-import { errorReply } from "../model/worker_pool.ts";
+import { servePool } from "../model/worker_pool.ts";
 
-self.onmessage = async (e: MessageEvent<{ id?: number; value?: number; delay?: number; fail?: string }>) => {
-  const { id = -1, value, delay = 0, fail } = e.data;
-  await new Promise((resolve) => setTimeout(resolve, delay));
-  if (fail) self.postMessage(errorReply(id, fail === "option" ? new OptionError("bad task") : new Error("broke")));
-  else self.postMessage({ id, value });
-};
+type Task = { id: number; value: number; delay?: number; fail?: string };
+
+servePool<{ kind: "init" }, Task, null>(self, "echo worker", () => Promise.resolve(null), async (_, task) => {
+  await new Promise((resolve) => setTimeout(resolve, task.delay ?? 0));
+  if (task.fail) throw task.fail === "option" ? new OptionError("bad task") : new Error("broke");
+  return { reply: { value: task.value } };
+});

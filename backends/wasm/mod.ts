@@ -263,11 +263,21 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     return py;
   }
 
-  /** RoPE, in place, of `n` rows of `cols` floats at byte offset `px`. */
-  async function ropeAt(px: number, n: number, cols: number, options: RopeOptions): Promise<void> {
+  /** RoPE's float64 cos/sin tables for `n` rows in WASM memory (shared by a layer's queries and keys). */
+  function ropeTablesAt(n: number, options: RopeOptions): { pc: number; ps: number } {
+    const { cos, sin } = ropeTables(Math.min(options.seqLen, n), options.headDim, options.theta);
+    return { pc: rt.put(cos), ps: rt.put(sin) };
+  }
+
+  /** RoPE, in place, of `n` rows of `cols` floats at byte offset `px`, with tables from {@link ropeTablesAt}. */
+  async function ropeAt(
+    px: number,
+    n: number,
+    cols: number,
+    options: RopeOptions,
+    { pc, ps }: { pc: number; ps: number },
+  ): Promise<void> {
     const { seqLen, half, stride, partner, sign } = ropeLayout(options, cols);
-    const { cos, sin } = ropeTables(Math.min(seqLen, n), options.headDim, options.theta);
-    const pc = rt.put(cos), ps = rt.put(sin);
     await byRanges(n, n * cols * 8, 1, (t0, t1) => {
       return ["ropeRows", px, cols, half, pc, ps, seqLen, stride, partner, sign, t0, t1];
     });
@@ -1061,8 +1071,9 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
           { b: w.k.data, transB: true, n: kvCols, c: pk },
           { b: w.v.data, transB: true, n: kvCols, c: pv },
         ]);
-        await ropeAt(pq, T, qCols, rope);
-        await ropeAt(pk, T, kvCols, rope);
+        const tables = ropeTablesAt(T, rope);
+        await ropeAt(pq, T, qCols, rope, tables);
+        await ropeAt(pk, T, kvCols, rope, tables);
         const pattn = await attentionAt(pq, pk, pv, shape);
         const ph = rt.alloc(T * d * 4);
         await gemmsInto(pattn, false, T, qCols, [{ b: w.o.data, transB: true, n: d, c: ph }]);

@@ -30,3 +30,30 @@ export function wasmTest(
     },
   });
 }
+
+/**
+ * A Deno test that runs `fn` with two fresh WASM backends, one thread and three (every kernel split), for checks that
+ * threads change no bit, and disposes of both afterwards.
+ */
+export function wasmThreadsTest(
+  name: string,
+  fn: (one: WasmBackend, many: WasmBackend) => Promise<void>,
+  options: { ignore?: boolean } = {},
+): void {
+  Deno.test({
+    name,
+    ignore: options.ignore,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn() {
+      const one = await createWasmBackend({ threads: 1 });
+      const many = await createWasmBackend({ threads: 3, parallelThreshold: 0 });
+      try {
+        await fn(one, many);
+      } finally {
+        one.dispose();
+        many.dispose();
+      }
+    },
+  });
+}

@@ -10,53 +10,40 @@ import { upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
 import { createRng, randomNormal } from "../../core/random.ts";
 import { eye, matrix, matrix64 } from "../../core/tensor.ts";
 import { createWasmBackend } from "./mod.ts";
-import { wasmTest } from "./testing.ts";
+import { wasmTest, wasmThreadsTest } from "./testing.ts";
 import { threadsSupported, WasmRuntime } from "./runtime.ts";
 
-Deno.test({
-  name: "wasm: 1 thread and 3 threads give bit-identical results",
-  ignore: !threadsSupported(),
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const one = await createWasmBackend({ threads: 1 });
-    const many = await createWasmBackend({ threads: 3, parallelThreshold: 0 });
-    try {
-      const rng = createRng(21);
-      const a = matrix(301, 517, randomNormal(rng, 301 * 517));
-      const b = matrix(517, 263, randomNormal(rng, 517 * 263));
-      for (const [x, y, opts] of [[a, b, {}], [b, a, { transA: true, transB: true }]] as const) {
-        deepStrictEqual((await many.matmul(x, y, opts)).data, (await one.matmul(x, y, opts)).data, "matmul");
-      }
-      const xg = matrix(263, 517, randomNormal(rng, 263 * 517));
-      const g1 = matrix64(517, 517), g3 = matrix64(517, 517);
-      await one.gramAccumulate(g1, xg, 0.5);
-      await many.gramAccumulate(g3, xg, 0.5);
-      deepStrictEqual(g3.data, g1.data, "gramAccumulate");
-      const h = matrix64(300, 300);
-      await one.gramAccumulate(h, matrix(600, 300, randomNormal(rng, 600 * 300)), 1 / 600);
-      for (let i = 0; i < 300; i++) h.data[i * 300 + i] += 0.01;
-      const l1 = await one.cholesky(h), l3 = await many.cholesky(h);
-      deepStrictEqual(l3.data, l1.data, "cholesky");
-      const i1 = await one.triangularSolve(l1, eye(300), { lower: true });
-      deepStrictEqual((await many.triangularSolve(l1, eye(300), { lower: true })).data, i1.data, "triangularSolve");
-      deepStrictEqual((await many.choleskyInverse(l1)).data, (await one.choleskyInverse(l1)).data, "choleskyInverse");
-      const args = {
-        w: matrix(333, 300, randomNormal(rng, 333 * 300)),
-        u: upperCholeskyOfInverse(h),
-        grid: { kind: "uniform", bits: 4 } as const,
-        blockSize: 128,
-        groups: { kind: "dynamic", groupSize: 64 } as const,
-      };
-      const q1 = await one.gptqQuantize(args), q3 = await many.gptqQuantize(args);
-      deepStrictEqual(q3.codes, q1.codes, "gptq codes");
-      deepStrictEqual(q3.dequantized.data, q1.dequantized.data, "gptq values");
-    } finally {
-      one.dispose();
-      many.dispose();
-    }
-  },
-});
+wasmThreadsTest("wasm: 1 thread and 3 threads give bit-identical results", async (one, many) => {
+  const rng = createRng(21);
+  const a = matrix(301, 517, randomNormal(rng, 301 * 517));
+  const b = matrix(517, 263, randomNormal(rng, 517 * 263));
+  for (const [x, y, opts] of [[a, b, {}], [b, a, { transA: true, transB: true }]] as const) {
+    deepStrictEqual((await many.matmul(x, y, opts)).data, (await one.matmul(x, y, opts)).data, "matmul");
+  }
+  const xg = matrix(263, 517, randomNormal(rng, 263 * 517));
+  const g1 = matrix64(517, 517), g3 = matrix64(517, 517);
+  await one.gramAccumulate(g1, xg, 0.5);
+  await many.gramAccumulate(g3, xg, 0.5);
+  deepStrictEqual(g3.data, g1.data, "gramAccumulate");
+  const h = matrix64(300, 300);
+  await one.gramAccumulate(h, matrix(600, 300, randomNormal(rng, 600 * 300)), 1 / 600);
+  for (let i = 0; i < 300; i++) h.data[i * 300 + i] += 0.01;
+  const l1 = await one.cholesky(h), l3 = await many.cholesky(h);
+  deepStrictEqual(l3.data, l1.data, "cholesky");
+  const i1 = await one.triangularSolve(l1, eye(300), { lower: true });
+  deepStrictEqual((await many.triangularSolve(l1, eye(300), { lower: true })).data, i1.data, "triangularSolve");
+  deepStrictEqual((await many.choleskyInverse(l1)).data, (await one.choleskyInverse(l1)).data, "choleskyInverse");
+  const args = {
+    w: matrix(333, 300, randomNormal(rng, 333 * 300)),
+    u: upperCholeskyOfInverse(h),
+    grid: { kind: "uniform", bits: 4 } as const,
+    blockSize: 128,
+    groups: { kind: "dynamic", groupSize: 64 } as const,
+  };
+  const q1 = await one.gptqQuantize(args), q3 = await many.gptqQuantize(args);
+  deepStrictEqual(q3.codes, q1.codes, "gptq codes");
+  deepStrictEqual(q3.dequantized.data, q1.dequantized.data, "gptq values");
+}, { ignore: !threadsSupported() });
 
 wasmTest("wasm: overlapping kernel calls are serialised and each gets its own result", async (wasm) => {
   const rng = createRng(5);

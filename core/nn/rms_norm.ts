@@ -8,8 +8,7 @@
 import { ShapeError } from "../errors.ts";
 import { type FloatArray, type Matrix, zerosLike } from "../tensor.ts";
 
-/** @throws {ShapeError} unless `weight` has one value per column of `x`. */
-function checkRmsNormWeight(x: Matrix<FloatArray>, weight: FloatArray, what: string): void {
+function checkWeight(x: Matrix<FloatArray>, weight: FloatArray, what: string): void {
   if (weight.length !== x.shape[1]) {
     throw new ShapeError(`${what}: weight of length ${weight.length} for rows of ${x.shape[1]} features`);
   }
@@ -33,7 +32,7 @@ function checkRmsNormWeight(x: Matrix<FloatArray>, weight: FloatArray, what: str
  * ```
  */
 export function rmsNorm<A extends FloatArray>(x: Matrix<A>, weight: FloatArray, eps: number): Matrix<A> {
-  checkRmsNormWeight(x, weight, "rmsNorm");
+  checkWeight(x, weight, "rmsNorm");
   const [n, d] = x.shape;
   const out = zerosLike(x);
   const X = x.data, Y = out.data;
@@ -64,7 +63,7 @@ export function rmsNormBackward<A extends FloatArray>(
   dy: Matrix<FloatArray>,
   eps: number,
 ): { dx: Matrix<A>; dweight: Float32Array } {
-  checkRmsNormWeight(x, weight, "rmsNormBackward");
+  checkWeight(x, weight, "rmsNormBackward");
   const [n, d] = x.shape;
   if (dy.shape[0] !== n || dy.shape[1] !== d) {
     throw new ShapeError(`rmsNormBackward: dy ${dy.shape[0]}×${dy.shape[1]} for x ${n}×${d}`);

@@ -590,7 +590,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       await tasks(threads, (c) => ["invUpperColumn32", pa, px, n, NB32, j0, j1, c, tmp(), packed(), gs()]);
       rt.release(mark);
     }
-    x.antiTranspose32(px, n, pa);
+    await tasks(rt.threadsFor(n * n * 4, Math.ceil(n / 32)), (c) => ["antiTransposeUpper32", c, px, n, pa]);
     return pa;
   }
 

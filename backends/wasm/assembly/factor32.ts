@@ -107,11 +107,18 @@ export function invUpperColumn32(
   }
 }
 
-/** `dst = J·srcᵀ·J` (`dst[i][j] = src[n−1−j][n−1−i]`) of an `n × n` f32 matrix, in 32×32 tiles. */
-export function antiTranspose32(src: usize, n: i32, dst: usize): void {
-  for (let i0 = 0; i0 < n; i0 += 32) {
+/**
+ * `dst = J·srcᵀ·J` (`dst[i][j] = src[n−1−j][n−1−i]`) of an `n × n` f32 matrix whose strict lower triangle is zero
+ * (so is `dst`'s), in 32×32 tiles: threads claim bands of 32 rows of `dst` from `counter`; tiles wholly below the
+ * diagonal are written as zeros without reading `src`.
+ */
+export function antiTransposeUpper32(counter: usize, src: usize, n: i32, dst: usize): void {
+  while (true) {
+    const i0 = 32 * atomic.add<i32>(counter, 1);
+    if (i0 >= n) break;
     const i1 = min(i0 + 32, n);
-    for (let j0 = 0; j0 < n; j0 += 32) {
+    for (let i = i0; i < i1; i++) memory.fill(at(dst, n, i, 0), 0, <usize>i0 << 2);
+    for (let j0 = i0; j0 < n; j0 += 32) {
       const j1 = min(j0 + 32, n);
       for (let i = i0; i < i1; i++) {
         for (let j = j0; j < j1; j++) store<f32>(at(dst, n, i, j), load<f32>(at(src, n, n - 1 - j, n - 1 - i)));

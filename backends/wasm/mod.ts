@@ -562,29 +562,36 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     const tmp = perThread(NB32 * Math.max(NB32, panelCols)),
       packed = perThread(x.packedASize(NB32, n)),
       gs = perThread(scratchBytes / 4);
+    // X = R̃⁻¹ is built in px; its diagonal blocks R̃_kk⁻¹ are the panels' xkk, kept as they are formed.
+    const px = rt.alloc(n * n * 4);
+    rt.f32().fill(0, px >> 2, (px >> 2) + n * n);
     for (let k0 = 0; k0 < n; k0 += NB32) {
       const k1 = Math.min(k0 + NB32, n), nb = k1 - k0;
       const r = x.cholDiagUpper32(pa, n, k0, k1, bad);
       if (r >= 0) throw new NotPositiveDefiniteError(n, n - 1 - r, rt.f64()[bad >> 3]);
-      if (k1 === n) break;
+      if (k1 === n) {
+        x.invUpperBlock32(at(k0, k0), n, px + (k0 * n + k0) * 4, n, nb);
+        break;
+      }
       const mark = rt.mark();
       const m = n - k1;
       // The row panel R[k0:k1, k1:n] = R_kk⁻ᵀ·A[k0:k1, k1:n].
       rt.f32().fill(0, xkk >> 2, (xkk >> 2) + nb * nb);
       x.invUpperBlock32(at(k0, k0), n, xkk, nb, nb);
+      const f32 = rt.f32();
+      for (let i = 0; i < nb; i++) {
+        const from = (xkk >> 2) + i * nb;
+        f32.copyWithin((px >> 2) + (k0 + i) * n + k0, from, from + nb);
+      }
       const threads = rt.threadsFor(2 * nb * nb * m, Math.ceil(m / panelCols));
       await tasks(threads, (c) => ["cholPanel32", pa, n, k0, k1, xkk, c, tmp(), packed(), gs()]);
       rt.release(mark);
       // The trailing update A[k1:, k1:] −= R_panelᵀ·R_panel (upper tiles).
       await ssyrkUpper(at(k0, k1), m, nb, n, at(k1, k1));
     }
-    // X = R̃⁻¹ by block columns: the diagonal block directly, the blocks above it from the columns before.
-    const px = rt.alloc(n * n * 4);
-    rt.f32().fill(0, px >> 2, (px >> 2) + n * n);
-    for (let j0 = 0; j0 < n; j0 += NB32) {
+    // The blocks of X above its diagonal, by block columns, from the columns before.
+    for (let j0 = NB32; j0 < n; j0 += NB32) {
       const j1 = Math.min(j0 + NB32, n);
-      x.invUpperBlock32(at(j0, j0), n, px + (j0 * n + j0) * 4, n, j1 - j0);
-      if (j0 === 0) continue;
       const mark = rt.mark();
       const threads = rt.threadsFor(j0 * j0 * (j1 - j0), j0 / NB32);
       await tasks(threads, (c) => ["invUpperColumn32", pa, px, n, NB32, j0, j1, c, tmp(), packed(), gs()]);

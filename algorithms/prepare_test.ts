@@ -53,3 +53,23 @@ Deno.test("prepareLayer: f32 and f64 factorisations give the same U to float32 a
   }
   ok(err <= 1e-5 * scale, `max |ΔU| ${err} of ${scale}`);
 });
+
+Deno.test("prepareLayer: the permuted Hessian is h[perm[i]][perm[j]] off the diagonal, from float32 or float64", async () => {
+  const sources = [h, { data: Float64Array.from(h.data), shape: h.shape }];
+  for (const source of sources) {
+    for (const factorPrecision of ["f64", "f32"] as const) {
+      const p = await prepareLayer(w, source, { damping: 0.01, order: true, factorPrecision, backend: tsBackend });
+      const perm = p.permutation!;
+      ok(perm.some((c, k) => c !== k), "act-order permutes this Hessian");
+      equal(p.h.data.constructor, factorPrecision === "f32" ? Float32Array : Float64Array);
+      const label = `${source.data.constructor.name} → ${factorPrecision}`;
+      for (let i = 0; i < cols; i++) {
+        for (let j = 0; j < cols; j++) {
+          if (i === j) continue;
+          const want = source.data[perm[i] * cols + perm[j]];
+          equal(p.h.data[i * cols + j], factorPrecision === "f32" ? Math.fround(want) : want, `${label} (${i}, ${j})`);
+        }
+      }
+    }
+  }
+});

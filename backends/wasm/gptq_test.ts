@@ -17,7 +17,6 @@ import { upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
 import { createRng, permutation, randomNormal } from "../../core/random.ts";
 import { matrix, matrix64, toFloat32 } from "../../core/tensor.ts";
 import { assertClose } from "../../tests/assert_close.ts";
-import { createWasmBackend } from "./mod.ts";
 import { wasmTest } from "./testing.ts";
 import { gptq } from "../../algorithms/gptq.ts";
 import { hessianOf } from "../../algorithms/hessian.ts";
@@ -107,8 +106,7 @@ for (const threads of [1, 2]) {
   }, { threads, parallelThreshold: 0 });
 }
 
-Deno.test("wasm gptqQuantize rejects bad arguments as the reference does", async () => {
-  const wasm = await createWasmBackend({ threads: 1 });
+wasmTest("wasm gptqQuantize rejects bad arguments as the reference does", async (wasm) => {
   const { w, u } = layer(4, 6, 1);
   const grid: GridSpec = { kind: "uniform", bits: 4 };
   await rejects(
@@ -142,8 +140,7 @@ Deno.test("wasm gptqQuantize rejects bad arguments as the reference does", async
     wasm.gptqQuantize({ w, u, grid, blockSize: 4, groups: dynamic, permutation: Int32Array.of(0, 1, 2, 3, 4, 4) }),
     /permutation\[5\] = 4 is repeated/,
   );
-  wasm.dispose();
-});
+}, { threads: 1 });
 
 wasmTest(
   "gptq with factorPrecision f32 on wasm: the float64 result to float32 accuracy (few codes differ, same loss)",

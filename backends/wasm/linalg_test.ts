@@ -13,8 +13,7 @@ import { triangularSolve } from "../../core/linalg/triangular.ts";
 import { createRng, randomNormal } from "../../core/random.ts";
 import { type FloatArray, type Matrix, matrix, matrix64 } from "../../core/tensor.ts";
 import { assertClose } from "../../tests/assert_close.ts";
-import { createWasmBackend } from "./mod.ts";
-import { wasmTest } from "./testing.ts";
+import { wasmTest, wasmThreadsTest } from "./testing.ts";
 
 function spd(n: number, seed: number): Matrix<Float64Array> {
   const rng = createRng(seed);
@@ -86,39 +85,29 @@ for (const threads of [1, 2]) {
   );
 }
 
-Deno.test({
-  name:
-    "wasm upperCholeskyOfInverse in float32: the float64 reference's U, the same bits on 1 and 2 threads, the pivot",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const one = await createWasmBackend({ threads: 1 });
-    const two = await createWasmBackend({ threads: 2, parallelThreshold: 0 });
-    try {
-      // Sizes around the float32 path's 120-row blocks, and one of seven blocks.
-      for (const n of [119, 120, 121, 361, 730]) {
-        const h = spd(n, n);
-        const want = upperCholeskyOfInverse(h);
-        const got = await two.upperCholeskyOfInverse(f32(h));
-        ok(got.data instanceof Float32Array, "float32 in, float32 out");
-        let scale = 0;
-        for (const v of want.data) scale = Math.max(scale, Math.abs(v));
-        // Float32 arithmetic: the conformance bound 16·√n·u·max|U| (u = 2⁻²⁴) on these well-conditioned matrices.
-        assertClose(got.data, want.data, { atol: 16 * Math.sqrt(n) * 2 ** -24 * scale, rtol: 0 }, `U n=${n}`);
-        for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) strictEqual(got.data[i * n + j], 0);
-        deepStrictEqual((await one.upperCholeskyOfInverse(f32(h))).data, got.data, `threads change U at n=${n}`);
-      }
-      // J·H·J is factored: a bad pivot late in H fails first, and is reported as an index of H; index 10 of H is
-      // row 289 of J·H·J, in its third block of 120.
-      for (const [bads, first] of [[[3, 250], 250], [[10], 10]] as const) {
-        const bad = spd(300, 9);
-        for (const i of bads) bad.data[i * 300 + i] = -1;
-        const err = await two.upperCholeskyOfInverse(f32(bad)).catch((e) => e);
-        strictEqual(err instanceof NotPositiveDefiniteError && err.pivot, first, `pivots ${bads}`);
-      }
-    } finally {
-      one.dispose();
-      two.dispose();
+wasmThreadsTest(
+  "wasm upperCholeskyOfInverse in float32: the float64 reference's U, the same bits on 1 and 3 threads, the pivot",
+  async (one, many) => {
+    // Sizes around the float32 path's 120-row blocks, and one of seven blocks.
+    for (const n of [119, 120, 121, 361, 730]) {
+      const h = spd(n, n);
+      const want = upperCholeskyOfInverse(h);
+      const got = await many.upperCholeskyOfInverse(f32(h));
+      ok(got.data instanceof Float32Array, "float32 in, float32 out");
+      let scale = 0;
+      for (const v of want.data) scale = Math.max(scale, Math.abs(v));
+      // Float32 arithmetic: the conformance bound 16·√n·u·max|U| (u = 2⁻²⁴) on these well-conditioned matrices.
+      assertClose(got.data, want.data, { atol: 16 * Math.sqrt(n) * 2 ** -24 * scale, rtol: 0 }, `U n=${n}`);
+      for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) strictEqual(got.data[i * n + j], 0);
+      deepStrictEqual((await one.upperCholeskyOfInverse(f32(h))).data, got.data, `threads change U at n=${n}`);
+    }
+    // J·H·J is factored: a bad pivot late in H fails first, and is reported as an index of H; index 10 of H is
+    // row 289 of J·H·J, in its third block of 120.
+    for (const [bads, first] of [[[3, 250], 250], [[10], 10]] as const) {
+      const bad = spd(300, 9);
+      for (const i of bads) bad.data[i * 300 + i] = -1;
+      const err = await many.upperCholeskyOfInverse(f32(bad)).catch((e) => e);
+      strictEqual(err instanceof NotPositiveDefiniteError && err.pivot, first, `pivots ${bads}`);
     }
   },
-});
+);

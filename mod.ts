@@ -29,6 +29,8 @@ export {
   cholesky,
   choleskyInverse,
   choleskyWithRetry,
+  reverseCholesky,
+  reverseCholeskyWith,
   upperCholeskyOfInverse,
   upperCholeskyOfInverseWith,
 } from "./core/linalg/cholesky.ts";

@@ -239,6 +239,14 @@ export interface Backend {
    * @throws {NotPositiveDefiniteError} when `h` is not positive definite.
    */
   upperCholeskyOfInverse<A extends FloatArray>(h: Matrix<A>): Promise<Matrix<A>>;
+  /**
+   * Upper `R` with `H = R·Rᵀ` (`core/linalg/cholesky.ts`'s `reverseCholesky`, the Cholesky factorisation from the last
+   * row up; `R⁻¹` is GPTQ's `U`), what {@link Backend.gptqQuantize} takes. A backend without a kernel of its own can
+   * compose it with `reverseCholeskyWith`. `h` must be symmetric; as for `upperCholeskyOfInverse`, the arithmetic may
+   * follow the element type (the WASM backend factors a float32 `h` in float32).
+   * @throws {NotPositiveDefiniteError} when `h` is not positive definite.
+   */
+  reverseCholesky<A extends FloatArray>(h: Matrix<A>): Promise<Matrix<A>>;
   /** Symmetric eigendecomposition. @throws {ConvergenceError} if the solver does not converge. */
   eigh<A extends FloatArray>(a: Matrix<A>): Promise<EighResult<A>>;
   /** Singular value decomposition, full or truncated. */
@@ -330,6 +338,7 @@ export const KERNEL_NAMES = [
   "triangularSolve",
   "choleskyInverse",
   "upperCholeskyOfInverse",
+  "reverseCholesky",
   "eigh",
   "svd",
   "kmeans",

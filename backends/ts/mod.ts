@@ -7,7 +7,7 @@
 
 import type { Backend } from "../../core/backend.ts";
 import { fitGrid, quantizeGrid } from "../../core/grids/fit.ts";
-import { cholesky, choleskyInverse, upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
+import { cholesky, choleskyInverse, reverseCholesky, upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
 import { eigh } from "../../core/linalg/eigh.ts";
 import { gramAccumulate } from "../../core/linalg/gram.ts";
 import { kmeans } from "../../core/linalg/kmeans.ts";
@@ -40,6 +40,7 @@ export const tsBackend: Backend = {
   triangularSolve: (t, b, options) => run(() => triangularSolve(t, b, options)),
   choleskyInverse: (l) => run(() => choleskyInverse(l)),
   upperCholeskyOfInverse: (h) => run(() => upperCholeskyOfInverse(h)),
+  reverseCholesky: (h) => run(() => reverseCholesky(h)),
   eigh: (a) => run(() => eigh(a)),
   svd: (a, options) => run(() => svd(a, options)),
   kmeans: (points, options) => run(() => kmeans(points, options)),

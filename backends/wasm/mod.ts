@@ -548,13 +548,13 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
   }
 
   /**
-   * GPTQ's `U` in float32 (`upperCholeskyOfInverse` of a float32 Hessian): `R̃` the upper Cholesky factor of `J·H·J`
-   * (storage reversed), `X = R̃⁻¹`, and `U = J·Xᵀ·J`, so that `H⁻¹ = UᵀU`; panels, trailing updates and the inverse's
-   * off-diagonal blocks run on the float32 gemm. Returns the byte offset of U.
+   * The float32 upper Cholesky factor `R̃` (`A = R̃ᵀR̃`) of the `n × n` matrix at `pa`, in place in its upper triangle
+   * (the strict lower triangle keeps the input); panels and trailing updates run on the float32 gemm. With `px`, the
+   * inverses of the diagonal blocks (the panels' `R̃_kk⁻¹`) are also stored as the diagonal blocks of `px`. The matrix
+   * at `pa` is `J·H·J` (`H`'s storage reversed).
+   * @throws {NotPositiveDefiniteError} at the first bad pivot, given as an index of `H`.
    */
-  async function upperCholeskyOfInverse32(h: Float32Array, n: number): Promise<number> {
-    const pa = rt.put(h);
-    x.reverse32(pa, n * n);
+  async function factorUpper32(pa: number, n: number, px?: number): Promise<void> {
     const at = (i: number, j: number) => pa + (i * n + j) * 4;
     const bad = rt.alloc(8), xkk = rt.alloc(NB32 * NB32 * 4);
     const perThread = (floats: number) => () => rt.alloc(floats * 4);
@@ -562,15 +562,12 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     const tmp = perThread(NB32 * Math.max(NB32, panelCols)),
       packed = perThread(x.packedASize(NB32, n)),
       gs = perThread(scratchBytes / 4);
-    // X = R̃⁻¹ is built in px; its diagonal blocks R̃_kk⁻¹ are the panels' xkk, kept as they are formed.
-    const px = rt.alloc(n * n * 4);
-    rt.f32().fill(0, px >> 2, (px >> 2) + n * n);
     for (let k0 = 0; k0 < n; k0 += NB32) {
       const k1 = Math.min(k0 + NB32, n), nb = k1 - k0;
       const r = x.cholDiagUpper32(pa, n, k0, k1, bad);
       if (r >= 0) throw new NotPositiveDefiniteError(n, n - 1 - r, rt.f64()[bad >> 3]);
       if (k1 === n) {
-        x.invUpperBlock32(at(k0, k0), n, px + (k0 * n + k0) * 4, n, nb);
+        if (px !== undefined) x.invUpperBlock32(at(k0, k0), n, px + (k0 * n + k0) * 4, n, nb);
         break;
       }
       const mark = rt.mark();
@@ -578,10 +575,12 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       // The row panel R[k0:k1, k1:n] = R_kk⁻ᵀ·A[k0:k1, k1:n].
       rt.f32().fill(0, xkk >> 2, (xkk >> 2) + nb * nb);
       x.invUpperBlock32(at(k0, k0), n, xkk, nb, nb);
-      const f32 = rt.f32();
-      for (let i = 0; i < nb; i++) {
-        const from = (xkk >> 2) + i * nb;
-        f32.copyWithin((px >> 2) + (k0 + i) * n + k0, from, from + nb);
+      if (px !== undefined) {
+        const f32 = rt.f32();
+        for (let i = 0; i < nb; i++) {
+          const from = (xkk >> 2) + i * nb;
+          f32.copyWithin((px >> 2) + (k0 + i) * n + k0, from, from + nb);
+        }
       }
       const threads = rt.threadsFor(2 * nb * nb * m, Math.ceil(m / panelCols));
       await tasks(threads, (c) => ["cholPanel32", pa, n, k0, k1, xkk, c, tmp(), packed(), gs()]);
@@ -589,6 +588,31 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       // The trailing update A[k1:, k1:] −= R_panelᵀ·R_panel (upper tiles).
       await ssyrkUpper(at(k0, k1), m, nb, n, at(k1, k1));
     }
+  }
+
+  /** `J·srcᵀ·J` of the `n × n` float32 matrix at `src` into a new allocation, on every thread; returns its offset. */
+  async function antiTransposeUpper(src: number, n: number): Promise<number> {
+    const dst = rt.alloc(n * n * 4);
+    await tasks(rt.threadsFor(n * n * 4, Math.ceil(n / 32)), (c) => ["antiTransposeUpper32", c, src, n, dst]);
+    return dst;
+  }
+
+  /**
+   * GPTQ's `U` in float32 (`upperCholeskyOfInverse` of a float32 Hessian): `R̃` the upper Cholesky factor of `J·H·J`
+   * (storage reversed), `X = R̃⁻¹`, and `U = J·Xᵀ·J`, so that `H⁻¹ = UᵀU`; panels, trailing updates and the inverse's
+   * off-diagonal blocks run on the float32 gemm. Returns the byte offset of U.
+   */
+  async function upperCholeskyOfInverse32(h: Float32Array, n: number): Promise<number> {
+    const pa = rt.put(h);
+    x.reverse32(pa, n * n);
+    // X = R̃⁻¹ is built in px; its diagonal blocks R̃_kk⁻¹ are the panels' xkk, kept as they are formed.
+    const px = rt.alloc(n * n * 4);
+    rt.f32().fill(0, px >> 2, (px >> 2) + n * n);
+    await factorUpper32(pa, n, px);
+    const perThread = (floats: number) => () => rt.alloc(floats * 4);
+    const tmp = perThread(NB32 * Math.max(NB32, x.cholPanelCols())),
+      packed = perThread(x.packedASize(NB32, n)),
+      gs = perThread(scratchBytes / 4);
     // The blocks of X above its diagonal, by block columns, from the columns before.
     for (let j0 = NB32; j0 < n; j0 += NB32) {
       const j1 = Math.min(j0 + NB32, n);
@@ -597,8 +621,22 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       await tasks(threads, (c) => ["invUpperColumn32", pa, px, n, NB32, j0, j1, c, tmp(), packed(), gs()]);
       rt.release(mark);
     }
-    await tasks(rt.threadsFor(n * n * 4, Math.ceil(n / 32)), (c) => ["antiTransposeUpper32", c, px, n, pa]);
-    return pa;
+    return await antiTransposeUpper(px, n);
+  }
+
+  /**
+   * `reverseCholesky` of a float32 Hessian in float32: `R̃` the upper Cholesky factor of `J·H·J` (storage reversed),
+   * and `R = J·R̃ᵀ·J`, so that `H = R·Rᵀ`. Returns the byte offset of R.
+   */
+  async function reverseCholesky32(h: Float32Array, n: number): Promise<number> {
+    const pa = rt.put(h);
+    x.reverse32(pa, n * n);
+    await factorUpper32(pa, n);
+    const pr = await antiTransposeUpper(pa, n);
+    // The diagonal tiles of the anti-transposition read R̃'s strict lower triangle, which holds the input: zero it.
+    const f32 = rt.f32();
+    for (let i = 1; i < n; i++) f32.fill(0, (pr >> 2) + i * n, (pr >> 2) + i * n + i);
+    return pr;
   }
 
   /**
@@ -849,6 +887,30 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         const px = await lowerInverseAt(pa, n, rt.put(invDiag));
         x.reverse64(px, n * n);
         return take(h, px, n, n);
+      });
+    },
+
+    reverseCholesky<A extends FloatArray>(h: Matrix<A>): Promise<Matrix<A>> {
+      return rt.exclusive(async () => {
+        const n = squareSize(h, "reverseCholesky");
+        if (n === 0) return zerosLike(h);
+        // A float32 Hessian is factored in float32, as upperCholeskyOfInverse does.
+        if (h.data instanceof Float32Array) {
+          return matrix(n, n, rt.takeF32(await reverseCholesky32(h.data, n), n * n)) as Matrix<A>;
+        }
+        try {
+          // J·H·J is the storage reversed; its lower factor L̃ reversed again is R = J·L̃·J.
+          const pa = put64(h.data);
+          x.reverse64(pa, n * n);
+          await choleskyAt(pa, n);
+          x.reverse64(pa, n * n);
+          return take(h, pa, n, n);
+        } catch (err) {
+          if (err instanceof NotPositiveDefiniteError) {
+            throw new NotPositiveDefiniteError(n, n - 1 - err.pivot, err.value);
+          }
+          throw err;
+        }
       });
     },
 

@@ -14,7 +14,7 @@
 
 import type { Backend } from "../../core/backend.ts";
 import type { FloatArray, Matrix } from "../../core/tensor.ts";
-import { upperCholeskyOfInverseWith } from "../../core/linalg/cholesky.ts";
+import { reverseCholeskyWith, upperCholeskyOfInverseWith } from "../../core/linalg/cholesky.ts";
 import { linearCrossEntropyWith } from "../../core/nn/cross_entropy.ts";
 import { decoderLayerWith } from "../../core/nn/decoder_layer.ts";
 import { checkSwigluLinear } from "../../core/nn/swiglu.ts";
@@ -84,6 +84,7 @@ export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): P
         cholesky: (a) => gpuCholesky(ctx, a),
         triangularSolve: (t, b, o) => gpuTriangularSolve(ctx, t, b, o),
       }),
+    reverseCholesky: (h) => reverseCholeskyWith(h, { cholesky: (a) => gpuCholesky(ctx, a) }),
     // Delegated: iterative Jacobi/QR sweeps with data-dependent convergence; rare and small (d ≤ a few thousand).
     eigh: (a) => ts.eigh(a),
     // Delegated: as eigh, used on small matrices (LoRC/QERA ranks), not on the hot path.

@@ -183,13 +183,7 @@ export async function choleskyWithRetry<A extends FloatArray>(
  */
 export function upperCholeskyOfInverse<A extends FloatArray>(h: Matrix<A>): Matrix<A> {
   const n = squareSize(h, "upperCholeskyOfInverse");
-  // J·H·J, reading only the lower triangle of H: (JHJ)[i][j] = H[n−1−i][n−1−j], lower when H's entry is upper.
-  const w = new Float64Array(n * n);
-  const H = h.data;
-  for (let i = 0; i < n; i++) {
-    const ri = n - 1 - i;
-    for (let j = 0; j <= i; j++) w[i * n + j] = H[(n - 1 - j) * n + ri];
-  }
+  const w = reversedLower64(h.data, n);
   try {
     choleskyInPlace64(w, n);
   } catch (err) {
@@ -205,6 +199,70 @@ export function upperCholeskyOfInverse<A extends FloatArray>(h: Matrix<A>): Matr
     for (let i = 0; i <= j; i++) U[i * n + j] = y[src - i];
   }
   return out;
+}
+
+/**
+ * Upper-triangular `R` with `H = R·Rᵀ` and a positive diagonal: the Cholesky factorisation taken from the last row up.
+ * With `J` the order-reversing permutation, `J·H·J = L̃·L̃ᵀ` and `R = J·L̃·J`. GPTQ's `U` is its inverse
+ * (`H⁻¹ = UᵀU`, `U = R⁻¹`), and GPTQ's error feedback can run on `R` itself (`core/quant/gptq_kernel.ts`), which
+ * saves {@link upperCholeskyOfInverse}'s triangular inverse.
+ *
+ * @param h `[n, n]` symmetric positive definite (damped) Hessian; only its lower triangle is read.
+ * @returns `R` in the element type of `h`, zero below the diagonal.
+ * @throws {NotPositiveDefiniteError} as {@link upperCholeskyOfInverse} (the pivot an index of `h`, the last row whose
+ *   trailing block is not positive definite).
+ * @throws {ShapeError} when `h` is not square.
+ *
+ * @example
+ * ```ts
+ * import { fromRows } from "../tensor.ts";
+ * import { reverseCholesky } from "./cholesky.ts";
+ * const r = reverseCholesky(fromRows([[5, 2], [2, 4]])); // R = [[2, 1], [0, 2]]: R·Rᵀ = [[5, 2], [2, 4]]
+ * console.assert(r.data[0] === 2 && r.data[1] === 1 && r.data[2] === 0 && r.data[3] === 2);
+ * ```
+ */
+export function reverseCholesky<A extends FloatArray>(h: Matrix<A>): Matrix<A> {
+  const n = squareSize(h, "reverseCholesky");
+  const w = reversedLower64(h.data, n);
+  try {
+    choleskyInPlace64(w, n);
+  } catch (err) {
+    if (err instanceof NotPositiveDefiniteError) throw new NotPositiveDefiniteError(n, n - 1 - err.pivot, err.value);
+    throw err;
+  }
+  const out = zerosLike(h);
+  out.data.set(w.reverse()); // R[i][j] = L̃[n−1−i][n−1−j]: the storage read backwards
+  return out;
+}
+
+/**
+ * {@link reverseCholesky} through a backend's own `cholesky` (for backends without a kernel of their own): `J·H·J` is
+ * `H`'s storage read backwards, so `R` is one factorisation between two reversals.
+ * @throws {NotPositiveDefiniteError} as {@link reverseCholesky}, with the pivot given as an index of `h`.
+ */
+export async function reverseCholeskyWith<A extends FloatArray>(
+  h: Matrix<A>,
+  kernels: Pick<Backend, "cholesky">,
+): Promise<Matrix<A>> {
+  const n = squareSize(h, "reverseCholesky");
+  try {
+    const l = await kernels.cholesky({ data: h.data.slice().reverse() as A, shape: [n, n] });
+    return { data: l.data.slice().reverse() as A, shape: [n, n] };
+  } catch (err) {
+    if (err instanceof NotPositiveDefiniteError) throw new NotPositiveDefiniteError(n, n - 1 - err.pivot, err.value);
+    throw err;
+  }
+}
+
+/** `J·H·J` in float64 with only its lower triangle filled, read from the lower triangle of `H`. */
+function reversedLower64(H: FloatArray, n: number): Float64Array {
+  // (JHJ)[i][j] = H[n−1−i][n−1−j], lower when H's entry is upper: read its mirror H[n−1−j][n−1−i] instead.
+  const w = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    const ri = n - 1 - i;
+    for (let j = 0; j <= i; j++) w[i * n + j] = H[(n - 1 - j) * n + ri];
+  }
+  return w;
 }
 
 // ---- float64 kernels, shared with eigh/spd and the other linalg files ----

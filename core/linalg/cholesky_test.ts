@@ -3,7 +3,7 @@ import { NonFiniteError, NotPositiveDefiniteError, ShapeError } from "../errors.
 import { createRng, type Rng } from "../random.ts";
 import { type Matrix, matrix, matrix64, toFloat32 } from "../tensor.ts";
 import { assertClose } from "../../tests/assert_close.ts";
-import { cholesky, choleskyInverse, choleskyWithRetry, upperCholeskyOfInverse } from "./cholesky.ts";
+import { cholesky, choleskyInverse, choleskyWithRetry, reverseCholesky, upperCholeskyOfInverse } from "./cholesky.ts";
 
 // ---- independent float64 references (naive loops) ----
 
@@ -363,4 +363,32 @@ Deno.test("choleskyWithRetry: injected kernel, exhausted tries rethrow, NaN is n
   const zero = await choleskyWithRetry(matrix64(3, 3));
   assert.equal(zero.damping, 1e-6); // mean(diag) = 0: the scale falls back to 1
   assertClose(zero.factor.data, [1e-3, 0, 0, 0, 1e-3, 0, 0, 0, 1e-3], { atol: 1e-15, rtol: 1e-12 });
+});
+
+// ---- reverseCholesky ----
+
+Deno.test("reverseCholesky: R·Rᵀ = H, R upper, and R = U⁻¹ for GPTQ's U", () => {
+  const rng = createRng(9);
+  for (const n of [1, 2, 7, 130]) {
+    const h = randomSpd(n, rng);
+    const r = reverseCholesky(h);
+    assertClose(mul(r, r, false, true).data, h.data, { atol: 1e-12, rtol: 1e-12 }, `RRᵀ n=${n}`);
+    for (let i = 0; i < n; i++) {
+      assert.ok(r.data[i * n + i] > 0, `positive diagonal n=${n}`);
+      for (let j = 0; j < i; j++) assert.equal(r.data[i * n + j], 0);
+    }
+    const eye = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) eye[i * n + i] = 1;
+    assertClose(mul(r, upperCholeskyOfInverse(h)).data, eye, { atol: 1e-10, rtol: 0 }, `R·U n=${n}`);
+  }
+});
+
+Deno.test("reverseCholesky: closed form, float32 output, only the lower triangle read, error index", () => {
+  const r = reverseCholesky(matrix(2, 2, new Float32Array([5, 99, 2, 4]))); // the upper 99 is ignored
+  assert.ok(r.data instanceof Float32Array);
+  assert.deepEqual(Array.from(r.data), [2, 1, 0, 2]);
+  const bad = matrix64(3, 3, new Float64Array([1, 0, 0, 0, -2, 0, 0, 0, 3]));
+  assert.throws(() => reverseCholesky(bad), (e: unknown) => {
+    return e instanceof NotPositiveDefiniteError && e.pivot === 1 && e.value === -2 && e.size === 3;
+  });
 });

@@ -1,7 +1,7 @@
 /**
  * Conformance of the linear-algebra kernels against the float64 TS references in `core/linalg/`: `cholesky`,
- * `triangularSolve` (all eight flag combinations), `choleskyInverse`, `upperCholeskyOfInverse`, `eigh`, `svd` (full and
- * top-k) and `kmeans`,
+ * `triangularSolve` (all eight flag combinations), `choleskyInverse`, `upperCholeskyOfInverse`, `reverseCholesky`, `eigh`,
+ * `svd` (full and top-k) and `kmeans`,
  * each on float32 and float64 inputs (the output must keep the input's element type), on sizes that include 1, odd
  * sizes and sizes that are not multiples of a tile.
  *
@@ -15,6 +15,8 @@
  * - `choleskyInverse`: `|X − X_ref| ≤ 16·√n·u·ts·max|X_ref|`, symmetric to the same tolerance.
  * - `upperCholeskyOfInverse`: `|U − U_ref| ≤ 16·√n·u·ts·max|U_ref|`, zero below the diagonal, and an indefinite
  *   matrix throws {@link NotPositiveDefiniteError} naming the failing pivot as an index of `H`.
+ * - `reverseCholesky`: upper triangular (lower triangle exactly 0); `‖H − RRᵀ‖_F/‖H‖_F ≤ 4·√n·u·ts`;
+ *   `|R − R_ref| ≤ 8·√n·u·ts·max|R_ref|`; the failing pivot as for `upperCholeskyOfInverse`.
  * - `eigh`: eigenvalues ascending and `|λ − λ_ref| ≤ 8·√n·u·ts·‖A‖` (Weyl); `‖A − VΛVᵀ‖_F/‖A‖_F` and `max|VᵀV − I|`
  *   `≤ 8·√n·u·ts`. Vectors are compared through these, never directly (signs and bases of repeated eigenvalues are
  *   free).
@@ -29,7 +31,7 @@
 
 import { AssertionError } from "node:assert/strict";
 import { NotPositiveDefiniteError } from "../../core/errors.ts";
-import { cholesky, choleskyInverse, upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
+import { cholesky, choleskyInverse, reverseCholesky, upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
 import { eigh } from "../../core/linalg/eigh.ts";
 import { kmeans } from "../../core/linalg/kmeans.ts";
 import { svd } from "../../core/linalg/svd.ts";
@@ -340,6 +342,41 @@ export const linalgCases: ConformanceCase[] = [
       const a = matrix64(5, 5);
       [1, -2, 3, 4, 5].forEach((v, i) => a.data[i * 5 + i] = v);
       await failsAtPivot(backend.upperCholeskyOfInverse(a), 1, 5, "upperCholeskyOfInverse");
+    },
+  },
+  {
+    name: "reverseCholesky: H = R·Rᵀ, against the reference (sizes 1, 7, 64, 129, 300) and the failing pivot",
+    async run({ backend, toleranceScale: ts }) {
+      const rng = createRng(206);
+      for (const n of [1, 7, 64, 129, 300]) {
+        const h64 = randomSpd(n, rng);
+        for (const dtype of DTYPES) {
+          const h = as(dtype, h64);
+          const what = `reverseCholesky ${dtype} n=${n}`;
+          const got = await backend.reverseCholesky(h);
+          checkType(dtype, got, n, n, what);
+          const ref = reverseCholesky(h);
+          closeAbs(got.data, ref.data, 8 * Math.sqrt(n) * U * ts * maxAbs(ref.data), what);
+          for (let i = 1; i < n; i++) {
+            for (let j = 0; j < i; j++) check(got.data[i * n + j] === 0, () => `${what}: R[${i}][${j}] ≠ 0`);
+          }
+          // ‖H − R·Rᵀ‖_F / ‖H‖_F, in float64 over the upper factor's non-zero range.
+          let err = 0, norm = 0;
+          for (let i = 0; i < n; i++) {
+            for (let j = 0; j < n; j++) {
+              let s = 0;
+              for (let k = Math.max(i, j); k < n; k++) s += got.data[i * n + k] * got.data[j * n + k];
+              err += (h64.data[i * n + j] - s) ** 2;
+              norm += h64.data[i * n + j] ** 2;
+            }
+          }
+          const rel = Math.sqrt(err / norm);
+          check(rel <= 4 * Math.sqrt(n) * U * ts, () => `${what}: ‖H − RRᵀ‖/‖H‖ = ${rel}`);
+        }
+      }
+      const a = matrix64(5, 5);
+      [1, -2, 3, 4, 5].forEach((v, i) => a.data[i * 5 + i] = v);
+      await failsAtPivot(backend.reverseCholesky(a), 1, 5, "reverseCholesky");
     },
   },
   {

@@ -6,7 +6,7 @@
  * W: [rows, cols]   H: [cols, cols]
  * dead columns (H_jj = 0) → H_jj = 1, W[:, j] = 0
  * act-order → permute columns by descending diag(H)
- * H += λ·mean(diag H)·I;   U = upper Cholesky factor of H⁻¹
+ * H += λ·mean(diag H)·I;   R = upper factor with H = R·Rᵀ      (GPTQ's U = R⁻¹, never formed)
  * error-feedback loop over 128-column blocks          (Backend.gptqQuantize, W read through the permutation)
  * with an output-side Hessian B [rows, rows]: each column rounded row by row, errors fed to later rows through
  *   V = upper Cholesky factor of (B + λ_B·mean(diag B)·I)⁻¹     (minimises tr(B·E·H·Eᵀ): Kronecker B ⊗ H)
@@ -23,7 +23,7 @@ import type { GridParams, GridSpec } from "../core/grids/types.ts";
 import { assertFinite, type FloatArray, invertPermutation, type Matrix } from "../core/tensor.ts";
 import { getBackend } from "../backends/registry.ts";
 import { layerLoss } from "./layer_loss.ts";
-import { type FactorPrecision, prepareHessian, prepareOutputHessian, zeroColumns } from "./prepare.ts";
+import { type FactorPrecision, prepareHessianFactor, prepareOutputHessian, zeroColumns } from "./prepare.ts";
 import { type QuantizedLayer, statsBitsPerWeight } from "./result.ts";
 
 /** Options of {@link gptq}. Defaults follow the reference implementation. */
@@ -46,7 +46,7 @@ export interface GptqOptions {
   readonly damping?: number;
   /** Columns per lazy-update block; default 128. */
   readonly blockSize?: number;
-  /** Precision of the factorisation of `H` into `U` ({@link FactorPrecision}); default "f64". */
+  /** Precision of the factorisation of `H` into `R` ({@link FactorPrecision}); default "f64". */
   readonly factorPrecision?: FactorPrecision;
   /**
    * `[rows, rows]` output-side Hessian `B`: the layer's loss is taken as `tr(B·E·H·Eᵀ)` (a Kronecker-factored Hessian
@@ -110,8 +110,8 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
   // Per-row grids are fitted on the weights as given, before dead columns are zeroed (the reference's order).
   const perRow = groupSize === 0 ? fitGrid(w, grid, 0) : undefined;
 
-  const prepared = await prepareHessian(h, { damping, order: actOrder, factorPrecision, backend });
-  const { u, permutation: perm } = prepared;
+  const prepared = await prepareHessianFactor(h, { damping, order: actOrder, factorPrecision, backend });
+  const { r, permutation: perm } = prepared;
   const W = zeroColumns(w, prepared.dead);
   // Static groups are fitted on the dead-zeroed weights in their original order.
   const staticParams = staticGroups && groupSize > 0 ? fitGrid(W, grid, groupSize) : undefined;
@@ -130,7 +130,7 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
   const out = await backend.gptqQuantize({
     w: W,
     permutation: perm,
-    u,
+    r,
     grid,
     blockSize,
     groups,
@@ -175,7 +175,7 @@ export async function gptq(w: Matrix, h: Matrix<FloatArray>, options: GptqOption
 }
 
 /**
- * `tr(E·H·Eᵀ)` for the undamped Hessian from the kernel's `Σ e²`, which is `tr(E·H_d·Eᵀ)` for the damped one that `U`
+ * `tr(E·H·Eᵀ)` for the undamped Hessian from the kernel's `Σ e²`, which is `tr(E·H_d·Eᵀ)` for the damped one that `R`
  * factors: `H_d = H + δ·I` with dead columns' zero diagonal raised to 1 first (their rows of `H` are zero). So
  * `tr(E·H·Eᵀ) = Σ e² − δ·‖E‖² − ‖E_dead‖²`, `E = W − Q` with dead columns zeroed. The difference
  * loses relative accuracy as the subtracted part approaches `Σ e²`; past 90 % the direct product is used instead.

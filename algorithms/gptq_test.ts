@@ -94,12 +94,12 @@ Deno.test("gptq: the layer loss from the kernel's Σ e² equals tr(E·H·Eᵀ) c
   }
 });
 
-Deno.test("gptq kernel: Σ e² equals tr(E·H_d·Eᵀ) for the damped Hessian U factors (GPTQ's identity)", async () => {
+Deno.test("gptq kernel: Σ e² equals tr(E·H_d·Eᵀ) for the damped Hessian R factors (GPTQ's identity)", async () => {
   for (const damping of [0.01, 1]) {
     const prepared = await prepareLayer(w, h, { damping, order: true, backend: tsBackend });
     const out = await tsBackend.gptqQuantize({
       w: prepared.w,
-      u: prepared.u,
+      r: await tsBackend.reverseCholesky(prepared.h),
       grid: { kind: "uniform", bits: 2 },
       blockSize: 16,
       groups: { kind: "dynamic", groupSize: 16 },

@@ -5,6 +5,7 @@
  * dead columns (H_jj = 0) → H_jj = 1, W[:, j] = 0
  * optional permutation (act-order: descending diag H)
  * H += λ·mean(diag H)·I;   U = upper Cholesky factor of H⁻¹   (more damping if H is still not positive definite)
+ *                          or R = upper factor with H = R·Rᵀ   (GPTQ's kernel: U = R⁻¹)
  * ```
  *
  * @module
@@ -117,10 +118,42 @@ export interface PreparedHessian extends Pick<PreparedLayer, "h" | "u" | "permut
  *
  * @throws {OptionError} for an unknown `factorPrecision`; {@link NotPositiveDefiniteError} as {@link prepareLayer}.
  */
-export async function prepareHessian(
+export async function prepareHessian(h: Matrix<FloatArray>, options: PrepareOptions): Promise<PreparedHessian> {
+  const { h: Hp, permutation, dead, damping } = dampedHessian(h, options);
+  const { u, extraDamping } = await inverseUpperFactor(Hp, options.backend, options.factorPrecision);
+  return { h: Hp, u, permutation, dead, damping: damping + extraDamping };
+}
+
+/** {@link PreparedHessian} with `R` (`H = R·Rᵀ`) in place of `U = R⁻¹`: what `Backend.gptqQuantize` takes. */
+export interface PreparedFactor extends Omit<PreparedHessian, "u"> {
+  /** `[cols, cols]` upper factor with `H = R·Rᵀ` of the damped Hessian, processing order, in `factorPrecision`. */
+  readonly r: Matrix<FloatArray>;
+}
+
+/**
+ * {@link prepareHessian} for GPTQ's kernel: the same dead columns, order and damping (and the same retries with more
+ * damping), factored by `Backend.reverseCholesky` into `R` instead of `U`, which saves the triangular inverse.
+ *
+ * @throws {OptionError} for an unknown `factorPrecision`; {@link NotPositiveDefiniteError} as {@link prepareLayer}.
+ */
+export async function prepareHessianFactor(h: Matrix<FloatArray>, options: PrepareOptions): Promise<PreparedFactor> {
+  const { h: Hp, permutation, dead, damping } = dampedHessian(h, options);
+  const { factor, damping: extra } = await choleskyWithRetry<FloatArray>(
+    Hp,
+    { initialDamping: 1e-4 },
+    (m) => options.backend.reverseCholesky(m),
+  );
+  return { h: Hp, r: factor, permutation, dead, damping: damping + extra };
+}
+
+/**
+ * The shared steps of {@link prepareHessian}: dead columns, processing order, and the damped copy of `h` in the
+ * factorisation's precision.
+ */
+function dampedHessian(
   h: Matrix<FloatArray>,
-  { damping, order = false, factorPrecision = "f64", backend }: PrepareOptions,
-): Promise<PreparedHessian> {
+  { damping, order = false, factorPrecision = "f64" }: PrepareOptions,
+): Omit<PreparedHessian, "u"> {
   if (factorPrecision !== "f64" && factorPrecision !== "f32") {
     throw new OptionError(`factorPrecision must be "f64" or "f32", got ${JSON.stringify(factorPrecision)}`);
   }
@@ -145,8 +178,7 @@ export async function prepareHessian(
   for (let k = 0; k < cols; k++) mean += d[k];
   const damp = damping * mean / Math.max(cols, 1);
   for (let k = 0; k < cols; k++) Hp.data[k * cols + k] = d[k] + damp;
-  const { u, extraDamping } = await inverseUpperFactor(Hp, backend, factorPrecision);
-  return { h: Hp, u, permutation, dead, damping: damp + extraDamping };
+  return { h: Hp, permutation, dead, damping: damp };
 }
 
 /** An engine's options for an output-side Hessian `B` (OAC's coupled rows). */

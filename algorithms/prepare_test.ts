@@ -21,6 +21,10 @@ function spy(): { backend: Backend; seen: string[] } {
       seen.push(m.data.constructor.name);
       return tsBackend.upperCholeskyOfInverse(m);
     },
+    reverseCholesky: <A extends FloatArray>(m: Matrix<A>) => {
+      seen.push(m.data.constructor.name);
+      return tsBackend.reverseCholesky(m);
+    },
   };
   return { backend, seen };
 }

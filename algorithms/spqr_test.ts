@@ -23,13 +23,15 @@ for (const [i, j] of planted) wPlanted.data[i * cols + j] = (i % 2 ? -1 : 1) * 2
 
 Deno.test("spqr: without outliers and with unquantized statistics it is GPTQ with the same groups", async () => {
   // Groups of random normal weights always hold both signs, so GPTQ's range (widened to contain 0) and SpQR's
-  // (the true min-max) coincide; with blockSize = groupSize both refit each group on fully updated weights.
+  // (the true min-max) coincide; with blockSize = groupSize both refit each group on fully updated weights. GPTQ's
+  // kernel forms those weights through R and SpQR's loop through U = R⁻¹, so values and scales agree to float32
+  // rounding, not to the bit.
   for (const actOrder of [false, true]) {
     const g = await gptq(w, h, { bits: 3, groupSize: 16, blockSize: 16, actOrder });
     const s = await spqr(w, h, { ...plain, bits: 3, groupSize: 16, blockSize: 16, actOrder });
     deepEqual(s.codes, g.codes, `codes, actOrder ${actOrder}`);
-    assertClose(s.dequantized.data, g.dequantized.data, { atol: 0, rtol: 0 });
-    deepEqual(s.params.scale, g.params!.scale);
+    assertClose(s.dequantized.data, g.dequantized.data, { atol: 0, rtol: 1e-6 });
+    assertClose(s.params.scale, g.params!.scale, { atol: 0, rtol: 1e-6 });
     deepEqual(s.params.zero, g.params!.zero);
     deepEqual(s.groupIndex, g.groupIndex);
     deepEqual(s.permutation, g.permutation);

@@ -9,7 +9,7 @@
 import { gptq } from "../algorithms/gptq.ts";
 import { createWasmBackend } from "../backends/wasm/mod.ts";
 import type { GptqKernelArgs } from "../core/backend.ts";
-import { upperCholeskyOfInverse } from "../core/linalg/cholesky.ts";
+import { reverseCholesky } from "../core/linalg/cholesky.ts";
 import { gptqQuantize } from "../core/quant/gptq_kernel.ts";
 import { createRng, randomNormal } from "../core/random.ts";
 import { matrix, matrix64 } from "../core/tensor.ts";
@@ -47,11 +47,11 @@ console.log(
 );
 for (let i = 0; i < cols; i++) h.data[i * cols + i] += 0.01;
 t0 = performance.now();
-const u = upperCholeskyOfInverse(h);
-console.log(`U via core upperCholeskyOfInverse (TS, float64): ${((performance.now() - t0) / 1000).toFixed(3)} s`);
+const r = reverseCholesky(h);
+console.log(`R via core reverseCholesky (TS, float64): ${((performance.now() - t0) / 1000).toFixed(3)} s`);
 const args: GptqKernelArgs = {
   w,
-  u,
+  r,
   grid: { kind: "uniform", bits: 4 },
   blockSize: 128,
   groups: { kind: "dynamic", groupSize: 128 },

@@ -14,7 +14,6 @@
  */
 
 import { gptq } from "../algorithms/gptq.ts";
-import { inverseUpperFactor } from "../algorithms/prepare.ts";
 import { gptqQuantize as referenceGptq } from "../core/quant/gptq_kernel.ts";
 import { matrix, matrix64, permuteColumns, permuteSymmetric, toFloat32 } from "../core/tensor.ts";
 import type { AdapterChoice } from "../backends/webgpu/adapter.ts";
@@ -149,12 +148,12 @@ for (const [rows, cols] of shapes) {
   await backend.triangularSolve(l, eye, { lower: true });
   say(`${rows}×${cols}: backend.triangularSolve L⁻¹ ${cols}²: ${ms(t0).toFixed(1)} ms`);
   t0 = performance.now();
-  const { u } = await inverseUpperFactor(hp, backend);
-  say(`${rows}×${cols}: inverseUpperFactor (reverse, Cholesky, solve, reverse): ${ms(t0).toFixed(1)} ms`);
+  const r = await backend.reverseCholesky(hp);
+  say(`${rows}×${cols}: backend.reverseCholesky (reverse, Cholesky, reverse): ${ms(t0).toFixed(1)} ms`);
   const wp = permuteColumns(w, perm);
   const args = {
     w: wp,
-    u,
+    r,
     grid: { kind: "uniform" as const, bits: 4 },
     blockSize: 128,
     groups: { kind: "dynamic" as const, groupSize: 128 },

@@ -70,6 +70,10 @@ Deno.test("ptq quantize --factor-precision: the engines get H in that precision;
       seen.push(h.data.constructor.name);
       return tsBackend.upperCholeskyOfInverse(h);
     },
+    reverseCholesky: <A extends FloatArray>(h: Matrix<A>) => {
+      seen.push(h.data.constructor.name);
+      return tsBackend.reverseCholesky(h);
+    },
   }), -1);
   const args = ["--model", model, "--method", "gptq", "--bits", "4", "--group", "16", ...small, "--json"];
   args[args.indexOf("ts")] = "ts-factor-spy";

@@ -93,11 +93,15 @@ export interface GptqKernelArgs {
   /**
    * Act-order: position `k` processes column `permutation[k]` of `w` (a permutation of `0..cols−1`). The kernel reads
    * `w` through it and writes `dequantized` and `codes` back in `w`'s order, so no permuted copy of the layer is made.
-   * Everything else (`u`, `groupOfColumn`, the parameters of dynamic groups) is in processing order. Default: none.
+   * Everything else (`r`, `groupOfColumn`, the parameters of dynamic groups) is in processing order. Default: none.
    */
   readonly permutation?: Int32Array;
-  /** `[cols, cols]` upper Cholesky factor of the damped inverse Hessian, in processing order. */
-  readonly u: Matrix<FloatArray>;
+  /**
+   * `[cols, cols]` upper factor `R` of the damped Hessian, `H_d = R·Rᵀ` ({@link Backend.reverseCholesky}), in
+   * processing order. GPTQ's `U` (`H_d⁻¹ = UᵀU`) is `R⁻¹`: the kernel needs only its diagonal blocks, which
+   * `core/quant/gptq_kernel.ts`'s `gptqBlockInverse` gives, and carries the lazy batch update through `R` itself.
+   */
+  readonly r: Matrix<FloatArray>;
   /** The grid every column is rounded to. */
   readonly grid: GridSpec;
   /** Columns per lazy-update block (GPTQ uses 128). */
@@ -135,8 +139,8 @@ export interface GptqKernelResult {
   /** Grid parameters; for dynamic groups, group `g` covers processed columns `[g·groupSize, (g+1)·groupSize)`. */
   readonly params: GridParams;
   /**
-   * `Σ e²` over every scaled error `e = (w − q) / U_jj`, summed in float64 column by column in processing order, rows
-   * in order. GPTQ's exact identity makes it `tr((W − Q)·H_d·(W − Q)ᵀ)` for the damped Hessian `H_d = (UᵀU)⁻¹`, so the
+   * `Σ e²` over every scaled error `e = (w − q) / U_jj` (`U_jj = 1 / R_jj`), summed in float64 column by column in
+   * processing order, rows in order. GPTQ's exact identity makes it `tr((W − Q)·H_d·(W − Q)ᵀ)` for the damped Hessian `H_d = R·Rᵀ`, so the
    * layer loss needs no `rows × cols²` product. Backends where a dense product is cheap may leave it undefined.
    */
   readonly errorEnergy?: number;

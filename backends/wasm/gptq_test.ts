@@ -13,7 +13,7 @@ import { fitGrid } from "../../core/grids/fit.ts";
 import { NF4 } from "../../core/grids/tables.ts";
 import type { GridSpec } from "../../core/grids/types.ts";
 import { gptqQuantize } from "../../core/quant/gptq_kernel.ts";
-import { upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
+import { reverseCholesky } from "../../core/linalg/cholesky.ts";
 import { createRng, permutation, randomNormal } from "../../core/random.ts";
 import { matrix, matrix64, toFloat32 } from "../../core/tensor.ts";
 import { assertClose } from "../../tests/assert_close.ts";
@@ -22,11 +22,11 @@ import { gptq } from "../../algorithms/gptq.ts";
 import { hessianOf } from "../../algorithms/hessian.ts";
 import { correlatedInputs, randomHessian } from "../../tests/numeric.ts";
 
-/** A random layer and the U factor of a random well-conditioned Hessian. */
+/** A random layer and the factor R of a random well-conditioned Hessian. */
 function layer(rows: number, cols: number, seed: number) {
   const rng = createRng(seed);
   const w = matrix(rows, cols, randomNormal(rng, rows * cols));
-  return { w, u: upperCholeskyOfInverse(randomHessian(rng, cols, 0.01)) };
+  return { w, r: reverseCholesky(randomHessian(rng, cols, 0.01)) };
 }
 
 const GRIDS: GridSpec[] = [
@@ -53,7 +53,7 @@ for (const threads of [1, 2]) {
         },
         // A float32 U (the float32 factorisation's), used as it is (a float64 one is rounded first); 25 columns,
         // so that the rows of U are not whole vectors.
-        { ...odd, u: toFloat32(odd.u), grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
+        { ...odd, r: toFloat32(odd.r), grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
         // 150 rows: three chunks of rows, the last one partial, each a thread's share.
         {
           ...tall,
@@ -107,24 +107,24 @@ for (const threads of [1, 2]) {
 }
 
 wasmTest("wasm gptqQuantize rejects bad arguments as the reference does", async (wasm) => {
-  const { w, u } = layer(4, 6, 1);
+  const { w, r } = layer(4, 6, 1);
   const grid: GridSpec = { kind: "uniform", bits: 4 };
   await rejects(
-    wasm.gptqQuantize({ w, u: matrix64(5, 5), grid, blockSize: 4, groups: { kind: "dynamic", groupSize: 2 } }),
+    wasm.gptqQuantize({ w, r: matrix64(5, 5), grid, blockSize: 4, groups: { kind: "dynamic", groupSize: 2 } }),
     ShapeError,
   );
   await rejects(
-    wasm.gptqQuantize({ w, u, grid, blockSize: 0, groups: { kind: "dynamic", groupSize: 2 } }),
+    wasm.gptqQuantize({ w, r, grid, blockSize: 0, groups: { kind: "dynamic", groupSize: 2 } }),
     OptionError,
   );
   await rejects(
-    wasm.gptqQuantize({ w, u, grid, blockSize: 4, groups: { kind: "dynamic", groupSize: 0 } }),
+    wasm.gptqQuantize({ w, r, grid, blockSize: 4, groups: { kind: "dynamic", groupSize: 0 } }),
     OptionError,
   );
   await rejects(
     wasm.gptqQuantize({
       w,
-      u,
+      r,
       grid: { kind: "uniform", bits: 9 },
       blockSize: 4,
       groups: { kind: "dynamic", groupSize: 2 },
@@ -133,11 +133,11 @@ wasmTest("wasm gptqQuantize rejects bad arguments as the reference does", async 
   );
   const dynamic = { kind: "dynamic", groupSize: 2 } as const;
   await rejects(
-    wasm.gptqQuantize({ w, u, grid, blockSize: 4, groups: dynamic, permutation: Int32Array.of(0, 1, 2) }),
+    wasm.gptqQuantize({ w, r, grid, blockSize: 4, groups: dynamic, permutation: Int32Array.of(0, 1, 2) }),
     ShapeError,
   );
   await rejects(
-    wasm.gptqQuantize({ w, u, grid, blockSize: 4, groups: dynamic, permutation: Int32Array.of(0, 1, 2, 3, 4, 4) }),
+    wasm.gptqQuantize({ w, r, grid, blockSize: 4, groups: dynamic, permutation: Int32Array.of(0, 1, 2, 3, 4, 4) }),
     /permutation\[5\] = 4 is repeated/,
   );
 }, { threads: 1 });

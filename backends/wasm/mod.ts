@@ -33,7 +33,13 @@ import type {
 } from "../../core/backend.ts";
 import { NonFiniteError, NotPositiveDefiniteError, OptionError, ShapeError } from "../../core/errors.ts";
 import { checkGrid, fitGrid, groupCount } from "../../core/grids/fit.ts";
-import { checkPermutation, gptqQuantize as referenceGptq } from "../../core/quant/gptq_kernel.ts";
+import {
+  checkFactor,
+  checkPermutation,
+  fitSpan,
+  gptqBlockInverse,
+  gptqQuantize as referenceGptq,
+} from "../../core/quant/gptq_kernel.ts";
 import type { GridParams, GridSpec } from "../../core/grids/types.ts";
 import { fitUniformRow, uniformMaxq } from "../../core/grids/uniform.ts";
 import { squareSize } from "../../core/linalg/cholesky.ts";
@@ -339,19 +345,17 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
 
   /**
    * GPTQ's column loop (`core/quant/gptq_kernel.ts` semantics): W transposed into processing order (through the
-   * permutation), then per block grid fits for the groups that start in it (min-max natively, MSE and tables by the
-   * reference functions, on the block-start weights in WASM memory), the in-block loop natively (rows split between
-   * threads), and the lazy update of the later columns as an accumulating gemm; the results transposed back.
+   * permutation), then per block its start `W + C·U_B` (a gemm), grid fits for the groups that start in it (min-max
+   * natively, MSE and tables by the reference functions, on the block start in WASM memory), the in-block loop natively
+   * (rows split between threads), and the lazy update `C += (W − Q)·R` of the later columns as an accumulating gemm;
+   * the results transposed back.
    */
   function gptqQuantizeWasm(args: GptqKernelArgs): Promise<GptqKernelResult> {
-    const { w, u, grid, blockSize, groups, permutation } = args;
+    const { w, r, grid, blockSize, groups, permutation } = args;
     const [rows, cols] = w.shape;
     try {
       assertShape(w, -1, -1, "gptq weights");
-      if (u.shape[0] !== cols || u.shape[1] !== cols) {
-        throw new ShapeError(`gptq: U is ${u.shape[0]}×${u.shape[1]} for ${cols} columns`);
-      }
-      assertShape(u, cols, cols, "gptq U");
+      checkFactor(r, cols);
       if (!Number.isInteger(blockSize) || blockSize < 1) throw new OptionError(`gptq: block size ${blockSize}`);
       checkGrid(grid);
       if (permutation) checkPermutation(permutation, cols);
@@ -402,10 +406,17 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       const pw = rt.put(w.data);
       const wt = rt.alloc(rows * cols * 4);
       await byColumns("scatterColumns32", pw, wt);
-      // The column loop works in float32, as the reference kernel: a float64 U is rounded first.
-      const pu = rt.put(u.data instanceof Float32Array ? u.data : new Float32Array(u.data));
+      // The column loop works in float32, as the reference kernel: a float64 R is rounded first.
+      const pr = rt.put(r.data instanceof Float32Array ? r.data : new Float32Array(r.data));
       const qt = rt.alloc(rows * cols * 4), codesT = rt.alloc(rows * cols);
       const bs = Math.min(blockSize, cols);
+      // C = (W − Q)·R of the finished blocks ([cols, rows]; the first block's update writes it, the others add), a
+      // block's start S and its U_B (over the block and the rest of the groups starting in it), and its scaled errors
+      // E (then W − Q, for the update).
+      const span = (i1: number) => dynamic ? fitSpan(i1, Math.min(i1 + bs, cols), cols, groupSize) : bs;
+      let maxSpan = 0;
+      for (let i1 = 0; i1 < cols; i1 += bs) maxSpan = Math.max(maxSpan, span(i1));
+      const ct = rt.alloc(rows * cols * 4), st = rt.alloc(maxSpan * rows * 4), pub = rt.alloc(maxSpan * maxSpan * 4);
       const e = rt.alloc(bs * rows * 4);
       const nf = rt.alloc(bs * cols * 4);
       const pScale = rt.put(params.scale), pZero = rt.put(params.zero);
@@ -422,15 +433,20 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       let energy = 0;
       for (let i1 = 0; i1 < cols; i1 += bs) {
         const i2 = Math.min(i1 + bs, cols), count = i2 - i1;
+        // S = W_B + C_B·U_B, as Sᵀ = W_Bᵀ + U_Bᵀ·C_Bᵀ in the transposed layout.
+        const ext = Math.min(span(i1), cols - i1);
+        rt.f32().set(gptqBlockInverse(r, i1, ext), pub >> 2);
+        rt.u8().copyWithin(st, wt + i1 * rows * 4, wt + (i1 + ext) * rows * 4);
+        if (i1 > 0) await gemmInto(pub, true, ct + i1 * rows * 4, false, ext, rows, ext, st, false, true);
         if (dynamic) {
-          // Groups starting in this block, fitted on Wt as it stands at the block start (the reference's choice).
+          // Groups starting in this block, fitted on its start S (the reference's choice).
           for (let j = Math.ceil(i1 / groupSize) * groupSize; j < i2; j += groupSize) {
             const g = j / groupSize, length = Math.min(groupSize, cols - j);
             if (nativeFit) {
-              x.fitUniformGroup(wt, rows, j, length, grid.symmetric ? 1 : 0, maxq, pScale, pZero, nGroups, g);
+              x.fitUniformGroup(st, rows, j - i1, length, grid.symmetric ? 1 : 0, maxq, pScale, pZero, nGroups, g);
               continue;
             }
-            const f32 = rt.f32(), base = (wt >> 2) + j * rows;
+            const f32 = rt.f32(), base = (st >> 2) + (j - i1) * rows;
             for (let r = 0; r < rows; r++) {
               const p = fitGroup(grid, f32, base + r, length, rows);
               f32[(pScale >> 2) + r * nGroups + g] = p.scale;
@@ -443,12 +459,12 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         for (let t = 0; t < rowThreads; t++) {
           parts.push([[
             "gptqBlock",
-            wt,
+            st,
             rows,
-            cols,
             i1,
             i2,
-            pu,
+            pub,
+            ext,
             e,
             qt,
             codesT,
@@ -468,9 +484,10 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         // Σ e² in the reference's order (columns, then rows), on one thread so that it does not depend on the split.
         energy = x.sumSquares32(e, count * rows, energy);
         if (i2 < cols) {
-          // Wt[i2:, :] += (−U[i1:i2, i2:])ᵀ · E
-          x.gptqNegatedFactor(pu, cols, i1, i2, nf);
-          await gemmInto(nf, true, e, false, cols - i2, rows, count, wt + i2 * rows * 4, false, true);
+          // C[i2:, :] += R[i1:i2, i2:]ᵀ · (W − Q)[i1:i2]  (written, not added, by the first block)
+          x.gptqFactorRows(pr, cols, i1, i2, nf);
+          x.difference32(wt + i1 * rows * 4, qt + i1 * rows * 4, e, count * rows);
+          await gemmInto(nf, true, e, false, cols - i2, rows, count, ct + i2 * rows * 4, false, i1 > 0);
         }
       }
       const dq = rt.alloc(rows * cols * 4), codes = rt.alloc(rows * cols);

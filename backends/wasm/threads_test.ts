@@ -6,7 +6,7 @@
  */
 
 import { deepStrictEqual } from "node:assert/strict";
-import { upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
+import { reverseCholesky } from "../../core/linalg/cholesky.ts";
 import { createRng, randomNormal } from "../../core/random.ts";
 import { eye, matrix, matrix64 } from "../../core/tensor.ts";
 import { createWasmBackend } from "./mod.ts";
@@ -35,7 +35,7 @@ wasmThreadsTest("wasm: 1 thread and 3 threads give bit-identical results", async
   deepStrictEqual((await many.choleskyInverse(l1)).data, (await one.choleskyInverse(l1)).data, "choleskyInverse");
   const args = {
     w: matrix(333, 300, randomNormal(rng, 333 * 300)),
-    u: upperCholeskyOfInverse(h),
+    r: reverseCholesky(h),
     grid: { kind: "uniform", bits: 4 } as const,
     blockSize: 128,
     groups: { kind: "dynamic", groupSize: 64 } as const,

@@ -1,9 +1,10 @@
 /**
  * GPU-resident GPTQ.
  *
- * - {@link gpuGptqQuantize} is `Backend.gptqQuantize`: the layer is uploaded once, every block's column loop and lazy
- *   update is recorded into one command buffer (one submit), and the dequantized weights, packed codes and fitted
- *   parameters come back with one read-back.
+ * - {@link gpuGptqQuantize} is `Backend.gptqQuantize`: the layer and `R` are uploaded once, `U = R⁻¹` is formed on the
+ *   GPU (one triangular solve against the identity: the GPU loop runs the reference's lazy update through `U`), every
+ *   block's column loop and lazy update is recorded into one command buffer (one submit), and the dequantized
+ *   weights, packed codes and fitted parameters come back with one read-back.
  * - {@link gpuGptqFromHessian} runs all of `algorithms/gptq.ts` on the GPU, from the Hessian to the quantized layer and
  *   its layer loss: dead columns, act-order, damping, the Cholesky (with the same damped retries), the triangular
  *   inverse, the column loop, the inverse permutation and `tr(E·H·Eᵀ)`. W and H are uploaded once and the results
@@ -19,7 +20,7 @@ import { NonFiniteError, NotPositiveDefiniteError, OptionError, ShapeError } fro
 import { checkGrid, groupCount } from "../../core/grids/fit.ts";
 import type { GridParams, GridSpec } from "../../core/grids/types.ts";
 import { uniformMaxq } from "../../core/grids/uniform.ts";
-import { checkPermutation, gptqQuantize as referenceGptq } from "../../core/quant/gptq_kernel.ts";
+import { checkFactor, checkPermutation, gptqQuantize as referenceGptq } from "../../core/quant/gptq_kernel.ts";
 import { type FloatArray, invertPermutation, type Matrix, matrix } from "../../core/tensor.ts";
 import type { Batch, GpuContext } from "./context.ts";
 import { gpuFitGrid } from "./grid.ts";
@@ -206,15 +207,13 @@ function identityMap(n: number): Uint32Array {
 /**
  * GPTQ's error-feedback loop over a whole layer on the GPU (`Backend.gptqQuantize`).
  *
- * @throws {ShapeError} when `u` is not `[cols, cols]` or fixed parameters do not fit.
+ * @throws {ShapeError} when `r` is not `[cols, cols]` or fixed parameters do not fit.
  * @throws {OptionError} on a bad grid, block size or group size.
  */
 export async function gpuGptqQuantize(ctx: GpuContext, args: GptqKernelArgs): Promise<GptqKernelResult> {
-  const { w, u, grid, blockSize, groups, permutation } = args;
+  const { w, r, grid, blockSize, groups, permutation } = args;
   const [rows, cols] = w.shape;
-  if (u.shape[0] !== cols || u.shape[1] !== cols) {
-    throw new ShapeError(`gptq: U is ${u.shape[0]}×${u.shape[1]} for ${cols} columns`);
-  }
+  checkFactor(r, cols);
   if (!Number.isInteger(blockSize) || blockSize < 1) throw new OptionError(`gptq: block size ${blockSize}`);
   checkGrid(grid);
   validateGroups(groups, rows, cols);
@@ -234,9 +233,19 @@ export async function gpuGptqQuantize(ctx: GpuContext, args: GptqKernelArgs): Pr
   const inverse = permutation ? Uint32Array.from(invertPermutation(permutation)) : order;
   const mapBuf = ctx.upload(order), invBuf = ctx.upload(inverse);
   const wt = ctx.buffer(cols * ld * 4, "gptq Wt");
-  const uBuf = uploadF32(ctx, batch, u, ldu, "gptq U");
-  const owned = [wBuf, mapBuf, invBuf, wt, uBuf];
+  const rBuf = uploadF32(ctx, batch, r, ldu, "gptq R");
+  const uBuf = ctx.buffer(cols * ldu * 4, "gptq U");
+  const owned = [wBuf, mapBuf, invBuf, wt, rBuf, uBuf];
   try {
+    // U = R⁻¹: R·U = I solved in place of the identity.
+    const ip = ctx.uniform([cols, ldu, 0, 0]);
+    batch.temp(ip).dispatch(ctx.pipeline("identity", () => IDENTITY_WGSL), [uBuf, ip], [
+      Math.ceil(ldu / 16),
+      Math.ceil(cols / 16),
+    ]);
+    encodeTriangularSolve(ctx, batch, gpuMat(rBuf, cols, cols, ldu), gpuMat(uBuf, cols, cols, ldu), {
+      lower: false,
+    }, true);
     const tp = ctx.uniform([rows, cols, ld, 0]);
     batch.temp(tp).dispatch(ctx.pipeline("permute-transpose", () => PERMUTE_TRANSPOSE_WGSL), [wBuf, mapBuf, wt, tp], [
       Math.ceil(ld / 16),

@@ -75,11 +75,11 @@ test("gptqQuantize matches the reference kernel (uniform, symmetric, MSE, NF4, f
   ];
   for (const [rows, cols, blockSize, grid, g] of cases) {
     const w = matrix(rows, cols, randomNormal(rng, rows * cols));
-    const u = transpose(cholesky(spd(rng, cols))); // any upper factor with a positive diagonal will do
+    const r = transpose(cholesky(spd(rng, cols))); // any upper factor with a positive diagonal will do
     const groups = g === "perrow"
       ? { kind: "fixed" as const, params: fitGrid(w, grid, 0), groupOfColumn: new Int32Array(cols) }
       : { kind: "dynamic" as const, groupSize: g };
-    const args = { w, u, grid, blockSize, groups };
+    const args = { w, r, grid, blockSize, groups };
     const got = await b.gptqQuantize(args), want = gptqQuantize(args);
     assert.ok(sameCodes(got.codes, want.codes) > 0.999, `codes ${JSON.stringify(grid)} g=${g}`);
     assert.ok(maxRelativeError(got.dequantized.data, want.dequantized.data) < 1e-5);

@@ -1,23 +1,31 @@
 /**
- * Reference kernel of GPTQ's error-feedback loop (`Backend.gptqQuantize`), a line-by-line reading of the reference
- * `fasterquant` inner loops:
+ * Reference kernel of GPTQ's error-feedback loop (`Backend.gptqQuantize`), the reference `fasterquant` inner loops with
+ * its lazy batch update carried through `R` (`H = R·Rᵀ`, `R` upper; GPTQ's `U` is `R⁻¹`) instead of `U`:
  *
  * ```
+ * C = 0                                               feedback of finished blocks, in R's units: C = (W − Q)·R
  * for each block [i1, i2) of B columns:
- *   W1 = W[:, i1:i2]                                  working copy of the block
+ *   U_B = R[B, B]⁻¹                                   GPTQ's U on the block's diagonal (float64, rounded)
+ *   S = W[:, B] + C[:, B]·U_B                         the block's weights as GPTQ's updates leave them at its start
+ *                                                     (B extended to the end of the last group starting in the block)
+ *   W1 = S                                            working copy of the block
  *   for column j = i1 + i:
- *     if dynamic groups and j % g == 0: fit the grid on W[:, j:j+g]   (block-start weights, as the reference)
- *     q = quant(W1[:, i]);  e = (W1[:, i] − q) / U[j, j];  energy += Σ e²
+ *     if dynamic groups and j % g == 0: fit the grid on S[:, j:j+g]   (block-start weights, as the reference)
+ *     q = quant(W1[:, i]);  e = (W1[:, i] − q) / U_B[i, i];  energy += Σ e²
  *       (with a row factor V: q_r = quant(c_r) row by row, c = W1[:, i], c[r+1:] −= (c_r − q_r)/V[r, r] · V[r, r+1:])
- *     W1[:, i:] −= e ⊗ U[j, i1+i : i2]                 error feedback inside the block
- *     E[:, i] = e
- *   W[:, i2:] −= E · U[i1:i2, i2:]                     lazy batch update of the rest
+ *     W1[:, i:] −= e ⊗ U_B[i, i:]                      error feedback inside the block, as the reference
+ *   C[:, i2:] += (W[:, B] − Q[:, B]) · R[B, i2:]       lazy batch update of the rest
  * ```
+ *
+ * Why this is GPTQ: its updates give `W − Q = E·U` for the scaled errors `E`, so `E = (W − Q)·R`, and the weights
+ * `W − E_{<i1}·U_{<i1,:}` that a block starts from equal `W + C·U_B` on its columns (`R·U = I` on the blocks above it).
+ * Nothing needs the off-diagonal blocks of `U`, so no triangular inverse of `H`'s factor is formed.
  *
  * Storage is transposed (`Wt = Wᵀ`, `[cols, rows]`, rows in processing order: with act-order, row `k` is column
  * `permutation[k]` of W) so that a column of W, the unit the loop works on, is contiguous.
- * Everything is float32 as in the reference (whose inverse Hessian factor is float32 too): `U` is rounded to float32,
- * and each feedback step is `fround(w − fround(e·u))`, a float32 product and difference, never fused.
+ * Everything is float32 as in the reference: `R` and `U_B` are rounded to float32, each feedback step is
+ * `fround(w − fround(e·u))`, a float32 product and difference, never fused, and the products with `U_B` and `R` are
+ * accumulated in float64 and rounded once.
  *
  * @module
  */
@@ -29,7 +37,7 @@ import { nearestLevel } from "../grids/tables.ts";
 import type { GridParams, GridSpec } from "../grids/types.ts";
 import { fitUniformRow, uniformCode, uniformMaxq, uniformValue } from "../grids/uniform.ts";
 import { matmul } from "../linalg/matmul.ts";
-import { type Matrix, matrix } from "../tensor.ts";
+import { type FloatArray, type Matrix, matrix } from "../tensor.ts";
 
 const fround = Math.fround;
 
@@ -37,15 +45,13 @@ const fround = Math.fround;
  * GPTQ over a whole layer; see the module comment. Dequantized values and codes come back in `w`'s column order,
  * grid parameters in processing order.
  *
- * @throws {ShapeError} when `u` is not `[cols, cols]` or fixed parameters do not fit.
+ * @throws {ShapeError} when `r` is not `[cols, cols]` or fixed parameters do not fit.
  * @throws {OptionError} on a bad grid, block size or group size.
  */
 export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
-  const { w, u, grid, blockSize, groups, permutation, rowFactor, rowOrder } = args;
+  const { w, r, grid, blockSize, groups, permutation, rowFactor, rowOrder } = args;
   const [rows, cols] = w.shape;
-  if (u.shape[0] !== cols || u.shape[1] !== cols) {
-    throw new ShapeError(`gptq: U is ${u.shape[0]}×${u.shape[1]} for ${cols} columns`);
-  }
+  checkFactor(r, cols);
   if (rowFactor && (rowFactor.shape[0] !== rows || rowFactor.shape[1] !== rows)) {
     throw new ShapeError(`gptq: the row factor is ${rowFactor.shape.join("×")} for ${rows} rows`);
   }
@@ -74,8 +80,9 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
     throw new OptionError("gptq: dynamic groups need a group size ≥ 1 (fit per-row grids up front as fixed params)");
   }
 
-  const U = u.data instanceof Float32Array ? u.data : new Float32Array(u.data);
-  const Wt = columnsAsRows(w, permutation); // [cols, rows] in processing order, updated by the lazy batch updates
+  const R = r.data instanceof Float32Array ? r.data : new Float32Array(r.data);
+  const Wt = columnsAsRows(w, permutation); // [cols, rows] in processing order, as given
+  const Ct = new Float32Array(cols * rows); // [cols, rows] C = (W − Q)·R of the finished blocks
   const Qt = new Float32Array(cols * rows);
   const codesT = new Uint8Array(cols * rows);
   const scale = new Float32Array(rows), zero = new Float32Array(rows); // current group of every row
@@ -86,7 +93,12 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
 
   for (let i1 = 0; i1 < cols; i1 += blockSize) {
     const i2 = Math.min(i1 + blockSize, cols), count = i2 - i1;
-    const W1 = Wt.slice(i1 * rows, i2 * rows); // [count, rows] working copy
+    // A group that starts in the block may reach past its end: it is fitted on those columns' weights as they stand
+    // at the block's start too, so S (and the U_B it takes) covers them.
+    const ext = dynamic ? fitSpan(i1, i2, cols, groupSize) : count;
+    const U = gptqBlockInverse(r, i1, ext); // [ext, ext]
+    const start = blockStart(Wt, Ct, U, i1, ext, rows); // [ext, rows] S
+    const W1 = start.slice(0, count * rows); // working copy
     const E = new Float32Array(count * rows); // [count, rows] scaled errors
     for (let i = 0; i < count; i++) {
       const j = i1 + i;
@@ -94,8 +106,8 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
         if (j % groupSize === 0) {
           const g = j / groupSize, length = Math.min(groupSize, cols - j);
           for (let r = 0; r < rows; r++) {
-            // Column values j..j+length of row r, from the block-start weights Wt (not W1): the reference's choice.
-            const p = fitGroup(grid, Wt, { offset: j * rows + r, length, stride: rows });
+            // Column values j..j+length of row r, from the block-start weights (not W1): the reference's choice.
+            const p = fitGroup(grid, start, { offset: i * rows + r, length, stride: rows });
             scale[r] = params.scale[r * params.groups + g] = p.scale;
             zero[r] = params.zero[r * params.groups + g] = p.zero;
           }
@@ -107,7 +119,7 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
           scale[r] = params.scale[r * params.groups + g], zero[r] = params.zero[r * params.groups + g];
         }
       }
-      const d = U[j * cols + j];
+      const d = U[i * ext + i];
       const col = i * rows;
       if (V) target.set(W1.subarray(col, col + rows));
       for (let s = 0; s < rows; s++) {
@@ -125,22 +137,24 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
         energy += e * e;
       }
       for (let k = i + 1; k < count; k++) {
-        const uk = U[j * cols + i1 + k];
+        const uk = U[i * ext + k];
         if (uk === 0) continue;
         const o = k * rows;
         for (let r = 0; r < rows; r++) W1[o + r] = fround(W1[o + r] - fround(E[col + r] * uk));
       }
     }
     if (i2 < cols) {
-      // Wt[i2:, :] −= U[i1:i2, i2:]ᵀ · E
+      // Ct[i2:, :] += R[i1:i2, i2:]ᵀ · (W − Q)[B]ᵀ
       const rest = cols - i2;
-      const ublock = matrix(count, rest);
+      const rblock = matrix(count, rest);
       for (let i = 0; i < count; i++) {
-        for (let k = 0; k < rest; k++) ublock.data[i * rest + k] = U[(i1 + i) * cols + i2 + k];
+        for (let k = 0; k < rest; k++) rblock.data[i * rest + k] = R[(i1 + i) * cols + i2 + k];
       }
-      const update = matmul(ublock, matrix(count, rows, E), { transA: true }).data; // [rest, rows]
+      const diff = new Float32Array(count * rows);
+      for (let t = 0, o = i1 * rows; t < diff.length; t++) diff[t] = fround(Wt[o + t] - Qt[o + t]);
+      const update = matmul(rblock, matrix(count, rows, diff), { transA: true }).data; // [rest, rows]
       const base = i2 * rows;
-      for (let t = 0; t < update.length; t++) Wt[base + t] = fround(Wt[base + t] - update[t]);
+      for (let t = 0; t < update.length; t++) Ct[base + t] = fround(Ct[base + t] + update[t]);
     }
   }
 
@@ -150,6 +164,62 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
     params,
     errorEnergy: energy,
   };
+}
+
+/**
+ * Columns from `i1` that a block `[i1, i2)` fits dynamic groups on: to the end of the last group starting in it (at
+ * least the block itself).
+ */
+export function fitSpan(i1: number, i2: number, cols: number, groupSize: number): number {
+  const last = Math.floor((i2 - 1) / groupSize) * groupSize; // the last group start at or before i2 − 1
+  return Math.max(i2, last >= i1 ? Math.min(cols, last + groupSize) : i2) - i1;
+}
+
+/** Throws unless `r` is a `[cols, cols]` factor (`GptqKernelArgs.r`). */
+export function checkFactor(r: Matrix<FloatArray>, cols: number): void {
+  if (r.shape[0] !== cols || r.shape[1] !== cols || r.data.length !== cols * cols) {
+    throw new ShapeError(`gptq: R is ${r.shape[0]}×${r.shape[1]} for ${cols} columns`);
+  }
+}
+
+/**
+ * GPTQ's `U` on the diagonal block `[i1, i1 + count)`: the inverse of `R`'s diagonal block (upper triangular), by back
+ * substitution column by column in float64, rounded to float32. Every backend takes it from here, so that a block's
+ * column loop sees the same `U` everywhere.
+ *
+ * @returns `[count, count]` row-major, zero below the diagonal.
+ */
+export function gptqBlockInverse(r: Matrix<FloatArray>, i1: number, count: number): Float32Array {
+  const n = r.shape[1], R = r.data;
+  const x = new Float64Array(count * count), out = new Float32Array(count * count);
+  for (let j = 0; j < count; j++) {
+    x[j * count + j] = 1 / R[(i1 + j) * n + i1 + j];
+    for (let i = j - 1; i >= 0; i--) {
+      let s = 0;
+      const row = (i1 + i) * n + i1;
+      for (let k = i + 1; k <= j; k++) s += R[row + k] * x[k * count + j];
+      x[i * count + j] = -s / R[row + i];
+    }
+  }
+  for (let t = 0; t < out.length; t++) out[t] = x[t];
+  return out;
+}
+
+/** `S = W_B + C_B·U_B` in the transposed layout (`[count, rows]`): the block's weights as it starts. */
+function blockStart(
+  Wt: Float32Array,
+  Ct: Float32Array,
+  U: Float32Array,
+  i1: number,
+  count: number,
+  rows: number,
+): Float32Array {
+  const v = Wt.slice(i1 * rows, (i1 + count) * rows);
+  if (i1 === 0) return v; // nothing fed forward yet
+  const c = matrix(count, rows, Ct.subarray(i1 * rows, (i1 + count) * rows));
+  const product = matmul(matrix(count, count, U), c, { transA: true }).data; // Uᵀ·C_Bᵀ
+  for (let t = 0; t < v.length; t++) v[t] = fround(v[t] + product[t]);
+  return v;
 }
 
 /** Fits one group (a strided view of `values`) to `grid`. */

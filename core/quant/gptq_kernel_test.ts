@@ -2,23 +2,24 @@ import { deepStrictEqual, ok, throws } from "node:assert/strict";
 import { fitGrid } from "../grids/fit.ts";
 import { randomHessian } from "../../tests/numeric.ts";
 import { OptionError, ShapeError } from "../errors.ts";
-import { upperCholeskyOfInverse } from "../linalg/cholesky.ts";
+import { reverseCholesky, upperCholeskyOfInverse } from "../linalg/cholesky.ts";
 import { createRng, permutation, randomNormal } from "../random.ts";
-import { invertPermutation, matrix, matrix64, permuteColumns } from "../tensor.ts";
+import { invertPermutation, type Matrix, matrix, matrix64, permuteColumns } from "../tensor.ts";
+import { fitUniformRow } from "../grids/uniform.ts";
 import { checkPermutation, gptqQuantize } from "./gptq_kernel.ts";
 
-/** A random layer and the U factor of `XᵀX/n + 0.01·I` for random `X`. */
+/** A random layer and the factor R of `XᵀX/n + 0.01·I` for random `X`. */
 function layer(rows: number, cols: number, seed: number) {
   const rng = createRng(seed);
   const w = matrix(rows, cols, randomNormal(rng, rows * cols));
-  return { w, u: upperCholeskyOfInverse(randomHessian(rng, cols, 0.01)) };
+  return { w, r: reverseCholesky(randomHessian(rng, cols, 0.01)) };
 }
 
 Deno.test("gptqQuantize through a permutation equals permuting W first and the results back", () => {
-  const { w, u } = layer(13, 41, 3);
+  const { w, r } = layer(13, 41, 3);
   const perm = permutation(createRng(4), 41), inv = invertPermutation(perm);
   const base = {
-    u,
+    r,
     grid: { kind: "uniform", bits: 3 },
     blockSize: 16,
     groups: { kind: "dynamic", groupSize: 8 },
@@ -60,7 +61,7 @@ Deno.test("gptqQuantize with a row factor is GPTQ over vec(W) with the Kronecker
   const grid = { kind: "uniform", bits: 3 } as const;
   const coupled = gptqQuantize({
     w,
-    u: upperCholeskyOfInverse(a),
+    r: reverseCholesky(a),
     rowFactor: upperCholeskyOfInverse(b),
     grid,
     blockSize: 3,
@@ -70,7 +71,7 @@ Deno.test("gptqQuantize with a row factor is GPTQ over vec(W) with the Kronecker
   for (let j = 0; j < cols; j++) for (let i = 0; i < rows; i++) vec.data[j * rows + i] = w.data[i * cols + j];
   const flat = gptqQuantize({
     w: vec,
-    u: upperCholeskyOfInverse(big),
+    r: reverseCholesky(big),
     grid,
     blockSize: 4,
     groups: {
@@ -85,7 +86,7 @@ Deno.test("gptqQuantize with a row factor is GPTQ over vec(W) with the Kronecker
   // Coupled rows do round differently from independent ones here.
   const independent = gptqQuantize({
     w,
-    u: upperCholeskyOfInverse(a),
+    r: reverseCholesky(a),
     grid,
     blockSize: 3,
     groups: { kind: "fixed", params, groupOfColumn: new Int32Array(cols) },
@@ -95,7 +96,7 @@ Deno.test("gptqQuantize with a row factor is GPTQ over vec(W) with the Kronecker
 
 Deno.test("gptqQuantize with a row order equals permuting W's rows (and B) first and the results back", () => {
   const rows = 11, cols = 19;
-  const { w, u } = layer(rows, cols, 21);
+  const { w, r } = layer(rows, cols, 21);
   const b = randomHessian(createRng(22), rows, 0.05);
   const order = permutation(createRng(23), rows);
   const permutedB = matrix64(rows, rows);
@@ -104,7 +105,7 @@ Deno.test("gptqQuantize with a row order equals permuting W's rows (and B) first
   }
   const rowFactor = upperCholeskyOfInverse(permutedB);
   const base = {
-    u,
+    r,
     grid: { kind: "uniform", bits: 2 },
     blockSize: 8,
     groups: { kind: "dynamic", groupSize: 8 },
@@ -132,10 +133,10 @@ Deno.test("gptqQuantize with a row order equals permuting W's rows (and B) first
 });
 
 Deno.test("gptqQuantize: a diagonal row factor changes nothing; a wrong-sized one is refused", () => {
-  const { w, u } = layer(9, 20, 5);
+  const { w, r } = layer(9, 20, 5);
   const base = {
     w,
-    u,
+    r,
     grid: { kind: "uniform", bits: 2 },
     blockSize: 8,
     groups: { kind: "dynamic", groupSize: 8 },
@@ -146,4 +147,66 @@ Deno.test("gptqQuantize: a diagonal row factor changes nothing; a wrong-sized on
   deepStrictEqual(scaled.codes, plain.codes);
   deepStrictEqual(scaled.errorEnergy, plain.errorEnergy);
   throws(() => gptqQuantize({ ...base, rowFactor: matrix64(8, 8) }), ShapeError);
+});
+
+/**
+ * GPTQ as the paper writes it, in float64 with the whole `U = R⁻¹` (`upperCholeskyOfInverse`), column by column with
+ * every update applied at once (no blocks, no `R`): `q = quant(w_j)`, `e = (w_j − q)/U_jj`, `W[:, j+1:] −= e·U[j, j+1:]`.
+ * Dynamic groups are fitted on the weights as they stand at the start of the block holding the group's first column
+ * (also on the group's columns past that block's end), the reference's choice, which the kernel's blocks reproduce.
+ */
+function textbookGptq(
+  w: Matrix,
+  h: Matrix<Float64Array>,
+  bits: number,
+  groupSize: number,
+  blockSize: number,
+): { codes: Uint8Array; energy: number } {
+  const [rows, cols] = w.shape;
+  const u = upperCholeskyOfInverse(h).data;
+  const W = Float64Array.from(w.data), codes = new Uint8Array(rows * cols), maxq = 2 ** bits - 1;
+  const scale = new Float64Array(rows), zero = new Float64Array(rows);
+  let energy = 0, blockStart = W.slice();
+  for (let j = 0; j < cols; j++) {
+    if (j % blockSize === 0) blockStart = W.slice();
+    if (j % groupSize === 0) {
+      for (let i = 0; i < rows; i++) {
+        const end = i * cols + Math.min(cols, j + groupSize);
+        const p = fitUniformRow(Float32Array.from(blockStart.subarray(i * cols + j, end)), bits);
+        scale[i] = p.scale, zero[i] = p.zero;
+      }
+    }
+    for (let i = 0; i < rows; i++) {
+      const x = W[i * cols + j];
+      const c = Math.min(Math.max(Math.round(x / scale[i]) + zero[i], 0), maxq);
+      codes[i * cols + j] = c;
+      const e = (x - scale[i] * (c - zero[i])) / u[j * cols + j];
+      energy += e * e;
+      for (let k = j + 1; k < cols; k++) W[i * cols + k] -= e * u[j * cols + k];
+    }
+  }
+  return { codes, energy };
+}
+
+Deno.test("gptqQuantize through R gives the codes of textbook GPTQ through U = R⁻¹ (float64, unblocked)", () => {
+  // Groups inside blocks, as long as blocks, and reaching past a block's end (12 in 16, 64 across blocks of 32).
+  const cases = [[4, 16, 32, 31], [3, 8, 16, 32], [2, 32, 32, 33], [3, 12, 16, 34], [4, 64, 32, 35]];
+  for (const [bits, groupSize, blockSize, seed] of cases) {
+    const rows = 24, cols = 96, rng = createRng(seed);
+    const w = matrix(rows, cols, randomNormal(rng, rows * cols));
+    const h = randomHessian(rng, cols, 0.01);
+    const want = textbookGptq(w, h, bits, groupSize, blockSize);
+    const got = gptqQuantize({
+      w,
+      r: reverseCholesky(h),
+      grid: { kind: "uniform", bits },
+      blockSize,
+      groups: { kind: "dynamic", groupSize },
+    });
+    let same = 0;
+    for (let t = 0; t < want.codes.length; t++) same += got.codes[t] === want.codes[t] ? 1 : 0;
+    // float32 against float64: a rare near-tie may round the other way (and the feedback carries it along its row).
+    ok(same >= 0.99 * want.codes.length, `${bits}-bit g${groupSize}: ${same} of ${want.codes.length} codes agree`);
+    ok(Math.abs(got.errorEnergy! - want.energy) <= 1e-3 * want.energy, `Σ e² ${got.errorEnergy} vs ${want.energy}`);
+  }
 });

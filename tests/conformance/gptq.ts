@@ -12,14 +12,18 @@ import type { GptqKernelArgs } from "../../core/backend.ts";
 import { fitGrid } from "../../core/grids/fit.ts";
 import { NF4 } from "../../core/grids/tables.ts";
 import { gramAccumulate } from "../../core/linalg/gram.ts";
-import { upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
+import { reverseCholesky, upperCholeskyOfInverse } from "../../core/linalg/cholesky.ts";
 import { gptqQuantize } from "../../core/quant/gptq_kernel.ts";
 import { createRng, permutation as randomPermutation, randomNormal } from "../../core/random.ts";
 import { type Matrix, matrix, matrix64, permuteColumns } from "../../core/tensor.ts";
 import type { ConformanceCase } from "./case.ts";
 
-/** A damped Hessian of correlated inputs and GPTQ's U for it. */
-function problem(rows: number, cols: number, seed: number): { w: Matrix; h: Matrix<Float64Array>; u: Matrix } {
+/** A damped Hessian of correlated inputs, its factor R and GPTQ's U for it. */
+function problem(
+  rows: number,
+  cols: number,
+  seed: number,
+): { w: Matrix; h: Matrix<Float64Array>; r: Matrix; u: Matrix } {
   const rng = createRng(seed);
   const n = 2 * cols + 8;
   const x = matrix(n, cols);
@@ -32,10 +36,11 @@ function problem(rows: number, cols: number, seed: number): { w: Matrix; h: Matr
   let mean = 0;
   for (let j = 0; j < cols; j++) mean += h.data[j * cols + j] / cols;
   for (let j = 0; j < cols; j++) h.data[j * cols + j] += 0.01 * mean;
-  const u = upperCholeskyOfInverse(h);
+  const r = reverseCholesky(h), u = upperCholeskyOfInverse(h);
   return {
     w: matrix(rows, cols, randomNormal(rng, rows * cols, 0.1)),
     h,
+    r: { data: Float32Array.from(r.data), shape: r.shape },
     u: { data: Float32Array.from(u.data), shape: u.shape },
   };
 }
@@ -107,12 +112,12 @@ const CASES: Case[] = [
 export const gptqCases: ConformanceCase[] = CASES.map(([name, rows, cols, groups, grid, permute, coupled], i) => ({
   name: `gptqQuantize ${name} (${rows}×${cols}, blocks of 32)`,
   async run({ backend, toleranceScale }) {
-    const { w, h, u } = problem(rows, cols, 40 + i);
+    const { w, h, r } = problem(rows, cols, 40 + i);
     const permutation = permute ? randomPermutation(createRng(60 + i), cols) : undefined;
     // A row factor (the U of another correlated Hessian, over the rows) and an order to round the rows in.
     const rowFactor = coupled ? problem(1, rows, 80 + i).u : undefined;
     const rowOrder = coupled ? randomPermutation(createRng(90 + i), rows) : undefined;
-    const args: GptqKernelArgs = { w, u, grid, blockSize: 32, groups: groups(w), permutation, rowFactor, rowOrder };
+    const args: GptqKernelArgs = { w, r, grid, blockSize: 32, groups: groups(w), permutation, rowFactor, rowOrder };
     const want = gptqQuantize(args);
     const got = await backend.gptqQuantize(args);
     let same = 0;

@@ -1,17 +1,17 @@
 import { transpose4 } from "./common";
 
-// GPTQ's error-feedback loop within one block of columns, on transposed weights (`Wt`, `[cols, rows]`, a column of W
+// GPTQ's error-feedback loop within one block of columns, on transposed weights (`[cols, rows]`, a column of W
 // contiguous), matching `core/quant/gptq_kernel.ts` operation for operation, all in float32: codes and values, the
 // scaled error `(x − q) / d`, and the in-block feedback `w − e·u` as a product and a difference (never fused, so that
-// both builds round alike). Rows are independent inside a block, so threads split them. The lazy update of the later
-// columns is a `gemm`.
+// both builds round alike). Rows are independent inside a block, so threads split them. The block's start and the
+// lazy update of the later columns (through R) are `gemm`s.
 
 /**
  * Runs columns `[i1, i2)` for chunks of rows claimed from `counter` (an i32 the caller zeroes). Reads the block's
- * columns of `Wt` (the grid fits read them before this call; nothing reads them after it).
+ * start (the grid fits read it before this call; nothing reads it after it).
  *
- * @param wt `[cols, rows]` float32 weights.
- * @param u `[cols, cols]` float32 upper factor.
+ * @param st `[i2 − i1, rows]` float32 weights of the block as it starts.
+ * @param u float32 upper factor, row stride `ldu`: GPTQ's `U` on the block's diagonal (from its first row and column).
  * @param e `[i2 − i1, rows]` float32 output: the scaled errors of the block.
  * @param qt `[cols, rows]` float32 output: dequantized values.
  * @param codes `[cols, rows]` u8 output.
@@ -21,13 +21,13 @@ import { transpose4 } from "./common";
  * @param work this thread's {@link gptqScratchSize} floats (for `i2 − i1` columns); `counter` the shared chunk counter.
  */
 export function gptqBlock(
-  wt: usize, rows: i32, cols: i32, i1: i32, i2: i32, u: usize, e: usize, qt: usize, codes: usize,
+  st: usize, rows: i32, i1: i32, i2: i32, u: usize, ldu: i32, e: usize, qt: usize, codes: usize,
   scale: usize, zero: usize, groups: i32, groupOf: usize, kind: i32, maxq: f32, levels: usize, nlevels: i32,
   counter: usize, work: usize,
 ): void {
   const count = i2 - i1;
   // Chunks of RC rows, taken from the shared counter, so that a thread slowed by other work just takes fewer chunks.
-  // A chunk's working columns are copied next to each other (stride RC): in Wt they are `rows` floats apart, a power
+  // A chunk's working columns are copied next to each other (stride RC): in `st` they are `rows` floats apart, a power
   // of two for most layers, and would fall into the same few cache sets.
   const chunks = (rows + RC - 1) / RC;
   while (true) {
@@ -36,12 +36,12 @@ export function gptqBlock(
     const rc = t * RC;
     const re = min(rc + RC, rows), n = re - rc;
     for (let i = 0; i < count; i++) {
-      memory.copy(work + (<usize>(i * RC) << 2), wt + (<usize>((i1 + i) * rows + rc) << 2), <usize>n << 2);
+      memory.copy(work + (<usize>(i * RC) << 2), st + (<usize>(i * rows + rc) << 2), <usize>n << 2);
     }
     for (let i = 0; i < count; i++) {
       const j = i1 + i;
       const g = load<i32>(groupOf + (<usize>j << 2));
-      const d = load<f32>(u + (<usize>(j * cols + j) << 2));
+      const d = load<f32>(u + (<usize>(i * ldu + i) << 2));
       const col = work + (<usize>(i * RC) << 2); // row rc + t of the chunk at col + 4t
       const ecol = e + (<usize>(i * rows + rc) << 2);
       const qcol = qt + (<usize>(j * rows + rc) << 2);
@@ -65,9 +65,9 @@ export function gptqBlock(
         store<f32>(qcol + (<usize>t << 2), q);
         store<f32>(ecol + (<usize>t << 2), (x - q) / d);
       }
-      // W1[:, k] −= e · U[j, i1 + k] for the later columns of the block.
+      // W1[:, k] −= e · U[i, k] for the later columns of the block.
       for (let k = i + 1; k < count; k++) {
-        const uk = load<f32>(u + (<usize>(j * cols + i1 + k) << 2));
+        const uk = load<f32>(u + (<usize>(i * ldu + k) << 2));
         if (uk == 0) continue;
         const uv = f32x4.splat(uk);
         const wk = work + (<usize>(k * RC) << 2);
@@ -111,15 +111,26 @@ function nearestLevel(levels: usize, n: i32, x: f32): i32 {
 }
 
 /**
- * `dst[i][k] = −U[i1 + i][i2 + k]`, `[i2 − i1, cols − i2]`: the negated factor rows of the lazy update (negated so that
- * the update is an accumulating `gemm` into `Wt`).
+ * `dst[i][k] = R[i1 + i][i2 + k]`, `[i2 − i1, cols − i2]`: the factor rows of the lazy update, contiguous for the
+ * `gemm` that accumulates `C[i2:] += R[i1:i2, i2:]ᵀ·(W − Q)[i1:i2]`.
  */
-export function gptqNegatedFactor(u: usize, cols: i32, i1: i32, i2: i32, dst: usize): void {
+export function gptqFactorRows(r: usize, cols: i32, i1: i32, i2: i32, dst: usize): void {
   const rest = cols - i2;
   for (let i = i1; i < i2; i++) {
-    const src = u + (<usize>(i * cols + i2) << 2);
-    const d = dst + (<usize>((i - i1) * rest) << 2);
-    for (let k = 0; k < rest; k++) store<f32>(d + (<usize>k << 2), -load<f32>(src + (<usize>k << 2)));
+    memory.copy(dst + (<usize>((i - i1) * rest) << 2), r + (<usize>(i * cols + i2) << 2), <usize>rest << 2);
+  }
+}
+
+/** `dst = a − b` over `n` float32s (the block's `W − Q` for the lazy update). */
+export function difference32(a: usize, b: usize, dst: usize, n: i32): void {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>i << 2;
+    v128.store(dst + o, f32x4.sub(v128.load(a + o), v128.load(b + o)));
+  }
+  for (; i < n; i++) {
+    const o = <usize>i << 2;
+    store<f32>(dst + o, load<f32>(a + o) - load<f32>(b + o));
   }
 }
 

@@ -6,7 +6,7 @@
  * W: [rows, cols]   H: [cols, cols]
  * dead columns (H_jj = 0) → H_jj = 1, W[:, j] = 0
  * act-order → permute columns by descending diag(H)
- * H += λ·mean(diag H)·I;   R = upper factor with H = R·Rᵀ      (GPTQ's U = R⁻¹, never formed)
+ * H += λ·mean(diag H)·I;   R = upper factor with H = R·Rᵀ      (GPTQ's U = R⁻¹; the CPU kernels never form it)
  * error-feedback loop over 128-column blocks          (Backend.gptqQuantize, W read through the permutation)
  * with an output-side Hessian B [rows, rows]: each column rounded row by row, errors fed to later rows through
  *   V = upper Cholesky factor of (B + λ_B·mean(diag B)·I)⁻¹     (minimises tr(B·E·H·Eᵀ): Kronecker B ⊗ H)

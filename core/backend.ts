@@ -98,8 +98,9 @@ export interface GptqKernelArgs {
   readonly permutation?: Int32Array;
   /**
    * `[cols, cols]` upper factor `R` of the damped Hessian, `H_d = R·Rᵀ` ({@link Backend.reverseCholesky}), in
-   * processing order. GPTQ's `U` (`H_d⁻¹ = UᵀU`) is `R⁻¹`: the kernel needs only its diagonal blocks, which
-   * `core/quant/gptq_kernel.ts`'s `gptqBlockInverse` gives, and carries the lazy batch update through `R` itself.
+   * processing order. GPTQ's `U` (`H_d⁻¹ = UᵀU`) is `R⁻¹`. The TS and WASM kernels need only its diagonal blocks
+   * (`core/quant/gptq_kernel.ts`'s `gptqBlockInverse`) and carry the lazy batch update through `R` itself; the WebGPU
+   * kernel forms `U` by a triangular solve on the GPU.
    */
   readonly r: Matrix<FloatArray>;
   /** The grid every column is rounded to. */

@@ -51,8 +51,8 @@ for (const threads of [1, 2]) {
           blockSize: 24,
           groups: { kind: "fixed", params: perRow, groupOfColumn: new Int32Array(24) },
         },
-        // A float32 U (the float32 factorisation's), used as it is (a float64 one is rounded first); 25 columns,
-        // so that the rows of U are not whole vectors.
+        // A float32 R (the float32 factorisation's), used as it is (a float64 one is rounded first); 25 columns,
+        // so that the rows of R are not whole vectors.
         { ...odd, r: toFloat32(odd.r), grid, blockSize: 32, groups: { kind: "dynamic", groupSize: 8 } },
         // 150 rows: three chunks of rows, the last one partial, each a thread's share.
         {
@@ -177,3 +177,33 @@ wasmTest(
     }
   },
 );
+
+for (const threads of [1, 2]) {
+  wasmTest(
+    `wasm gptqQuantize, plain SIMD, equals the reference to the bit over many blocks (${threads} thread${
+      threads > 1 ? "s" : ""
+    })`,
+    async (wasm) => {
+      // The block starts W + C·U_B and the lazy updates C += (W − Q)·R are float32 gemms here; the reference sums their
+      // products in the same order (relaxed SIMD fuses them, so only the plain build can match it bit for bit).
+      for (const grid of GRIDS) {
+        const many = layer(45, 200, 16);
+        for (const groups of [{ kind: "dynamic", groupSize: 12 }, { kind: "dynamic", groupSize: 32 }] as const) {
+          const args: GptqKernelArgs = {
+            ...many,
+            permutation: permutation(createRng(17), 200),
+            grid,
+            blockSize: 32,
+            groups,
+          };
+          const got = await wasm.gptqQuantize(args), want = gptqQuantize(args);
+          deepStrictEqual(got.codes, want.codes, `${grid.kind} codes, groups of ${groups.groupSize}`);
+          deepStrictEqual(got.dequantized.data, want.dequantized.data, `${grid.kind} values`);
+          deepStrictEqual(got.params.scale, want.params.scale);
+          deepStrictEqual(got.errorEnergy, want.errorEnergy, `${grid.kind} Σ e²`);
+        }
+      }
+    },
+    { threads, parallelThreshold: 0, relaxed: false },
+  );
+}

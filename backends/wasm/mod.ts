@@ -410,13 +410,14 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       const pr = rt.put(r.data instanceof Float32Array ? r.data : new Float32Array(r.data));
       const qt = rt.alloc(rows * cols * 4), codesT = rt.alloc(rows * cols);
       const bs = Math.min(blockSize, cols);
-      // C = (W − Q)·R of the finished blocks ([cols, rows]; the first block's update writes it, the others add), a
+      // C = (W − Q)·R of the finished blocks ([cols, rows], in W's place, which is not read after its transposition;
+      // the first block's update writes it, the others add), a
       // block's start S and its U_B (over the block and the rest of the groups starting in it), and its scaled errors
       // E (then W − Q, for the update).
       const span = (i1: number) => dynamic ? fitSpan(i1, Math.min(i1 + bs, cols), cols, groupSize) : bs;
       let maxSpan = 0;
       for (let i1 = 0; i1 < cols; i1 += bs) maxSpan = Math.max(maxSpan, span(i1));
-      const ct = rt.alloc(rows * cols * 4), st = rt.alloc(maxSpan * rows * 4), pub = rt.alloc(maxSpan * maxSpan * 4);
+      const ct = pw, st = rt.alloc(maxSpan * rows * 4), pub = rt.alloc(maxSpan * maxSpan * 4);
       const e = rt.alloc(bs * rows * 4);
       const nf = rt.alloc(bs * cols * 4);
       const pScale = rt.put(params.scale), pZero = rt.put(params.zero);
@@ -435,7 +436,8 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         const i2 = Math.min(i1 + bs, cols), count = i2 - i1;
         // S = W_B + C_B·U_B, as Sᵀ = W_Bᵀ + U_Bᵀ·C_Bᵀ in the transposed layout.
         const ext = Math.min(span(i1), cols - i1);
-        rt.f32().set(gptqBlockInverse(r, i1, ext), pub >> 2);
+        const ldu = i1 === 0 ? count : ext; // the first block starts from W: U_B on the block only
+        rt.f32().set(gptqBlockInverse(r, i1, ldu), pub >> 2);
         rt.u8().copyWithin(st, wt + i1 * rows * 4, wt + (i1 + ext) * rows * 4);
         if (i1 > 0) await gemmInto(pub, true, ct + i1 * rows * 4, false, ext, rows, ext, st, false, true);
         if (dynamic) {
@@ -464,7 +466,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
             i1,
             i2,
             pub,
-            ext,
+            ldu,
             e,
             qt,
             codesT,
@@ -566,7 +568,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
 
   /**
    * The float32 upper Cholesky factor `R̃` (`A = R̃ᵀR̃`) of the `n × n` matrix at `pa`, in place in its upper triangle
-   * (the strict lower triangle keeps the input); panels and trailing updates run on the float32 gemm. With `px`, the
+   * (the strict lower triangle is left undefined); panels and trailing updates run on the float32 gemm. With `px`, the
    * inverses of the diagonal blocks (the panels' `R̃_kk⁻¹`) are also stored as the diagonal blocks of `px`. The matrix
    * at `pa` is `J·H·J` (`H`'s storage reversed).
    * @throws {NotPositiveDefiniteError} at the first bad pivot, given as an index of `H`.
@@ -607,9 +609,11 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     }
   }
 
-  /** `J·srcᵀ·J` of the `n × n` float32 matrix at `src` into a new allocation, on every thread; returns its offset. */
-  async function antiTransposeUpper(src: number, n: number): Promise<number> {
-    const dst = rt.alloc(n * n * 4);
+  /**
+   * The upper triangle of `J·srcᵀ·J` of the `n × n` float32 matrix at `src` into `dst` (zeros below its diagonal), on
+   * every thread; returns `dst`.
+   */
+  async function antiTransposeUpper(src: number, n: number, dst: number): Promise<number> {
     await tasks(rt.threadsFor(n * n * 4, Math.ceil(n / 32)), (c) => ["antiTransposeUpper32", c, src, n, dst]);
     return dst;
   }
@@ -638,7 +642,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
       await tasks(threads, (c) => ["invUpperColumn32", pa, px, n, NB32, j0, j1, c, tmp(), packed(), gs()]);
       rt.release(mark);
     }
-    return await antiTransposeUpper(px, n);
+    return await antiTransposeUpper(px, n, pa); // R̃ is not read after the inverse
   }
 
   /**
@@ -649,11 +653,7 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
     const pa = rt.put(h);
     x.reverse32(pa, n * n);
     await factorUpper32(pa, n);
-    const pr = await antiTransposeUpper(pa, n);
-    // The diagonal tiles of the anti-transposition read R̃'s strict lower triangle, which holds the input: zero it.
-    const f32 = rt.f32();
-    for (let i = 1; i < n; i++) f32.fill(0, (pr >> 2) + i * n, (pr >> 2) + i * n + i);
-    return pr;
+    return await antiTransposeUpper(pa, n, rt.alloc(n * n * 4));
   }
 
   /**

@@ -302,8 +302,9 @@ export interface GptqFromHessianResult {
 const RETRY = { initialDamping: 1e-4, growth: 10, maxTries: 8 };
 
 /**
- * All of GPTQ for one layer on the GPU, from the undamped Hessian; the same steps, in the same order, as
- * `algorithms/gptq.ts` (whose `gptq()` it can replace when the backend is WebGPU).
+ * All of GPTQ for one layer on the GPU, from the undamped Hessian; the steps of `algorithms/gptq.ts` (whose `gptq()` it
+ * can replace when the backend is WebGPU), except that the lazy updates run through `U = R⁻¹`, formed by the GPU's
+ * triangular solve, where `gptq()` carries them through `R` (the same GPTQ up to rounding).
  *
  * @param w `[rows, cols]` weights (out × in).
  * @param h `[cols, cols]` symmetric Hessian (float32 saves a conversion; float64 is rounded to float32).

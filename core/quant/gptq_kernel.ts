@@ -23,9 +23,11 @@
  *
  * Storage is transposed (`Wt = Wᵀ`, `[cols, rows]`, rows in processing order: with act-order, row `k` is column
  * `permutation[k]` of W) so that a column of W, the unit the loop works on, is contiguous.
- * Everything is float32 as in the reference: `R` and `U_B` are rounded to float32, each feedback step is
- * `fround(w − fround(e·u))`, a float32 product and difference, never fused, and the products with `U_B` and `R` are
- * accumulated in float64 and rounded once.
+ * Everything is float32 as in the reference: `U_B` is computed in float64 from `R` as given and rounded, `R` is rounded
+ * for the lazy update, and each feedback step is `fround(w − fround(e·u))`, a float32 product and difference, never
+ * fused. The products with `U_B` and `R` sum their float32 products in float32 in ascending order from zero and add
+ * the sum to `W` or `C` last: the order of a float32 gemm's micro-kernel (the WASM backend's plain-SIMD build gives the
+ * same bits). It matters here more than in the reference's update of `W`, because `C` is large beside `C·U_B`.
  *
  * @module
  */
@@ -36,7 +38,6 @@ import { checkGrid, groupCount } from "../grids/fit.ts";
 import { nearestLevel } from "../grids/tables.ts";
 import type { GridParams, GridSpec } from "../grids/types.ts";
 import { fitUniformRow, uniformCode, uniformMaxq, uniformValue } from "../grids/uniform.ts";
-import { matmul } from "../linalg/matmul.ts";
 import { type FloatArray, type Matrix, matrix } from "../tensor.ts";
 
 const fround = Math.fround;
@@ -96,7 +97,9 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
     // A group that starts in the block may reach past its end: it is fitted on those columns' weights as they stand
     // at the block's start too, so S (and the U_B it takes) covers them.
     const ext = dynamic ? fitSpan(i1, i2, cols, groupSize) : count;
-    const U = gptqBlockInverse(r, i1, ext); // [ext, ext]
+    // U_B over the span feeds the block start; the first block starts from W itself and needs U_B on the block only.
+    const ldu = i1 === 0 ? count : ext;
+    const U = gptqBlockInverse(r, i1, ldu); // [ldu, ldu]
     const start = blockStart(Wt, Ct, U, i1, ext, rows); // [ext, rows] S
     const W1 = start.slice(0, count * rows); // working copy
     const E = new Float32Array(count * rows); // [count, rows] scaled errors
@@ -119,7 +122,7 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
           scale[r] = params.scale[r * params.groups + g], zero[r] = params.zero[r * params.groups + g];
         }
       }
-      const d = U[i * ext + i];
+      const d = U[i * ldu + i];
       const col = i * rows;
       if (V) target.set(W1.subarray(col, col + rows));
       for (let s = 0; s < rows; s++) {
@@ -137,7 +140,7 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
         energy += e * e;
       }
       for (let k = i + 1; k < count; k++) {
-        const uk = U[i * ext + k];
+        const uk = U[i * ldu + k];
         if (uk === 0) continue;
         const o = k * rows;
         for (let r = 0; r < rows; r++) W1[o + r] = fround(W1[o + r] - fround(E[col + r] * uk));
@@ -145,16 +148,9 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
     }
     if (i2 < cols) {
       // Ct[i2:, :] += R[i1:i2, i2:]ᵀ · (W − Q)[B]ᵀ
-      const rest = cols - i2;
-      const rblock = matrix(count, rest);
-      for (let i = 0; i < count; i++) {
-        for (let k = 0; k < rest; k++) rblock.data[i * rest + k] = R[(i1 + i) * cols + i2 + k];
-      }
       const diff = new Float32Array(count * rows);
       for (let t = 0, o = i1 * rows; t < diff.length; t++) diff[t] = fround(Wt[o + t] - Qt[o + t]);
-      const update = matmul(rblock, matrix(count, rows, diff), { transA: true }).data; // [rest, rows]
-      const base = i2 * rows;
-      for (let t = 0; t < update.length; t++) Ct[base + t] = fround(Ct[base + t] + update[t]);
+      for (let k = i2; k < cols; k++) addProduct32(Ct, k * rows, diff, count, rows, (i) => R[(i1 + i) * cols + k]);
     }
   }
 
@@ -184,8 +180,9 @@ export function checkFactor(r: Matrix<FloatArray>, cols: number): void {
 
 /**
  * GPTQ's `U` on the diagonal block `[i1, i1 + count)`: the inverse of `R`'s diagonal block (upper triangular), by back
- * substitution column by column in float64, rounded to float32. Every backend takes it from here, so that a block's
- * column loop sees the same `U` everywhere.
+ * substitution column by column in float64, rounded to float32. The TS and WASM kernels both take it from here, so
+ * that their column loops see the same `U`. Its cost, `ext³/6` multiply-adds, is small for GPTQ's groups of at most a
+ * block; groups much longer than a block make {@link fitSpan}, and so `ext`, as long as a group.
  *
  * @returns `[count, count]` row-major, zero below the diagonal.
  */
@@ -216,10 +213,30 @@ function blockStart(
 ): Float32Array {
   const v = Wt.slice(i1 * rows, (i1 + count) * rows);
   if (i1 === 0) return v; // nothing fed forward yet
-  const c = matrix(count, rows, Ct.subarray(i1 * rows, (i1 + count) * rows));
-  const product = matmul(matrix(count, count, U), c, { transA: true }).data; // Uᵀ·C_Bᵀ
-  for (let t = 0; t < v.length; t++) v[t] = fround(v[t] + product[t]);
+  const c = Ct.subarray(i1 * rows, (i1 + count) * rows);
+  for (let k = 0; k < count; k++) addProduct32(v, k * rows, c, k + 1, rows, (l) => U[l * count + k]);
   return v;
+}
+
+/**
+ * `target[at : at + rows] += Σ_{i < terms} coefficient(i) · x[i·rows : (i + 1)·rows]` in float32: each row's products
+ * summed from zero in ascending `i`, every product and sum rounded, then added to the target (see the module comment).
+ */
+function addProduct32(
+  target: Float32Array,
+  at: number,
+  x: Float32Array,
+  terms: number,
+  rows: number,
+  coefficient: (i: number) => number,
+): void {
+  const sum = new Float32Array(rows); // float32 storage rounds each sum
+  for (let i = 0; i < terms; i++) {
+    const a = coefficient(i);
+    if (a === 0) continue; // adding a product of zero changes no float32 sum (−0 aside)
+    for (let r = 0, o = i * rows; r < rows; r++) sum[r] += fround(a * x[o + r]);
+  }
+  for (let r = 0; r < rows; r++) target[at + r] = fround(target[at + r] + sum[r]);
 }
 
 /** Fits one group (a strided view of `values`) to `grid`. */

@@ -124,7 +124,7 @@ export const gptqCases: ConformanceCase[] = CASES.map(([name, rows, cols, groups
     for (let k = 0; k < want.codes.length; k++) if (got.codes[k] === want.codes[k]) same++;
     const agreement = same / want.codes.length;
     ok(agreement >= 1 - 0.01 * toleranceScale, `${name}: ${(agreement * 100).toFixed(2)}% of codes agree`);
-    // H (and U) are in processing order: the loss is taken on the columns in that order.
+    // H (and R) are in processing order: the loss is taken on the columns in that order.
     const inOrder = (m: Matrix) => permutation ? permuteColumns(m, permutation) : m;
     const lw = loss(inOrder(w), inOrder(want.dequantized), h), lg = loss(inOrder(w), inOrder(got.dequantized), h);
     ok(Math.abs(lg - lw) <= 0.01 * toleranceScale * lw, `${name}: layer loss ${lg} vs reference ${lw}`);

@@ -1,6 +1,6 @@
-// Float32 factorisation for GPTQ's U from a float32 Hessian (the precision the reference GPTQ factors in): a blocked
-// right-looking upper Cholesky `A = RᵀR` whose panels and trailing updates run on the float32 gemm, then the blocked
-// inverse `X = R⁻¹` by column blocks, also on the gemm. Diagonal blocks are factored and inverted with float64 sums.
+// Float32 factorisation for GPTQ's U and R from a float32 Hessian (the precision the reference GPTQ factors in): a
+// blocked right-looking upper Cholesky `A = RᵀR` whose panels and trailing updates run on the float32 gemm, then (for
+// U) the blocked inverse `X = R⁻¹` by column blocks, also on the gemm. Diagonal blocks are factored and inverted with float64 sums.
 // Row-major `n × n` storage; only the upper triangle of the input is read. Each element is computed by one task in a
 // fixed order, so the thread split does not change results.
 
@@ -108,9 +108,9 @@ export function invUpperColumn32(
 }
 
 /**
- * `dst = J·srcᵀ·J` (`dst[i][j] = src[n−1−j][n−1−i]`) of an `n × n` f32 matrix whose strict lower triangle is zero
- * (so is `dst`'s), in 32×32 tiles: threads claim bands of 32 rows of `dst` from `counter`; tiles wholly below the
- * diagonal are written as zeros without reading `src`.
+ * The upper triangle of `dst = J·srcᵀ·J` (`dst[i][j] = src[n−1−j][n−1−i]`, read from `src`'s upper triangle) of an
+ * `n × n` f32 matrix, zeros below it, in 32×32 tiles: threads claim bands of 32 rows of `dst` from `counter`. `src`'s
+ * strict lower triangle is never read.
  */
 export function antiTransposeUpper32(counter: usize, src: usize, n: i32, dst: usize): void {
   while (true) {
@@ -121,7 +121,9 @@ export function antiTransposeUpper32(counter: usize, src: usize, n: i32, dst: us
     for (let j0 = i0; j0 < n; j0 += 32) {
       const j1 = min(j0 + 32, n);
       for (let i = i0; i < i1; i++) {
-        for (let j = j0; j < j1; j++) store<f32>(at(dst, n, i, j), load<f32>(at(src, n, n - 1 - j, n - 1 - i)));
+        const js = max(j0, i); // on the diagonal tile, columns before i are below the diagonal
+        for (let j = j0; j < js; j++) store<f32>(at(dst, n, i, j), 0);
+        for (let j = js; j < j1; j++) store<f32>(at(dst, n, i, j), load<f32>(at(src, n, n - 1 - j, n - 1 - i)));
       }
     }
   }

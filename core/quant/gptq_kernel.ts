@@ -181,8 +181,8 @@ export function checkFactor(r: Matrix<FloatArray>, cols: number): void {
 /**
  * GPTQ's `U` on the diagonal block `[i1, i1 + count)`: the inverse of `R`'s diagonal block (upper triangular), by back
  * substitution column by column in float64, rounded to float32. The TS and WASM kernels both take it from here, so
- * that their column loops see the same `U`. Its cost, `ext³/6` multiply-adds, is small for GPTQ's groups of at most a
- * block; groups much longer than a block make {@link fitSpan}, and so `ext`, as long as a group.
+ * that their column loops see the same `U`. It costs `count³/6` multiply-adds: little for a block of 128 columns, but a
+ * dynamic group much longer than a block makes the span ({@link fitSpan}), and so `count`, as long as the group.
  *
  * @returns `[count, count]` row-major, zero below the diagonal.
  */

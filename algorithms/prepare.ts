@@ -53,7 +53,7 @@ export interface PrepareOptions {
   readonly damping: number;
   /** `true`: act-order (descending diagonal, ties in column order); or an explicit processing order. */
   readonly order?: boolean | Int32Array;
-  /** Precision of the factorisation that gives `U` ({@link FactorPrecision}); default "f64". */
+  /** Precision of the factorisation that gives `U` or `R` ({@link FactorPrecision}); default "f64". */
   readonly factorPrecision?: FactorPrecision;
   readonly backend: Backend;
 }

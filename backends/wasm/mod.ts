@@ -42,7 +42,7 @@ import {
 } from "../../core/quant/gptq_kernel.ts";
 import type { GridParams, GridSpec } from "../../core/grids/types.ts";
 import { fitUniformRow, uniformMaxq } from "../../core/grids/uniform.ts";
-import { squareSize } from "../../core/linalg/cholesky.ts";
+import { asPivotOfReversed, squareSize } from "../../core/linalg/cholesky.ts";
 import { eigh } from "../../core/linalg/eigh.ts";
 import { type AssignFn, kmeans } from "../../core/linalg/kmeans.ts";
 import { svd } from "../../core/linalg/svd.ts";
@@ -567,6 +567,21 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
   }
 
   /**
+   * `L̃` with `J·H·J = L̃·L̃ᵀ` in float64, in WASM memory (`J·H·J` is `H`'s storage reversed); returns its offset.
+   * @throws {NotPositiveDefiniteError} at the first bad pivot, given as an index of `H`.
+   */
+  async function reversedFactorAt64(h: FloatArray, n: number): Promise<number> {
+    const pa = put64(h);
+    x.reverse64(pa, n * n);
+    try {
+      await choleskyAt(pa, n);
+    } catch (err) {
+      throw asPivotOfReversed(err, n);
+    }
+    return pa;
+  }
+
+  /**
    * The float32 upper Cholesky factor `R̃` (`A = R̃ᵀR̃`) of the `n × n` matrix at `pa`, in place in its upper triangle
    * (the strict lower triangle is left undefined); panels and trailing updates run on the float32 gemm. With `px`, the
    * inverses of the diagonal blocks (the panels' `R̃_kk⁻¹`) are also stored as the diagonal blocks of `px`. The matrix
@@ -887,18 +902,9 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         if (h.data instanceof Float32Array) {
           return matrix(n, n, rt.takeF32(await upperCholeskyOfInverse32(h.data, n), n * n)) as Matrix<A>;
         }
-        // Everything stays in WASM memory: J·H·J (storage reversed), its factor L̃ in place, X = L̃⁻¹ from the
-        // identity, and U = J·X·J reversed in place again; one copy in, one out.
-        const pa = put64(h.data);
-        x.reverse64(pa, n * n);
-        try {
-          await choleskyAt(pa, n);
-        } catch (err) {
-          if (err instanceof NotPositiveDefiniteError) {
-            throw new NotPositiveDefiniteError(n, n - 1 - err.pivot, err.value);
-          }
-          throw err;
-        }
+        // Everything stays in WASM memory: L̃, X = L̃⁻¹ from the identity, and U = J·X·J reversed in place; one copy
+        // in, one out.
+        const pa = await reversedFactorAt64(h.data, n);
         const f64 = rt.f64(), invDiag = new Float64Array(n);
         for (let i = 0; i < n; i++) invDiag[i] = 1 / f64[(pa >> 3) + i * n + i];
         const px = await lowerInverseAt(pa, n, rt.put(invDiag));
@@ -915,19 +921,10 @@ export async function createWasmBackend(options: WasmBackendOptions = {}): Promi
         if (h.data instanceof Float32Array) {
           return matrix(n, n, rt.takeF32(await reverseCholesky32(h.data, n), n * n)) as Matrix<A>;
         }
-        try {
-          // J·H·J is the storage reversed; its lower factor L̃ reversed again is R = J·L̃·J.
-          const pa = put64(h.data);
-          x.reverse64(pa, n * n);
-          await choleskyAt(pa, n);
-          x.reverse64(pa, n * n);
-          return take(h, pa, n, n);
-        } catch (err) {
-          if (err instanceof NotPositiveDefiniteError) {
-            throw new NotPositiveDefiniteError(n, n - 1 - err.pivot, err.value);
-          }
-          throw err;
-        }
+        // L̃ reversed again is R = J·L̃·J.
+        const pa = await reversedFactorAt64(h.data, n);
+        x.reverse64(pa, n * n);
+        return take(h, pa, n, n);
       });
     },
 

@@ -183,13 +183,7 @@ export async function choleskyWithRetry<A extends FloatArray>(
  */
 export function upperCholeskyOfInverse<A extends FloatArray>(h: Matrix<A>): Matrix<A> {
   const n = squareSize(h, "upperCholeskyOfInverse");
-  const w = reversedLower64(h.data, n);
-  try {
-    choleskyInPlace64(w, n);
-  } catch (err) {
-    if (err instanceof NotPositiveDefiniteError) throw new NotPositiveDefiniteError(n, n - 1 - err.pivot, err.value);
-    throw err;
-  }
+  const w = reversedFactor64(h.data, n);
   const y = invertLowerTransposed64(w, n, false); // (L̃⁻¹)ᵀ
   // U[i][j] = L̃⁻¹[n−1−i][n−1−j] = y[n−1−j][n−1−i]: reversing both orders turns lower into upper.
   const out = zerosLike(h);
@@ -223,13 +217,7 @@ export function upperCholeskyOfInverse<A extends FloatArray>(h: Matrix<A>): Matr
  */
 export function reverseCholesky<A extends FloatArray>(h: Matrix<A>): Matrix<A> {
   const n = squareSize(h, "reverseCholesky");
-  const w = reversedLower64(h.data, n);
-  try {
-    choleskyInPlace64(w, n);
-  } catch (err) {
-    if (err instanceof NotPositiveDefiniteError) throw new NotPositiveDefiniteError(n, n - 1 - err.pivot, err.value);
-    throw err;
-  }
+  const w = reversedFactor64(h.data, n);
   const out = zerosLike(h);
   out.data.set(w.reverse()); // R[i][j] = L̃[n−1−i][n−1−j]: the storage read backwards
   return out;
@@ -245,24 +233,52 @@ export async function reverseCholeskyWith<A extends FloatArray>(
   kernels: Pick<Backend, "cholesky">,
 ): Promise<Matrix<A>> {
   const n = squareSize(h, "reverseCholesky");
-  try {
-    const l = await kernels.cholesky({ data: h.data.slice().reverse() as A, shape: [n, n] });
-    return { data: l.data.slice().reverse() as A, shape: [n, n] };
-  } catch (err) {
-    if (err instanceof NotPositiveDefiniteError) throw new NotPositiveDefiniteError(n, n - 1 - err.pivot, err.value);
-    throw err;
-  }
+  return reversed(await reversedFactorWith(h, n, kernels));
 }
 
-/** `J·H·J` in float64 with only its lower triangle filled, read from the lower triangle of `H`. */
-function reversedLower64(H: FloatArray, n: number): Float64Array {
-  // (JHJ)[i][j] = H[n−1−i][n−1−j], lower when H's entry is upper: read its mirror H[n−1−j][n−1−i] instead.
+/**
+ * `L̃` with `J·H·J = L̃·L̃ᵀ` in float64, reading the lower triangle of `H` (`(JHJ)[i][j] = H[n−1−i][n−1−j]`, lower when
+ * `H`'s entry is upper: its mirror `H[n−1−j][n−1−i]` is read instead).
+ * @throws {NotPositiveDefiniteError} with the pivot given as an index of `H`.
+ */
+function reversedFactor64(H: FloatArray, n: number): Float64Array {
   const w = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {
     const ri = n - 1 - i;
     for (let j = 0; j <= i; j++) w[i * n + j] = H[(n - 1 - j) * n + ri];
   }
+  try {
+    choleskyInPlace64(w, n);
+  } catch (err) {
+    throw asPivotOfReversed(err, n);
+  }
   return w;
+}
+
+/** {@link reversedFactor64} through a backend's `cholesky`: `J·H·J` is `H`'s storage read backwards. */
+async function reversedFactorWith<A extends FloatArray>(
+  h: Matrix<A>,
+  n: number,
+  kernels: Pick<Backend, "cholesky">,
+): Promise<Matrix<A>> {
+  try {
+    return await kernels.cholesky(reversed(h));
+  } catch (err) {
+    throw asPivotOfReversed(err, n);
+  }
+}
+
+/** `m`'s storage read backwards: `J·M·J` for a square `m`. */
+function reversed<A extends FloatArray>(m: Matrix<A>): Matrix<A> {
+  return { data: m.data.slice().reverse() as A, shape: m.shape };
+}
+
+/**
+ * An error of the factorisation of `J·H·J` as one of `H`'s: a failing pivot `p` of the reversed matrix is row
+ * `n − 1 − p` of `H`. Other errors pass unchanged.
+ */
+export function asPivotOfReversed(err: unknown, n: number): unknown {
+  return err instanceof NotPositiveDefiniteError ? new NotPositiveDefiniteError(n, n - 1 - err.pivot, err.value) : err;
 }
 
 // ---- float64 kernels, shared with eigh/spd and the other linalg files ----
@@ -393,14 +409,7 @@ export async function upperCholeskyOfInverseWith<A extends FloatArray>(
   kernels: Pick<Backend, "cholesky" | "triangularSolve">,
 ): Promise<Matrix<A>> {
   const n = squareSize(h, "upperCholeskyOfInverse");
-  const reversed = (m: Matrix<A>): Matrix<A> => ({ data: m.data.slice().reverse() as A, shape: [n, n] });
-  let factor: Matrix<A>;
-  try {
-    factor = await kernels.cholesky(reversed(h));
-  } catch (err) {
-    if (err instanceof NotPositiveDefiniteError) throw new NotPositiveDefiniteError(n, n - 1 - err.pivot, err.value);
-    throw err;
-  }
+  const factor = await reversedFactorWith(h, n, kernels);
   const identity = zerosLike(h);
   for (let i = 0; i < n; i++) identity.data[i * n + i] = 1;
   return reversed(await kernels.triangularSolve(factor, identity, { lower: true }));

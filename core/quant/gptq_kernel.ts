@@ -90,6 +90,7 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
   const round = rounder(grid);
   const V = rowFactor && (rowFactor.data instanceof Float32Array ? rowFactor.data : new Float32Array(rowFactor.data));
   const target = new Float32Array(rows); // a column's values as its rows' rounding errors move them (row factor only)
+  const sum = new Float32Array(rows); // scratch of the float32 products (addProduct32)
   let energy = 0;
 
   for (let i1 = 0; i1 < cols; i1 += blockSize) {
@@ -100,7 +101,7 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
     // U_B over the span feeds the block start; the first block starts from W itself and needs U_B on the block only.
     const ldu = i1 === 0 ? count : ext;
     const U = gptqBlockInverse(r, i1, ldu); // [ldu, ldu]
-    const start = blockStart(Wt, Ct, U, i1, ext, rows); // [ext, rows] S
+    const start = blockStart(Wt, Ct, U, i1, ext, sum); // [ext, rows] S
     const W1 = start.slice(0, count * rows); // working copy
     const E = new Float32Array(count * rows); // [count, rows] scaled errors
     for (let i = 0; i < count; i++) {
@@ -150,7 +151,7 @@ export function gptqQuantize(args: GptqKernelArgs): GptqKernelResult {
       // Ct[i2:, :] += R[i1:i2, i2:]ᵀ · (W − Q)[B]ᵀ
       const diff = new Float32Array(count * rows);
       for (let t = 0, o = i1 * rows; t < diff.length; t++) diff[t] = fround(Wt[o + t] - Qt[o + t]);
-      for (let k = i2; k < cols; k++) addProduct32(Ct, k * rows, diff, count, rows, (i) => R[(i1 + i) * cols + k]);
+      for (let k = i2; k < cols; k++) addProduct32(Ct, k * rows, diff, count, sum, (i) => R[(i1 + i) * cols + k]);
     }
   }
 
@@ -202,35 +203,41 @@ export function gptqBlockInverse(r: Matrix<FloatArray>, i1: number, count: numbe
   return out;
 }
 
-/** `S = W_B + C_B·U_B` in the transposed layout (`[count, rows]`): the block's weights as it starts. */
+/**
+ * `S = W_B + C_B·U_B` in the transposed layout (`[count, rows]`): the block's weights as it starts. `sum` is
+ * {@link addProduct32}'s scratch.
+ */
 function blockStart(
   Wt: Float32Array,
   Ct: Float32Array,
   U: Float32Array,
   i1: number,
   count: number,
-  rows: number,
+  sum: Float32Array,
 ): Float32Array {
+  const rows = sum.length;
   const v = Wt.slice(i1 * rows, (i1 + count) * rows);
   if (i1 === 0) return v; // nothing fed forward yet
   const c = Ct.subarray(i1 * rows, (i1 + count) * rows);
-  for (let k = 0; k < count; k++) addProduct32(v, k * rows, c, k + 1, rows, (l) => U[l * count + k]);
+  for (let k = 0; k < count; k++) addProduct32(v, k * rows, c, k + 1, sum, (l) => U[l * count + k]);
   return v;
 }
 
 /**
  * `target[at : at + rows] += Σ_{i < terms} coefficient(i) · x[i·rows : (i + 1)·rows]` in float32: each row's products
  * summed from zero in ascending `i`, every product and sum rounded, then added to the target (see the module comment).
+ * `sum` is a scratch row (`rows = sum.length`), reused across calls; its float32 storage rounds each partial sum.
  */
 function addProduct32(
   target: Float32Array,
   at: number,
   x: Float32Array,
   terms: number,
-  rows: number,
+  sum: Float32Array,
   coefficient: (i: number) => number,
 ): void {
-  const sum = new Float32Array(rows); // float32 storage rounds each sum
+  const rows = sum.length;
+  sum.fill(0);
   for (let i = 0; i < terms; i++) {
     const a = coefficient(i);
     if (a === 0) continue; // adding a product of zero changes no float32 sum (−0 aside)

@@ -18,7 +18,10 @@
  * `B = (1/N) Σ_n Σ_t γ_t γ_tᵀ` the covariance of the loss gradients of the layer's outputs, and GPTQ (or SpQR, or
  * BiLLM) rounds each column row by row through `B` (see `GptqOptions.outputHessian`). It is what a model run
  * (`quantizeModel`, the CLI, the server) uses unless the engine is VPTQ or its options build on the paper's `H_OAC`
- * ({@link defaultOacRows}).
+ * ({@link defaultOacRows}). With it a model run also keeps the loss's first-order term ({@link defaultOacStep}): with
+ * gradients recomputed on the partly quantized model, their change since the full-precision model says what the
+ * earlier layers' rounding lost, and each layer is rounded from the weights K-FAC's damped Newton step moves towards
+ * making it up ({@link kroneckerFirstOrderTarget}).
  *
  * @module
  */
@@ -83,12 +86,26 @@ export interface OacOptions {
    */
   readonly chunk?: number;
   /**
-   * Keep the first-order term of the loss expansion, scaled by `β`: the engine quantizes
-   * `W − β·(out/T)·Ḡ·(H + λ·mean(diag H)·I)⁻¹` instead of `W`, with `Ḡ` the mean calibration gradient and `T` the
-   * predicted tokens per window (see {@link firstOrderTarget}). Default 0: the paper's second-order objective alone.
+   * Keep the first-order term of the loss expansion, scaled by `β`: the engine quantizes `W` moved by `β` times the
+   * Newton step from `Ḡ`, the mean calibration gradient, instead of `W`. With the paper's rows the step is
+   * `(out/T)·Ḡ·(H + λ·mean(diag H)·I)⁻¹` ({@link firstOrderTarget}, `T` the predicted tokens per window), with coupled
+   * rows K-FAC's `(2/T)·B⁻¹·Ḡ·A⁻¹`, both factors damped ({@link kroneckerFirstOrderTarget}). With per-layer refresh
+   * the gradient is taken on the partly quantized model, so the step leans towards what the earlier layers' rounding
+   * lost. Default 0: the second-order objective alone (a model run's default is {@link defaultOacStep}).
    */
   readonly firstOrder?: number;
-  /** Relative damping `λ` of the first-order step's solve; default 0.1. */
+  /**
+   * The gradient the first-order step follows: `"loss"` (default), the calibration loss's own mean gradient; or
+   * `"lost"`, its change since the full-precision model (that model's gradient on the same windows subtracted, taken
+   * in the first pass, which starts at layer 0 before anything is rounded), so that the step only makes up for what
+   * the earlier layers' rounding lost and does not fit the full-precision model to the calibration windows. Needs
+   * per-layer refresh.
+   */
+  readonly firstOrderGradient?: "loss" | "lost";
+  /**
+   * Relative damping `λ` of the first-order step's solve (of each factor with coupled rows); default 0.1, and
+   * {@link OAC_COUPLED_STEP_DAMPING} with coupled rows.
+   */
   readonly firstOrderDamping?: number;
   /**
    * Trust region of the first-order step: each row moves by at most this fraction of its own norm (the quadratic
@@ -215,12 +232,6 @@ export async function oacStatistics(
       onLinear: async (name, x, gamma) => {
         if (!wanted.has(name)) return;
         const [rows, cols] = x.shape, out = gamma.shape[1];
-        if (coupled) {
-          // K-FAC's output factor: every token's output gradient is a sample of its Gram matrix.
-          await backend.gramAccumulate(acc(name, out), gamma, scale);
-          return;
-        }
-        const h = acc(name, cols);
         if (withGradients) {
           // Σ_n G_n = Γᵀ X over every row of the pass.
           const g = await backend.matmul(gamma, x, { transA: true });
@@ -228,6 +239,12 @@ export async function oacStatistics(
           if (prev) { for (let i = 0; i < g.data.length; i++) prev.data[i] += g.data[i] * scale; }
           else gradients.set(name, { data: g.data.map((v) => v * scale), shape: g.shape });
         }
+        if (coupled) {
+          // K-FAC's output factor: every token's output gradient is a sample of its Gram matrix.
+          await backend.gramAccumulate(acc(name, out), gamma, scale);
+          return;
+        }
+        const h = acc(name, cols);
         // Gradients of each window (or of each chunk of one): rows [r, r + len) of the pass.
         const size = form === "sequence" ? chunk : seqLen;
         for (let r = 0, len = 0; r < rows; r += len) {
@@ -278,25 +295,72 @@ export async function firstOrderTarget(
   options: { beta: number; damping: number; tokensPerWindow: number; trust?: number; backend: Backend },
 ): Promise<Matrix> {
   const { beta, damping, tokensPerWindow, trust = Infinity, backend } = options;
-  const [rows, cols] = w.shape;
-  const hd = matrix64(cols, cols, Float64Array.from(h.data));
+  const rows = w.shape[0];
+  // X = Ḡ·H⁻¹ ⇔ H·Xᵀ = Ḡᵀ.
+  const xt = await dampedSolve(h, transposed64(gradient), damping, backend);
+  return steppedWeights(w, transposed64(xt), beta * rows / tokensPerWindow, trust);
+}
+
+/**
+ * The first-order target under coupled rows: with the loss's Fisher in K-FAC's form `A_tok ⊗ B_tok` per predicted
+ * token, `Δℓ ≈ ⟨Ḡ, ΔW⟩ + ½·tr(B_tok·ΔW·A_tok·ΔWᵀ)` is, up to a constant, the `A ⊗ B` norm of `ΔW + B_tok⁻¹·Ḡ·A_tok⁻¹`,
+ * so the engine quantizes `W* = W − β·B_tok⁻¹·Ḡ·A_tok⁻¹` under `A` and `B`. With GPTQ's `A = 2XᵀX/N` (`A_tok = A/2`)
+ * and `B = (1/N) Σ_n Σ_t γ_t γ_tᵀ` of each window's mean loss (`B_tok = T·B`, `T` predicted tokens per window), the
+ * step is `β·(2/T)·B⁻¹·Ḡ·A⁻¹`, both factors damped by `λ` of their mean diagonal; `trust` caps each row's step at that
+ * fraction of the row's norm. Upstream layers already quantized make `Ḡ` point at what this layer can win back.
+ */
+export async function kroneckerFirstOrderTarget(
+  w: Matrix,
+  gradient: Matrix,
+  a: Matrix<FloatArray>,
+  b: Matrix<FloatArray>,
+  options: { beta: number; damping: number; tokensPerWindow: number; trust?: number; backend: Backend },
+): Promise<Matrix> {
+  const { beta, damping, tokensPerWindow, trust = Infinity, backend } = options;
+  // Y = Ḡ·A⁻¹ ⇔ A·Yᵀ = Ḡᵀ; then Z = B⁻¹·Y.
+  const yt = await dampedSolve(a, transposed64(gradient), damping, backend);
+  const z = await dampedSolve(b, transposed64(yt), damping, backend);
+  return steppedWeights(w, z, beta * 2 / tokensPerWindow, trust);
+}
+
+/** `(H + λ·mean(diag H)·I)⁻¹·R` in float64, by a Cholesky factorisation and two triangular solves. */
+async function dampedSolve(
+  h: Matrix<FloatArray>,
+  rhs: Matrix<Float64Array>,
+  damping: number,
+  backend: Backend,
+): Promise<Matrix<Float64Array>> {
+  const n = h.shape[0];
+  const hd = matrix64(n, n, Float64Array.from(h.data));
   addRelativeDamping(hd, damping);
   const l = await backend.cholesky(hd);
-  // X = Ḡ·H⁻¹ ⇔ H·Xᵀ = Ḡᵀ: two triangular solves with L.
-  const gt = matrix64(cols, rows);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) gt.data[j * rows + i] = gradient.data[i * cols + j];
-  const y = await backend.triangularSolve(l, gt, { lower: true });
-  const xt = await backend.triangularSolve(l, y, { lower: true, transpose: true });
-  const step = beta * rows / tokensPerWindow;
+  const y = await backend.triangularSolve(l, rhs, { lower: true });
+  return await backend.triangularSolve(l, y, { lower: true, transpose: true });
+}
+
+/** `G − G₀` where a baseline `G₀` is given, `G` otherwise. */
+function lostGradient(g: Matrix, g0: Matrix | undefined): Matrix {
+  return g0 ? { data: Float32Array.from(g.data, (v, i) => v - g0.data[i]), shape: g.shape } : g;
+}
+
+/** `Mᵀ` in float64. */
+function transposed64(m: Matrix<FloatArray>): Matrix<Float64Array> {
+  const [r, c] = m.shape;
+  const t = matrix64(c, r);
+  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) t.data[j * r + i] = m.data[i * c + j];
+  return t;
+}
+
+/** `W − s·X`, each row's step shortened to at most `trust` times the row's norm. */
+function steppedWeights(w: Matrix, x: Matrix<FloatArray>, step: number, trust: number): Matrix {
+  const [rows, cols] = w.shape;
   const out = matrix(rows, cols);
   for (let i = 0; i < rows; i++) {
     let stepNorm = 0, rowNorm = 0;
-    for (let j = 0; j < cols; j++) {
-      stepNorm += (step * xt.data[j * rows + i]) ** 2, rowNorm += w.data[i * cols + j] ** 2;
-    }
+    for (let j = 0; j < cols; j++) stepNorm += (step * x.data[i * cols + j]) ** 2, rowNorm += w.data[i * cols + j] ** 2;
     const limit = trust * Math.sqrt(rowNorm), norm = Math.sqrt(stepNorm);
     const s = norm > limit ? step * limit / norm : step;
-    for (let j = 0; j < cols; j++) out.data[i * cols + j] = w.data[i * cols + j] - s * xt.data[j * rows + i];
+    for (let j = 0; j < cols; j++) out.data[i * cols + j] = w.data[i * cols + j] - s * x.data[i * cols + j];
   }
   return out;
 }
@@ -400,9 +464,49 @@ export function defaultOacRows(options: Omit<OacOptions, "seqLen">, engine: stri
     : "independent";
 }
 
+/** OAC's first-order step, as {@link OacOptions} spells it. */
+export interface OacStep {
+  readonly firstOrder: number;
+  readonly firstOrderGradient: "loss" | "lost";
+  readonly firstOrderDamping: number;
+  readonly firstOrderTrust: number;
+}
+
+/**
+ * Relative damping of the coupled first-order step's solve: 10 of each factor's mean diagonal. Less damping lets the
+ * directions the calibration set barely determines dominate the step (llama-12m, BiLLM, one seed: 23.54 at 10, 25.92
+ * at 1, both against 26.23 without the step).
+ */
+export const OAC_COUPLED_STEP_DAMPING = 10;
+
+/**
+ * The first-order step of a model run's OAC where its options do not say. With coupled rows and per-layer refresh:
+ * `β = 1` along the lost gradient, K-FAC's Newton step damped by {@link OAC_COUPLED_STEP_DAMPING}, each row moved by at
+ * most 5 % of its norm, which wins at 2-bit group 128 and inside BiLLM on llama-12m (README, "First-order step").
+ * Otherwise none: the paper's rows' first-order variants lost (bench/results/oac_explore.md), and with gradients taken
+ * once nothing is lost yet.
+ *
+ * @example
+ * ```ts
+ * import { defaultOacStep } from "./oac.ts";
+ * console.assert(defaultOacStep("coupled", "per-layer").firstOrder === 1);
+ * console.assert(defaultOacStep("coupled", "once").firstOrder === 0);
+ * console.assert(defaultOacStep("independent", "per-layer").firstOrder === 0);
+ * ```
+ */
+export function defaultOacStep(rows: "independent" | "coupled", refresh: "once" | "per-layer"): OacStep {
+  const on = rows === "coupled" && refresh === "per-layer";
+  return {
+    firstOrder: on ? 1 : 0,
+    firstOrderGradient: on ? "lost" : "loss",
+    firstOrderDamping: rows === "coupled" ? OAC_COUPLED_STEP_DAMPING : 0.1,
+    firstOrderTrust: 0.05,
+  };
+}
+
 /** Whether `options` ask for something that only the paper's `H_OAC` has (coupled rows refuse these). */
 function buildsOnHOac(options: Omit<OacOptions, "seqLen">): boolean {
-  return (options.mix ?? 0) > 0 || (options.firstOrder ?? 0) > 0 || (options.normalize ?? "none") !== "none" ||
+  return (options.mix ?? 0) > 0 || (options.normalize ?? "none") !== "none" ||
     (options.form ?? "sequence") !== "sequence" || options.chunk !== undefined ||
     (options.role ?? "hessian") !== "hessian";
 }
@@ -418,8 +522,8 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
   if (rows !== "independent" && rows !== "coupled") throw new OptionError(`OAC: unknown rows "${rows}"`);
   if (rows === "coupled" && buildsOnHOac(options)) {
     throw new OptionError(
-      "OAC: rows \"coupled\" takes GPTQ's input Hessian and the loss gradients' output-side one; mix, firstOrder, " +
-        "normalize, the token-diagonal form, chunk and the salience role do not apply",
+      "OAC: rows \"coupled\" takes GPTQ's input Hessian and the loss gradients' output-side one; mix, normalize, " +
+        "the token-diagonal form, chunk and the salience role do not apply",
     );
   }
   if (role !== "hessian" && role !== "salience") throw new OptionError(`OAC: unknown role "${role}"`);
@@ -433,16 +537,30 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
   }
   const step = {
     beta,
-    damping: options.firstOrderDamping ?? 0.1,
+    damping: options.firstOrderDamping ?? (rows === "coupled" ? OAC_COUPLED_STEP_DAMPING : 0.1),
     tokensPerWindow: options.seqLen - 1,
     trust: options.firstOrderTrust ?? 0.05,
   };
+  const gradientKind = options.firstOrderGradient ?? "loss";
+  if (gradientKind !== "loss" && gradientKind !== "lost") {
+    throw new OptionError(`OAC: unknown firstOrderGradient "${gradientKind}"`);
+  }
+  if (gradientKind === "lost" && refresh === "once") {
+    throw new OptionError('OAC: firstOrderGradient "lost" needs refresh "per-layer" (once, nothing is lost yet)');
+  }
   let cached: OacStatistics | undefined;
+  // The full-precision model's mean gradients by layer name (firstOrderGradient "lost").
+  let baseline: Map<string, Matrix> | undefined;
   return async (layer, model, names, { stream, inputHessians }) => {
     let stats: OacStatistics;
     if (refresh === "once") {
       cached ??= await oacStatistics(model, tokens, options, undefined, undefined, beta > 0);
       stats = cached;
+    } else if (beta > 0 && gradientKind === "lost" && !baseline) {
+      // The first call comes before anything is rounded: one pass over every layer from here gives this layer's
+      // statistics and every later layer's full-precision gradient.
+      stats = await oacStatistics(model, tokens, options, undefined, { layer, hidden: stream }, true);
+      baseline = new Map(stats.gradients);
     } else {
       // Layers before this one are already quantized and `stream` is their output: start the passes here.
       stats = await oacStatistics(model, tokens, options, names, { layer, hidden: stream }, beta > 0);
@@ -455,8 +573,22 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
         if (!b) throw new OptionError(`OAC: no output-side Hessian for ${name} (layer ${layer})`);
         outputHessians.set(name, b);
       }
-      for (const name of refresh === "once" ? names : []) cached?.hessians.delete(name);
-      return { hessians: await inputHessians(), outputHessians };
+      const input = await inputHessians();
+      const targets = new Map<string, Matrix>();
+      for (const name of beta > 0 ? names : []) {
+        targets.set(
+          name,
+          await kroneckerFirstOrderTarget(
+            linearWeight(model, name),
+            lostGradient(stats.gradients.get(name)!, baseline?.get(name)),
+            input.get(name)!,
+            outputHessians.get(name)!,
+            { ...step, backend: options.backend ?? getBackend() },
+          ),
+        );
+      }
+      for (const name of refresh === "once" ? names : []) cached?.hessians.delete(name), cached?.gradients.delete(name);
+      return { hessians: input, outputHessians, targets };
     }
     const gptq = mix > 0 || role === "salience" ? await inputHessians() : undefined;
     if (role === "salience") {
@@ -485,7 +617,12 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
       const backend = options.backend ?? getBackend();
       targets.set(
         name,
-        await firstOrderTarget(w, stats.gradients.get(name)!, stats.hessians.get(name)!, { ...step, backend }),
+        await firstOrderTarget(
+          w,
+          lostGradient(stats.gradients.get(name)!, baseline?.get(name)),
+          stats.hessians.get(name)!,
+          { ...step, backend },
+        ),
       );
     }
     // Each layer's statistics are used once.

@@ -14,6 +14,7 @@ import { gptq } from "./gptq.ts";
 import {
   defaultOacRows,
   firstOrderTarget,
+  kroneckerFirstOrderTarget,
   normalizeByMeanDiagonal,
   OAC_DEFAULT_DAMPING,
   oacHessians,
@@ -229,6 +230,75 @@ Deno.test("OAC first-order: the driver quantizes the shifted weights", async () 
   notDeepEqual(seen.get(name)!.data, model.weights.layers[0].q.data);
 });
 
+Deno.test("OAC coupled first-order target: (B + λ_B·I)·(W − W*)·(A + λ_A·I) = β·(2/T)·Ḡ", async () => {
+  const rng = createRng(5);
+  const rows = 5, cols = 7;
+  const a = matrix64(cols, cols), b = matrix64(rows, rows);
+  gramAccumulate(a, matrix(20, cols, randomNormal(rng, 20 * cols)), 0.1);
+  gramAccumulate(b, matrix(20, rows, randomNormal(rng, 20 * rows)), 0.3);
+  const w = matrix(rows, cols, randomNormal(rng, rows * cols));
+  const g = matrix(rows, cols, randomNormal(rng, rows * cols));
+  const beta = 0.5, damping = 0.2, tokensPerWindow = 9;
+  const target = await kroneckerFirstOrderTarget(w, g, a, b, { beta, damping, tokensPerWindow, backend: tsBackend });
+  const damped = (h: Matrix<Float64Array>) => {
+    const n = h.shape[0], d = Float64Array.from(h.data);
+    let mean = 0;
+    for (let i = 0; i < n; i++) mean += h.data[i * n + i] / n;
+    for (let i = 0; i < n; i++) d[i * n + i] += damping * mean;
+    return matrix64(n, n, d);
+  };
+  const product = (x: Matrix<Float64Array>, y: Matrix<Float64Array>) => {
+    const [m, k] = x.shape, n = y.shape[1], out = matrix64(m, n);
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        for (let l = 0; l < k; l++) out.data[i * n + j] += x.data[i * k + l] * y.data[l * n + j];
+      }
+    }
+    return out;
+  };
+  const diff = matrix64(rows, cols, Float64Array.from(w.data, (v, i) => v - target.data[i]));
+  const lhs = product(product(damped(b), diff), damped(a));
+  const want = Float64Array.from(g.data, (v) => beta * 2 / tokensPerWindow * v);
+  assertClose(lhs.data, want, { atol: 1e-5, rtol: 1e-4 });
+});
+
+Deno.test("OAC coupled first-order: the driver quantizes the shifted weights, coupled through B", async () => {
+  const seen = new Map<string, { w: Matrix; b?: Matrix<FloatArray> }>();
+  await quantizeSequential(model, tokens, {
+    seqLen,
+    quantize: (name, w, _h, extras) => {
+      seen.set(name, { w, b: extras?.outputHessian });
+      return Promise.resolve({ dequantized: w });
+    },
+    hessians: oacHessianSource(tokens, { seqLen, rows: "coupled", firstOrder: 1 }),
+  });
+  const q = seen.get(linearName(0, "q_proj"))!;
+  notDeepEqual(q.w.data, model.weights.layers[0].q.data);
+  ok(q.b !== undefined);
+});
+
+Deno.test("OAC first-order along the lost gradient: no step before anything is rounded, a step after", async () => {
+  const seen = new Map<string, Matrix>();
+  await quantizeSequential(model, tokens, {
+    seqLen,
+    quantize: async (name, w, h, extras) => {
+      seen.set(name, w);
+      return await gptq(w, h, { bits: 2, damping: 0.1, outputHessian: extras?.outputHessian });
+    },
+    hessians: oacHessianSource(tokens, { seqLen, rows: "coupled", firstOrder: 1, firstOrderGradient: "lost" }),
+  });
+  // Layer 0 sees the full-precision model: its gradient is the baseline itself.
+  deepEqual(seen.get(linearName(0, "q_proj"))!.data, model.weights.layers[0].q.data);
+  deepEqual(seen.get(linearName(0, "down_proj"))!.data, model.weights.layers[0].down.data);
+  // Layer 1 comes after layer 0 was rounded to 2 bits.
+  notDeepEqual(seen.get(linearName(1, "q_proj"))!.data, model.weights.layers[1].q.data);
+  throws(
+    () => oacHessianSource(tokens, { seqLen, firstOrder: 1, firstOrderGradient: "lost", refresh: "once" }),
+    /lost/,
+  );
+  throws(() => oacHessianSource(tokens, { seqLen, firstOrderGradient: "other" as "lost" }), OptionError);
+});
+
 Deno.test("OAC first-order target: the trust region caps each row's step", async () => {
   const rng = createRng(4);
   const rows = 4, cols = 6;
@@ -324,20 +394,18 @@ Deno.test("OAC: a model run's rows default to coupled, and to the paper's form w
   for (const engine of ["gptq", "spqr", "billm"]) equal(defaultOacRows({}, engine), "coupled");
   equal(defaultOacRows({}, "vptq"), "independent");
   for (
-    const extra of [{ mix: 1 }, { firstOrder: 1 }, { normalize: "sequence" }, { role: "salience" }, { chunk: 2 }, {
+    const extra of [{ mix: 1 }, { normalize: "sequence" }, { role: "salience" }, { chunk: 2 }, {
       form: "token-diagonal",
     }] as const
   ) {
     equal(defaultOacRows(extra, "gptq"), "independent", JSON.stringify(extra));
   }
-  equal(defaultOacRows({ labels: "sampled", refresh: "once", mix: 0 }, "gptq"), "coupled");
+  equal(defaultOacRows({ labels: "sampled", refresh: "once", mix: 0, firstOrder: 1 }, "gptq"), "coupled");
 });
 
 Deno.test("OAC coupled rows: the GPTQ, SpQR and BiLLM engines only, and none of the options built on H_OAC", async () => {
   for (
-    const extra of [{ mix: 1 }, { firstOrder: 1 }, { normalize: "sequence" }, { role: "salience" }, {
-      chunk: 2,
-    }] as const
+    const extra of [{ mix: 1 }, { normalize: "sequence" }, { role: "salience" }, { chunk: 2 }] as const
   ) {
     throws(() => oacHessianSource(tokens, { seqLen, rows: "coupled", ...extra }), /rows "coupled"/);
   }

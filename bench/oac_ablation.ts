@@ -67,9 +67,21 @@ const VARIANTS: Variant[] = [
   { name: "oac token-diag p0.5 λ0.1", damping: 0.1, oac: { form: "token-diagonal", tokenPower: 0.5 } },
   { name: "oac token-diag p0.5 mix1 λ0.1", damping: 0.1, oac: { form: "token-diagonal", tokenPower: 0.5, mix: 1 } },
   { name: "oac token-diag mix1 λ0.1", damping: 0.1, oac: { form: "token-diagonal", mix: 1 } },
-  { name: "oac first-order trust0.02 λ0.1", damping: 0.1, oac: { firstOrder: 1, firstOrderTrust: 0.02 } },
-  { name: "oac first-order trust0.1 λ0.1", damping: 0.1, oac: { firstOrder: 1, firstOrderTrust: 0.1 } },
-  { name: "oac mix1 first-order trust0.05 λ0.1", damping: 0.1, oac: { mix: 1, firstOrder: 1 } },
+  {
+    name: "oac first-order trust0.02 λ0.1",
+    damping: 0.1,
+    oac: { firstOrder: 1, firstOrderTrust: 0.02, firstOrderDamping: 0.1 },
+  },
+  {
+    name: "oac first-order trust0.1 λ0.1",
+    damping: 0.1,
+    oac: { firstOrder: 1, firstOrderTrust: 0.1, firstOrderDamping: 0.1 },
+  },
+  {
+    name: "oac mix1 first-order trust0.05 λ0.1",
+    damping: 0.1,
+    oac: { mix: 1, firstOrder: 1, firstOrderTrust: 0.05, firstOrderDamping: 0.1 },
+  },
   { name: "oac norm λ0.1", damping: 0.1, oac: { normalize: "sequence" } },
   { name: "oac norm λ1", damping: 1, oac: { normalize: "sequence" } },
   { name: "oac salience λ0.1", damping: 0.1, oac: { role: "salience" } },
@@ -84,6 +96,21 @@ const VARIANTS: Variant[] = [
     options: { outputOrder: false },
   },
   { name: "oac coupled-rows row-order λ0.1", damping: 0.1, oac: { rows: "coupled" }, options: { outputOrder: true } },
+  // Coupled rows with the first-order term: K-FAC's Newton step from the mean gradient (kroneckerFirstOrderTarget),
+  // its solve damped by fλ, each row's step capped at `trust` of the row's norm.
+  ...([[1, 0.05], [1, 0.2], [10, 0.05]] as const).map(([stepDamping, trust]): Variant => ({
+    name: `oac coupled-rows first-order β1 trust${trust} fλ${stepDamping} λ0.1`,
+    damping: 0.1,
+    oac: { rows: "coupled", firstOrder: 1, firstOrderTrust: trust, firstOrderDamping: stepDamping },
+    options: { outputOrder: false },
+  })),
+  // The same step along the gradient's change since the full-precision model only (firstOrderGradient "lost").
+  {
+    name: "oac coupled-rows first-order lost β1 trust0.05 fλ10 λ0.1",
+    damping: 0.1,
+    oac: { rows: "coupled", firstOrder: 1, firstOrderTrust: 0.05, firstOrderDamping: 10, firstOrderGradient: "lost" },
+    options: { outputOrder: false },
+  },
 ];
 
 const { values } = parseArgs({
@@ -163,8 +190,9 @@ for (const key of values["table-only"] ? [] : values.setting.split(",")) {
         method: v.oac ? "oac" : setting.engine,
         engine: setting.engine,
         options: { ...setting.options, ...v.options, damping: v.damping },
-        // Variants name their rows: the model run's default (coupled where it applies) would blur the paper's rows.
-        oac: v.oac && { rows: "independent", ...v.oac, seed },
+        // Variants name their rows and step: a model run's defaults (coupled rows with the first-order step where they
+        // apply) would blur the variants.
+        oac: v.oac && { rows: "independent", firstOrder: 0, firstOrderGradient: "loss", ...v.oac, seed },
         calibration,
         seqLen,
         batch,

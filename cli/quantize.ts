@@ -13,7 +13,7 @@
  */
 
 import { type MethodName, type MethodOptions, METHODS, needsCalibration } from "../algorithms/methods.ts";
-import { defaultOacRows } from "../algorithms/oac.ts";
+import { defaultOacRows, defaultOacStep } from "../algorithms/oac.ts";
 import { listBackends, setBackend, setBestBackend } from "../backends/registry.ts";
 import type { Backend } from "../core/backend.ts";
 import type { LlamaModel } from "../model/llama.ts";
@@ -70,6 +70,11 @@ Options:
   --oac-rows R       coupled (K-FAC: GPTQ's input Hessian, the loss gradients' output-side one, rounding coupled
                      across rows; the default with --engine gptq, spqr or billm and no option built on H_OAC) |
                      independent (the paper's H_OAC, rows summed; the default otherwise)
+  --oac-step B       OAC's first-order step: W moved by B times K-FAC's damped Newton step from the mean loss gradient
+                     before rounding (default 1 with coupled rows and per-layer refresh, 0 otherwise; 0 turns it off)
+  --oac-step-from G  the gradient it follows: lost (its change since the full-precision model, the default) | loss
+  --oac-step-damping L  relative damping of the step's solve (default 10 with coupled rows, 0.1 otherwise)
+  --oac-step-trust T each row's step at most T times the row's norm (default 0.05)
   --calib FILE       calibration text (required for every method but rtn)
   --samples N        calibration windows (default 128)
   --seqlen L         window length for calibration and evaluation (default 512)
@@ -100,6 +105,10 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     "oac-mix": { type: "string" },
     "oac-role": { type: "string" },
     "oac-rows": { type: "string" },
+    "oac-step": { type: "string" },
+    "oac-step-from": { type: "string" },
+    "oac-step-damping": { type: "string" },
+    "oac-step-trust": { type: "string" },
     bits: { type: "string" },
     group: { type: "string" },
     "act-order": { type: "boolean", default: false },
@@ -165,6 +174,31 @@ export async function quantizeCommand(args: string[]): Promise<number> {
     ) {
       throw new UsageError(
         `--oac-rows coupled takes GPTQ's input Hessian: not with --oac-mix, --oac-form token-diagonal or --oac-role salience`,
+      );
+    }
+    const stepDefaults = defaultOacStep(oacRows, oacRefresh);
+    const oacStep = {
+      firstOrder: numberOption(values["oac-step"], "oac-step", stepDefaults.firstOrder, 0),
+      firstOrderGradient: choice(
+        values["oac-step-from"],
+        "oac-step-from",
+        ["lost", "loss"] as const,
+        oacRefresh === "once" ? "loss" : "lost",
+      ),
+      firstOrderDamping: numberOption(
+        values["oac-step-damping"],
+        "oac-step-damping",
+        stepDefaults.firstOrderDamping,
+        0,
+      ),
+      firstOrderTrust: numberOption(values["oac-step-trust"], "oac-step-trust", stepDefaults.firstOrderTrust, 0),
+    };
+    if (method === "oac" && oacStep.firstOrder > 0 && oacRole === "salience") {
+      throw new UsageError(`--oac-step needs --oac-role hessian`);
+    }
+    if (method === "oac" && oacStep.firstOrder > 0 && oacStep.firstOrderGradient === "lost" && oacRefresh === "once") {
+      throw new UsageError(
+        `--oac-step-from lost needs --oac-refresh per-layer (with gradients taken once, nothing is lost yet)`,
       );
     }
     if (oacRole === "salience" && engine !== "billm") {
@@ -239,7 +273,16 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       method: method as MethodName | "oac",
       engine: engine as Exclude<MethodName, "rtn">,
       options,
-      oac: { labels: oacLabels, form: oacForm, refresh: oacRefresh, mix: oacMix, role: oacRole, rows: oacRows, seed },
+      oac: {
+        labels: oacLabels,
+        form: oacForm,
+        refresh: oacRefresh,
+        mix: oacMix,
+        role: oacRole,
+        rows: oacRows,
+        ...oacStep,
+        seed,
+      },
       calibration,
       seqLen,
       batch,
@@ -286,7 +329,15 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       ...(method === "oac"
         ? {
           engine,
-          oac: { labels: oacLabels, form: oacForm, refresh: oacRefresh, mix: oacMix, role: oacRole, rows: oacRows },
+          oac: {
+            labels: oacLabels,
+            form: oacForm,
+            refresh: oacRefresh,
+            mix: oacMix,
+            role: oacRole,
+            rows: oacRows,
+            ...oacStep,
+          },
         }
         : {}),
       // Code bits per weight: BiLLM's first binary term, VPTQ's index bits; the grid's bits otherwise.

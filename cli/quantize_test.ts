@@ -116,6 +116,10 @@ Deno.test("ptq quantize --method oac: the engine and variant are reported", asyn
     mix: 0,
     role: "hessian",
     rows: "coupled", // the default where the engine rounds rows coupled and nothing asks for the paper's H_OAC
+    firstOrder: 0, // the step needs per-layer refresh: with gradients taken once nothing is lost yet
+    firstOrderGradient: "loss",
+    firstOrderDamping: 10,
+    firstOrderTrust: 0.05,
   });
   // The salience role: BiLLM only.
   const billm = await run([
@@ -133,6 +137,7 @@ Deno.test("ptq quantize --method oac: the engine and variant are reported", asyn
   assert.equal(billm.status, 0);
   assert.equal(JSON.parse(billm.out.at(-1)!).oac.role, "salience");
   assert.equal(JSON.parse(billm.out.at(-1)!).oac.rows, "independent", "the salience role builds on H_OAC");
+  assert.equal(JSON.parse(billm.out.at(-1)!).oac.firstOrder, 0, "no step with the paper's rows by default");
   const refused = await run(["--model", model, "--method", "oac", "--oac-role", "salience", ...small]);
   assert.equal(refused.status, 2);
   assert.match(refused.err.join("\n"), /salience/);

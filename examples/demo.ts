@@ -1,6 +1,7 @@
 /**
  * `deno task demo`: quantizes the bundled stories260K model (llama2.c, 260K parameters) with RTN, GPTQ and OAC (GPTQ
- * rounding with the loss gradients' output-side Hessian as well as its own) at 4, 3 and 2 bits, calibrated on the
+ * rounding with the loss gradients' output-side Hessian as well as its own, from weights moved by the loss's
+ * first-order step) at 4, 3 and 2 bits, calibrated on the
  * first half of the bundled TinyStories sample and evaluated on its second half, and prints full precision against
  * each setting. Needs nothing outside this repository.
  *
@@ -70,7 +71,8 @@ const fp = await ppl(model);
 rows.push(["full precision (f32)", "32", fmt(((lin + other) * 4) / 1024, 4), fmt(fp, 4), "", "—"]);
 console.log(`full precision: perplexity ${fmt(fp, 4)}`);
 
-// OAC's default (coupled rows): GPTQ's input Hessian and an output-side one from the gradients of the model's loss.
+// OAC's default (coupled rows and the first-order step): GPTQ's input Hessian and an output-side one from the gradients
+// of the model's loss, and the weights moved towards what the earlier layers' rounding lost.
 const settings: { label: string; method: "rtn" | "gptq" | "oac"; bits: number }[] = [];
 for (const method of ["rtn", "gptq", "oac"] as const) {
   for (const bits of [4, 3, 2]) settings.push({ label: `${method} ${bits}-bit per row`, method, bits });

@@ -18,7 +18,13 @@ import {
   METHODS,
 } from "../algorithms/methods.ts";
 import { type LowRankKind, withLowRank } from "../algorithms/low_rank.ts";
-import { defaultOacRows, OAC_DEFAULT_DAMPING, oacHessianSource, type OacOptions } from "../algorithms/oac.ts";
+import {
+  defaultOacRows,
+  defaultOacStep,
+  OAC_DEFAULT_DAMPING,
+  oacHessianSource,
+  type OacOptions,
+} from "../algorithms/oac.ts";
 import type { QuantizedLayer } from "../algorithms/result.ts";
 import type { Backend } from "../core/backend.ts";
 import { OptionError } from "../core/errors.ts";
@@ -39,7 +45,10 @@ export interface ModelQuantizeOptions {
   readonly engine?: Exclude<MethodName, "rtn">;
   /** Options of the layer quantizer. With "oac", `damping` defaults to {@link OAC_DEFAULT_DAMPING} (0.1). */
   readonly options?: MethodOptions;
-  /** With "oac": the variant; `rows` defaults to `defaultOacRows(oac, engine)` (coupled where it applies). */
+  /**
+   * With "oac": the variant; `rows` defaults to `defaultOacRows(oac, engine)` (coupled where it applies), the first-order
+   * step to `defaultOacStep` (along the lost gradient with coupled rows and per-layer refresh).
+   */
   readonly oac?: OacVariant;
   /** Calibration windows (`windows·seqLen` ids); required for every method but RTN. */
   readonly calibration?: Int32Array;
@@ -105,7 +114,14 @@ export async function quantizeModel(original: LlamaModel, run: ModelQuantizeOpti
       `OAC's coupled rows need an engine that rounds rows coupled (gptq, spqr, billm), not ${engine}`,
     );
   }
-  const oac: OacVariant = { ...run.oac, rows: run.oac?.rows ?? defaultOacRows(run.oac ?? {}, engine) };
+  const rows = run.oac?.rows ?? defaultOacRows(run.oac ?? {}, engine);
+  const step = defaultOacStep(rows, run.oac?.refresh ?? "per-layer");
+  const oac: OacVariant = {
+    ...run.oac,
+    rows,
+    firstOrder: run.oac?.firstOrder ?? step.firstOrder,
+    firstOrderGradient: run.oac?.firstOrderGradient ?? step.firstOrderGradient,
+  };
   const baseQuantizer = layerQuantizer(engine, { ...options, backend });
   const quantizer = run.lowRank ? withLowRank(baseQuantizer, { ...run.lowRank, backend }) : baseQuantizer;
   let quantizeSeconds = 0;

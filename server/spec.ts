@@ -14,6 +14,7 @@
  * | `damping`, `outlier-threshold`, `stat-bits` | number | 0.01 (OAC 0.1), 0.2, 3 | as the CLI flags |
  * | `factor-precision` | string | `f64` | `f64` or `f32`: precision of the Hessian's factorisation |
  * | `oac-labels`, `oac-form`, `oac-refresh`, `oac-mix`, `oac-role`, `oac-rows` | | | OAC's variant, as the CLI flags |
+ * | `oac-step`, `oac-step-from`, `oac-step-damping`, `oac-step-trust` | | | OAC's first-order step, as the CLI flags |
  * | `calib` / `calib-text` | string | — | calibration text: a file under the roots, or the text itself |
  * | `samples`, `seqlen`, `seed`, `batch` | integer | 128, 512, 0, 8 | calibration windows, window length, ... |
  * | `eval` / `eval-text` | string or string[] / string | — | texts to evaluate perplexity on |
@@ -26,7 +27,7 @@
  */
 
 import { METHODS } from "../algorithms/methods.ts";
-import { defaultOacRows } from "../algorithms/oac.ts";
+import { defaultOacRows, defaultOacStep } from "../algorithms/oac.ts";
 import { SAVE_FORMATS } from "../model/save.ts";
 import { HttpError } from "./errors.ts";
 
@@ -67,6 +68,14 @@ export interface JobSpec {
     readonly mix: number;
     readonly role: "hessian" | "salience";
     readonly rows: "independent" | "coupled";
+    /** Scale of the first-order step (0: none). */
+    readonly firstOrder: number;
+    /** The gradient the step follows. */
+    readonly firstOrderGradient: "loss" | "lost";
+    /** Relative damping of the step's solve. */
+    readonly firstOrderDamping: number;
+    /** Each row's step at most this fraction of its norm. */
+    readonly firstOrderTrust: number;
   };
   /** Calibration text; required for every engine but RTN. */
   readonly calib?: TextSource;
@@ -116,6 +125,10 @@ const KEYS = [
   "oac-mix",
   "oac-role",
   "oac-rows",
+  "oac-step",
+  "oac-step-from",
+  "oac-step-damping",
+  "oac-step-trust",
   "calib",
   "calib-text",
   "samples",
@@ -261,16 +274,32 @@ export function parseJobSpec(
     mix: num("oac-mix", 0, 0),
     role: oneOf("oac-role", ["hessian", "salience"] as const, "hessian"),
   };
+  const rows = o["oac-rows"] === undefined
+    ? defaultOacRows(oacVariant, engine)
+    : oneOf("oac-rows", ["independent", "coupled"] as const, "independent");
+  const step = defaultOacStep(rows, oacVariant.refresh);
   const oac = {
     ...oacVariant,
-    rows: o["oac-rows"] === undefined
-      ? defaultOacRows(oacVariant, engine)
-      : oneOf("oac-rows", ["independent", "coupled"] as const, "independent"),
+    rows,
+    firstOrder: num("oac-step", step.firstOrder, 0),
+    firstOrderGradient: oneOf(
+      "oac-step-from",
+      ["lost", "loss"] as const,
+      oacVariant.refresh === "once" ? "loss" : "lost",
+    ),
+    firstOrderDamping: num("oac-step-damping", step.firstOrderDamping, 0),
+    firstOrderTrust: num("oac-step-trust", step.firstOrderTrust, 0),
   };
   if (method === "oac" && oac.rows === "coupled" && defaultOacRows(oacVariant, engine) !== "coupled") {
     throw bad(
       `"oac-rows" "coupled" takes GPTQ's input Hessian: not with "oac-mix", the token-diagonal form or the salience role`,
     );
+  }
+  if (method === "oac" && oac.firstOrder > 0 && oac.role === "salience") {
+    throw bad(`"oac-step" needs "oac-role" "hessian"`);
+  }
+  if (method === "oac" && oac.firstOrder > 0 && oac.firstOrderGradient === "lost" && oac.refresh === "once") {
+    throw bad(`"oac-step-from" "lost" needs "oac-refresh" "per-layer"`);
   }
 
   return {

@@ -464,11 +464,15 @@ export function defaultOacRows(options: Omit<OacOptions, "seqLen">, engine: stri
     : "independent";
 }
 
-/** OAC's first-order step, as {@link OacOptions} spells it. */
+/** OAC's first-order step, as {@link OacOptions} spells it (see there). */
 export interface OacStep {
+  /** `β`; 0: no step. */
   readonly firstOrder: number;
+  /** The gradient the step follows. */
   readonly firstOrderGradient: "loss" | "lost";
+  /** Relative damping of the step's solve. */
   readonly firstOrderDamping: number;
+  /** Each row's step at most this fraction of its norm. */
   readonly firstOrderTrust: number;
 }
 
@@ -587,6 +591,7 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
           ),
         );
       }
+      for (const name of names) baseline?.delete(name);
       for (const name of refresh === "once" ? names : []) cached?.hessians.delete(name), cached?.gradients.delete(name);
       return { hessians: input, outputHessians, targets };
     }
@@ -625,6 +630,7 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
         ),
       );
     }
+    for (const name of names) baseline?.delete(name);
     // Each layer's statistics are used once.
     for (const name of refresh === "once" ? names : []) cached?.hessians.delete(name), cached?.gradients.delete(name);
     return { hessians, targets };

@@ -70,10 +70,13 @@ Options:
   --oac-rows R       coupled (K-FAC: GPTQ's input Hessian, the loss gradients' output-side one, rounding coupled
                      across rows; the default with --engine gptq, spqr or billm and no option built on H_OAC) |
                      independent (the paper's H_OAC, rows summed; the default otherwise)
-  --oac-step B       OAC's first-order step: W moved by B times K-FAC's damped Newton step from the mean loss gradient
-                     before rounding (default 1 with coupled rows and per-layer refresh, 0 otherwise; 0 turns it off)
-  --oac-step-from G  the gradient it follows: lost (its change since the full-precision model, the default) | loss
-  --oac-step-damping L  relative damping of the step's solve (default 10 with coupled rows, 0.1 otherwise)
+  --oac-step B       OAC's first-order step: W moved by B times the damped Newton step from the mean loss gradient
+                     (K-FAC's with coupled rows) before rounding (default 1 with coupled rows and per-layer refresh,
+                     0 otherwise; 0 turns it off)
+  --oac-step-from G  the gradient it follows: lost (its change since the full-precision model; the default with
+                     per-layer refresh) | loss
+  --oac-step-damping L
+                     relative damping of the step's solve (default 10 with coupled rows, 0.1 otherwise)
   --oac-step-trust T each row's step at most T times the row's norm (default 0.05)
   --calib FILE       calibration text (required for every method but rtn)
   --samples N        calibration windows (default 128)

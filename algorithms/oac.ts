@@ -489,7 +489,7 @@ export const OAC_COUPLED_STEP_DAMPING = 10;
  * most 5 % of its norm, which wins at 2-bit group 128 and inside BiLLM on llama-12m with 128 calibration windows
  * (with 16 it loses inside SpQR and at 3-bit per row; README, "First-order step").
  * Otherwise none: the paper's rows' first-order variants lost (bench/results/oac_explore.md), and with gradients taken
- * once nothing is lost yet.
+ * once nothing is lost yet. A step asked for follows the lost gradient wherever the refresh is per-layer.
  *
  * @example
  * ```ts
@@ -503,7 +503,8 @@ export function defaultOacStep(rows: "independent" | "coupled", refresh: "once" 
   const on = rows === "coupled" && refresh === "per-layer";
   return {
     firstOrder: on ? 1 : 0,
-    firstOrderGradient: on ? "lost" : "loss",
+    // With gradients taken once nothing is lost yet; a step asked for with per-layer refresh follows what is.
+    firstOrderGradient: refresh === "per-layer" ? "lost" : "loss",
     firstOrderDamping: rows === "coupled" ? OAC_COUPLED_STEP_DAMPING : 0.1,
     firstOrderTrust: 0.05,
   };

@@ -186,7 +186,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
         values["oac-step-from"],
         "oac-step-from",
         ["lost", "loss"] as const,
-        oacRefresh === "once" ? "loss" : "lost",
+        stepDefaults.firstOrderGradient,
       ),
       firstOrderDamping: numberOption(
         values["oac-step-damping"],
@@ -204,6 +204,15 @@ export async function quantizeCommand(args: string[]): Promise<number> {
         `--oac-step-from lost needs --oac-refresh per-layer (with gradients taken once, nothing is lost yet)`,
       );
     }
+    const oacVariant = {
+      labels: oacLabels,
+      form: oacForm,
+      refresh: oacRefresh,
+      mix: oacMix,
+      role: oacRole,
+      rows: oacRows,
+      ...oacStep,
+    };
     if (oacRole === "salience" && engine !== "billm") {
       throw new UsageError(`--oac-role salience needs --engine billm (the engine that chooses salient weights)`);
     }
@@ -276,16 +285,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       method: method as MethodName | "oac",
       engine: engine as Exclude<MethodName, "rtn">,
       options,
-      oac: {
-        labels: oacLabels,
-        form: oacForm,
-        refresh: oacRefresh,
-        mix: oacMix,
-        role: oacRole,
-        rows: oacRows,
-        ...oacStep,
-        seed,
-      },
+      oac: { ...oacVariant, seed },
       calibration,
       seqLen,
       batch,
@@ -332,15 +332,7 @@ export async function quantizeCommand(args: string[]): Promise<number> {
       ...(method === "oac"
         ? {
           engine,
-          oac: {
-            labels: oacLabels,
-            form: oacForm,
-            refresh: oacRefresh,
-            mix: oacMix,
-            role: oacRole,
-            rows: oacRows,
-            ...oacStep,
-          },
+          oac: oacVariant,
         }
         : {}),
       // Code bits per weight: BiLLM's first binary term, VPTQ's index bits; the grid's bits otherwise.

@@ -282,11 +282,7 @@ export function parseJobSpec(
     ...oacVariant,
     rows,
     firstOrder: num("oac-step", step.firstOrder, 0),
-    firstOrderGradient: oneOf(
-      "oac-step-from",
-      ["lost", "loss"] as const,
-      oacVariant.refresh === "once" ? "loss" : "lost",
-    ),
+    firstOrderGradient: oneOf("oac-step-from", ["lost", "loss"] as const, step.firstOrderGradient),
     firstOrderDamping: num("oac-step-damping", step.firstOrderDamping, 0),
     firstOrderTrust: num("oac-step-trust", step.firstOrderTrust, 0),
   };

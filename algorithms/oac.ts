@@ -486,8 +486,9 @@ export const OAC_COUPLED_STEP_DAMPING = 10;
 /**
  * The first-order step of a model run's OAC where its options do not say. With coupled rows and per-layer refresh:
  * `β = 1` along the lost gradient, K-FAC's Newton step damped by {@link OAC_COUPLED_STEP_DAMPING}, each row moved by at
- * most 5 % of its norm, which wins at 2-bit group 128 and inside BiLLM on llama-12m with 128 calibration windows
- * (with 16 it loses inside SpQR and at 3-bit per row; README, "First-order step").
+ * most 5 % of its norm, which wins in all four engine settings of the ablation (2-bit group 128, 3-bit per row, SpQR
+ * and BiLLM) on llama-12m with 128 calibration windows, three seeds each (with 16 it loses inside SpQR and at 3-bit
+ * per row; README, "First-order step").
  * Otherwise none: the paper's rows' first-order variants lost (bench/results/oac_explore.md), and with gradients taken
  * once nothing is lost yet. A step asked for follows the lost gradient wherever the refresh is per-layer.
  *

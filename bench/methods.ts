@@ -1,6 +1,6 @@
 /**
  * Method table on llama-12m: RTN and GPTQ at 4, 3 and 2 bits (per row and group 128, act-order on and off), SpQR near
- * 3 and 2 bits, BiLLM; held-out and WikiText-2 perplexity with average bits per weight. Calibration: 128 windows of
+ * 3 and 2 bits, BiLLM, and OAC's default feeding GPTQ (group 128, act-order), SpQR and BiLLM; held-out and WikiText-2 perplexity with average bits per weight. Calibration: 128 windows of
  * 512 tokens from calib.txt (seed 0). The model is loaded and the texts tokenized once; each setting quantizes a fresh
  * copy and is evaluated on every file.
  *
@@ -52,6 +52,16 @@ const SETTINGS: Setting[] = [
     run: { method: "spqr", options: { bits: 2, groupSize: 128, outlierThreshold: 8, actOrder: true } },
   },
   { name: "billm", run: { method: "billm" } },
+  // OAC with its defaults (coupled rows, per-layer refresh, the first-order step) feeding the engines above.
+  ...[4, 3, 2].map((bits): Setting => ({
+    name: `oac w${bits} g128 act-order`,
+    run: { method: "oac", options: { bits, groupSize: 128, actOrder: true } },
+  })),
+  {
+    name: "oac spqr w2 g16 τ1",
+    run: { method: "oac", engine: "spqr", options: { bits: 2, groupSize: 16, outlierThreshold: 1, actOrder: true } },
+  },
+  { name: "oac billm", run: { method: "oac", engine: "billm" } },
 ];
 
 const { values } = parseArgs({

@@ -1,8 +1,8 @@
 /**
  * Method table on llama-12m: RTN and GPTQ at 4, 3 and 2 bits (per row and group 128, act-order on and off), SpQR near
- * 3 and 2 bits, BiLLM, and OAC's default feeding GPTQ (group 128, act-order), SpQR and BiLLM; held-out and WikiText-2 perplexity with average bits per weight. Calibration: 128 windows of
- * 512 tokens from calib.txt (seed 0). The model is loaded and the texts tokenized once; each setting quantizes a fresh
- * copy and is evaluated on every file.
+ * 3 and 2 bits, BiLLM, and OAC's default feeding GPTQ (group 128, act-order), SpQR and BiLLM; held-out and WikiText-2
+ * perplexity with average bits per weight. Calibration: 128 windows of 512 tokens from calib.txt (seed 0). The model
+ * is loaded and the texts tokenized once; each setting quantizes a fresh copy and is evaluated on every file.
  *
  * Usage: `deno run -A bench/methods.ts [--only NAME,...] [--windows N] [--samples 128] [--backend wasm] [--out FILE]
  *   [--resume] [--readme]`. Each finished setting is appended to `bench/results/methods.jsonl` at once, so a long run

@@ -167,7 +167,8 @@ export interface OacStatistics {
 
 /**
  * {@link oacHessians}, and with `withGradients` the mean gradient of each layer's weight over the calibration
- * windows (the first-order term of the loss expansion).
+ * windows (the first-order term of the loss expansion): of the layers in `names` with `true`, of every layer the pass
+ * reaches with `"all"` (Hessians still only of `names`).
  */
 export async function oacStatistics(
   model: LlamaModel,
@@ -175,7 +176,7 @@ export async function oacStatistics(
   options: OacOptions,
   names: readonly string[] | undefined,
   start: { readonly layer: number; readonly hidden: Matrix } | undefined,
-  withGradients: boolean,
+  withGradients: boolean | "all",
 ): Promise<OacStatistics> {
   const { seqLen, labels = "data", form = "sequence", seed = 0, batch = 4, precision = "f32", onProgress, signal } =
     options;
@@ -230,7 +231,8 @@ export async function oacStatistics(
       gradients: [],
       start: passStart,
       onLinear: async (name, x, gamma) => {
-        if (!wanted.has(name)) return;
+        const hessian = wanted.has(name);
+        if (!hessian && withGradients !== "all") return;
         const [rows, cols] = x.shape, out = gamma.shape[1];
         if (withGradients) {
           // Σ_n G_n = Γᵀ X over every row of the pass.
@@ -239,6 +241,7 @@ export async function oacStatistics(
           if (prev) { for (let i = 0; i < g.data.length; i++) prev.data[i] += g.data[i] * scale; }
           else gradients.set(name, { data: g.data.map((v) => v * scale), shape: g.shape });
         }
+        if (!hessian) return;
         if (coupled) {
           // K-FAC's output factor: every token's output gradient is a sample of its Gram matrix.
           await backend.gramAccumulate(acc(name, out), gamma, scale);
@@ -542,11 +545,12 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
     // The step Ḡ·H⁻¹ needs H at the gradient's own scale; a normalised H has unit trace whatever Ḡ's size.
     throw new OptionError('OAC: the first-order term needs unnormalised Hessians (normalize: "none")');
   }
+  const defaults = defaultOacStep(rows, refresh);
   const step = {
     beta,
-    damping: options.firstOrderDamping ?? (rows === "coupled" ? OAC_COUPLED_STEP_DAMPING : 0.1),
+    damping: options.firstOrderDamping ?? defaults.firstOrderDamping,
     tokensPerWindow: options.seqLen - 1,
-    trust: options.firstOrderTrust ?? 0.05,
+    trust: options.firstOrderTrust ?? defaults.firstOrderTrust,
   };
   const gradientKind = options.firstOrderGradient ?? "loss";
   if (gradientKind !== "loss" && gradientKind !== "lost") {
@@ -564,9 +568,9 @@ export function oacHessianSource(tokens: Int32Array, options: OacOptions): Hessi
       cached ??= await oacStatistics(model, tokens, options, undefined, undefined, beta > 0);
       stats = cached;
     } else if (beta > 0 && gradientKind === "lost" && !baseline) {
-      // The first call comes before anything is rounded: one pass over every layer from here gives this layer's
-      // statistics and every later layer's full-precision gradient.
-      stats = await oacStatistics(model, tokens, options, undefined, { layer, hidden: stream }, true);
+      // The first call comes before anything is rounded: one pass from here gives this layer's statistics and every
+      // later layer's full-precision gradient.
+      stats = await oacStatistics(model, tokens, options, names, { layer, hidden: stream }, "all");
       baseline = new Map(stats.gradients);
     } else {
       // Layers before this one are already quantized and `stream` is their output: start the passes here.

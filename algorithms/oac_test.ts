@@ -6,7 +6,7 @@ import { matmul } from "../core/linalg/matmul.ts";
 import { createRng, randomNormal } from "../core/random.ts";
 import { type FloatArray, type Matrix, matrix, matrix64 } from "../core/tensor.ts";
 import { quantizeSequential } from "../model/calibrate.ts";
-import { forward, linearName, lossAndGradients } from "../model/llama.ts";
+import { forward, linearName, linearNames, lossAndGradients } from "../model/llama.ts";
 import { quantizeModel } from "../model/quantize_model.ts";
 import { assertClose } from "../tests/assert_close.ts";
 import { randomTokens, tinyModel } from "../tests/tiny_llama.ts";
@@ -19,6 +19,7 @@ import {
   OAC_DEFAULT_DAMPING,
   oacHessians,
   oacHessianSource,
+  oacStatistics,
 } from "./oac.ts";
 
 const model = tinyModel({ layers: 2 });
@@ -56,6 +57,26 @@ Deno.test("OAC: H = mean over sequences of G_nᵀG_n, each G_n the gradient of t
     for (const n of names) {
       assertClose(got.get(n)!.data, want.get(n)!.data, { atol: 1e-9, rtol: 1e-4 }, `${n} b${batch}`);
     }
+  }
+});
+
+Deno.test('OAC statistics: "all" gives every layer\'s mean gradient, and Hessians of the named layers only', async () => {
+  const every = linearNames(model.config);
+  const want = new Map<string, Float64Array>();
+  for (let w = 0; w < windows; w++) {
+    const one = tokens.subarray(w * seqLen, (w + 1) * seqLen);
+    const { gradients } = await lossAndGradients(model, one, { batch: 1, seqLen, gradients: every });
+    for (const n of every) {
+      const g = gradients.get(n)!, sum = want.get(n) ?? new Float64Array(g.data.length);
+      for (let i = 0; i < sum.length; i++) sum[i] += g.data[i] / windows;
+      want.set(n, sum);
+    }
+  }
+  for (const rows of ["coupled", "independent"] as const) {
+    const stats = await oacStatistics(model, tokens, { seqLen, batch: 2, rows }, [names[1]], undefined, "all");
+    deepEqual([...stats.hessians.keys()], [names[1]]);
+    deepEqual([...stats.gradients.keys()].sort(), [...every].sort());
+    for (const n of every) assertClose(stats.gradients.get(n)!.data, want.get(n)!, { atol: 1e-7, rtol: 1e-4 }, n);
   }
 });
 
